@@ -1,0 +1,64 @@
+"""The one bucket policy: which (batch, sequence) shapes get compiled, and how texts fill them.
+
+Texts are sorted by token length so each batch pads little; each batch is then padded up to
+the nearest shape of a small fixed grid, so a whole job compiles only a handful of programs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+def _grid(limit: int, start: int) -> tuple[int, ...]:
+    """start, 1.5*start, 2*start, 3*start, 4*start, ... below limit, then limit itself."""
+    sizes, n = set(), start
+    while n < limit:
+        sizes.update((n, n * 3 // 2))
+        n *= 2
+    return tuple(sorted(s for s in sizes if s < limit)) + (limit,)
+
+
+@dataclasses.dataclass(frozen=True)
+class BucketPolicy:
+    """Allowed batch sizes and sequence lengths; a batch is padded to the smallest that fits."""
+
+    batch_sizes: tuple[int, ...]
+    seq_lengths: tuple[int, ...]
+
+    @classmethod
+    def for_limits(cls, max_batch_size: int, max_seq_length: int, min_seq_length: int = 16) -> BucketPolicy:
+        """Powers of two for batch sizes; powers of two and their 1.5x for lengths."""
+        if max_batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {max_batch_size}")
+        batches = tuple(b for b in (1 << k for k in range(max_batch_size.bit_length())) if b < max_batch_size)
+        return cls(batches + (max_batch_size,), _grid(max_seq_length, min(min_seq_length, max_seq_length)))
+
+    def shape_for(self, rows: int, longest: int) -> tuple[int, int]:
+        """The (B, L) bucket for `rows` texts whose longest has `longest` tokens."""
+        B = next((b for b in self.batch_sizes if b >= rows), None)
+        L = next((s for s in self.seq_lengths if s >= longest), None)
+        if B is None or L is None:
+            raise ValueError(f"no bucket holds {rows} rows of {longest} tokens in {self}")
+        return B, L
+
+    @property
+    def max_programs(self) -> int:
+        return len(self.batch_sizes) * len(self.seq_lengths)
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    rows: np.ndarray  # indices into the input texts
+    shape: tuple[int, int]
+
+
+def plan_batches(lengths: np.ndarray, batch_size: int, policy: BucketPolicy) -> list[Batch]:
+    """Group texts (longest first) into batches of at most `batch_size`, each with its bucket shape."""
+    order = np.argsort(-lengths, kind="stable")
+    batches = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batches.append(Batch(rows, policy.shape_for(len(rows), int(lengths[rows].max()))))
+    return batches

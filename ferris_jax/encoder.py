@@ -1,0 +1,240 @@
+"""The Encoder: texts -> tokens -> bucketed batches -> device -> vectors.
+
+`Encoder.apply(params, ...)` is the pure functional core; `encode(...)` is the imperative shell
+around it (validation, prompts, tokenization, bucketing, compiled-program cache, ordering).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from ferris_jax import ops
+from ferris_jax.batching import BucketPolicy, plan_batches
+from ferris_jax.checkpoint import Checkpoint
+from ferris_jax.similarity import SIMILARITY_FUNCTIONS
+from ferris_jax.tokenize import TokenBatch, validate_texts
+
+_DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
+
+
+class Encoder:
+    """A loaded sentence-embedding model. Build with `ferris_jax.load(...)`."""
+
+    def __init__(self, checkpoint: Checkpoint, *, device: jax.Device | None = None):
+        self.checkpoint = checkpoint
+        self.graphdef = checkpoint.graphdef
+        self.params: nnx.State = checkpoint.params
+        self.tokenizer = checkpoint.tokenizer
+        self.settings = checkpoint.settings
+        self.device = device or next(iter(jax.tree.leaves(self.params))).devices().pop()
+        self._jitted = jax.jit(self.apply)
+        self._programs: dict[tuple[int, int], Any] = {}
+        self.compile_seconds = 0.0
+        self.embedding_dimension = int(
+            jax.eval_shape(self.apply, self.params, *[jax.ShapeDtypeStruct((1, 2), jnp.int32)] * 3).shape[-1]
+        )
+
+    # ------------------------------------------------------------ functional core
+    def apply(
+        self,
+        params: nnx.State,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array | None = None,
+        prompt_length: jax.Array | int = 0,
+    ) -> jax.Array:
+        """Pure: sentence embeddings `[B, E]` (pooling, Dense and Normalize applied).
+
+        Args:
+            params: a parameter pytree shaped like `enc.params`.
+            input_ids, attention_mask, token_type_ids: `[B, L]` integer arrays.
+            prompt_length: leading tokens excluded from pooling when the model's pooling has
+                `include_prompt=False` (see `Tokenizer.prompt_length`).
+        """
+        model = nnx.merge(self.graphdef, params)
+        return model(input_ids, attention_mask, token_type_ids, prompt_length)
+
+    def token_embeddings(
+        self,
+        params: nnx.State,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array | None = None,
+    ) -> jax.Array:
+        """Pure: the backbone's last hidden state `[B, L, D]`."""
+        model = nnx.merge(self.graphdef, params)
+        return model.token_embeddings(input_ids, attention_mask, token_type_ids)
+
+    # ------------------------------------------------------------ imperative shell
+    @property
+    def max_seq_length(self) -> int:
+        return self.settings.max_seq_length
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        return dict(self.settings.prompts)
+
+    @property
+    def compiled_programs(self) -> list[tuple[int, int]]:
+        """The (batch, sequence) shapes compiled so far in this process."""
+        return sorted(self._programs)
+
+    def tokenize(self, texts: str | Sequence[str], prompt: str | None = None) -> TokenBatch:
+        """The padded batch `encode` would feed for these texts (padded to the longest)."""
+        texts = validate_texts(texts)
+        return self.tokenizer([(prompt or "") + t for t in texts])
+
+    def similarity(self, a: Any, b: Any) -> jax.Array:
+        """The model's similarity function (`similarity_fn_name`) between two sets of embeddings."""
+        return SIMILARITY_FUNCTIONS[self.settings.similarity_fn_name](jnp.asarray(a), jnp.asarray(b))
+
+    def _program(self, shape: tuple[int, int]):
+        if shape not in self._programs:
+            spec = jax.ShapeDtypeStruct(shape, jnp.int32)
+            start = time.perf_counter()
+            self._programs[shape] = self._jitted.lower(
+                self.params, spec, spec, spec, jax.ShapeDtypeStruct((), jnp.int32)
+            ).compile()
+            self.compile_seconds += time.perf_counter() - start
+        return self._programs[shape]
+
+    def precompile(self, batch_size: int = 64, seq_lengths: Sequence[int] | None = None) -> None:
+        """Compile the programs for these shapes now (e.g. at start-up of a service)."""
+        policy = BucketPolicy.for_limits(batch_size, self.max_seq_length)
+        for L in seq_lengths or policy.seq_lengths:
+            self._program(policy.shape_for(batch_size, L))
+
+    def _resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str:
+        if prompt is not None:
+            if prompt_name is not None:
+                warnings.warn("both prompt and prompt_name given; using prompt", stacklevel=3)
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+            return prompt
+        name = prompt_name if prompt_name is not None else self.settings.default_prompt_name
+        if name is None:
+            return ""
+        if name not in self.settings.prompts:
+            raise ValueError(
+                f"prompt_name {name!r} is not one of this model's prompts {sorted(self.settings.prompts)}"
+            )
+        return self.settings.prompts[name]
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 64,
+        normalize_embeddings: bool | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        truncate_dim: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> np.ndarray:
+        """Embed texts; float32 numpy `[n, E]` in input order (`[E]` for a single string).
+
+        Args:
+            texts: a string or a sequence of strings.
+            batch_size: texts per batch (batches are padded to a few fixed shapes).
+            normalize_embeddings: True L2-normalizes the output; None/False keep the model's own
+                choice (a model with a Normalize module always returns unit vectors).
+            prompt_name: key of `enc.prompts` to prepend (default: the model's default prompt).
+            prompt: a literal prompt string to prepend (overrides prompt_name).
+            truncate_dim: keep the first k dimensions (Matryoshka); re-normalized if the model
+                normalizes or `normalize_embeddings` is True.
+            show_progress_bar: None shows a bar only for jobs that last more than two seconds.
+        """
+        single = isinstance(texts, str)
+        texts = validate_texts(texts)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if truncate_dim is not None and not (
+            isinstance(truncate_dim, int) and 0 < truncate_dim <= self.embedding_dimension
+        ):
+            raise ValueError(f"truncate_dim must be in 1..{self.embedding_dimension}, got {truncate_dim!r}")
+        prompt_text = self._resolve_prompt(prompt_name, prompt)
+        out = np.empty((len(texts), self.embedding_dimension), dtype=np.float32)
+        if texts:
+            self._embed_into(out, [prompt_text + t for t in texts], prompt_text, batch_size, show_progress_bar)
+        if truncate_dim is not None:
+            out = out[:, :truncate_dim]
+        if normalize_embeddings or (truncate_dim is not None and self.checkpoint.head.normalize):
+            out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out[0] if single else out
+
+    def _embed_into(
+        self, out: np.ndarray, texts: list[str], prompt: str, batch_size: int, show: bool | None
+    ) -> None:
+        tok = self.tokenizer.encode(texts)
+        if tok.truncated.any():
+            first = int(np.argmax(tok.truncated))
+            warnings.warn(
+                f"{int(tok.truncated.sum())} of {len(texts)} texts exceed max_seq_length="
+                f"{self.max_seq_length} tokens and were truncated (first: index {first}); "
+                "enc.tokenize(texts).truncated flags each one",
+                stacklevel=3,
+            )
+        prompt_length = np.int32(self.tokenizer.prompt_length(prompt))
+        policy = BucketPolicy.for_limits(batch_size, self.max_seq_length)
+        pending = []
+        bar = tqdm(total=len(texts), unit="text", disable=show is False, delay=0 if show else 2.0)
+        with bar:
+            for batch in plan_batches(tok.lengths, batch_size, policy):
+                b = self.tokenizer.pad(tok, batch.rows, batch.shape)
+                # Dispatch is asynchronous: the host pads the next batch while this one runs.
+                emb = self._program(batch.shape)(
+                    self.params, b.input_ids, b.attention_mask, b.token_type_ids, prompt_length
+                )
+                pending.append((batch.rows, emb))
+                bar.update(len(batch.rows))
+            for rows, emb in pending:
+                out[rows] = np.asarray(emb[: len(rows)], dtype=np.float32)
+
+    def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray:
+        """`encode` with the model's "query" prompt (if it has one)."""
+        if "prompt" not in kwargs and "prompt_name" not in kwargs and self.settings.prompts.get("query"):
+            kwargs["prompt_name"] = "query"
+        return self.encode(texts, **kwargs)
+
+    def encode_document(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray:
+        """`encode` with the model's document prompt ("document", "passage" or "corpus")."""
+        if "prompt" not in kwargs and "prompt_name" not in kwargs:
+            name = next((n for n in _DOCUMENT_PROMPT_NAMES if self.settings.prompts.get(n)), None)
+            if name is not None:
+                kwargs["prompt_name"] = name
+        return self.encode(texts, **kwargs)
+
+    def info(self) -> dict[str, Any]:
+        """What this encoder is and where it runs (for `ferris-jax info`)."""
+        from ferris_jax.compilation import compilation_cache_dir
+
+        return {
+            "model": self.checkpoint.name,
+            "path": str(self.checkpoint.path),
+            "model_type": self.checkpoint.model_type,
+            "dtype": jnp.dtype(self.checkpoint.dtype).name,
+            "embedding_dimension": self.embedding_dimension,
+            "max_seq_length": self.max_seq_length,
+            "pooling": list(self.checkpoint.head.pooling.modes),
+            "normalize": self.checkpoint.head.normalize,
+            "prompts": self.prompts,
+            "similarity": self.settings.similarity_fn_name,
+            "device": str(self.device),
+            "platform": self.device.platform,
+            "layer_norm": ops.resolve_impl(),
+            "compilation_cache": str(compilation_cache_dir() or "off"),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Encoder({self.checkpoint.name!r}, {self.checkpoint.model_type}, dim={self.embedding_dimension}, "
+            f"max_seq_length={self.max_seq_length}, device={self.device})"
+        )

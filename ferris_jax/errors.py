@@ -1,0 +1,9 @@
+"""Exceptions ferris-jax raises for bad checkpoints, names and inputs."""
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model name, hub id or directory could not be resolved to a checkpoint on this machine."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint exists but is incomplete, corrupt or inconsistent; the message names the file."""

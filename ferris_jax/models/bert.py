@@ -1,0 +1,108 @@
+"""BERT (and MiniLM, E5, BGE, GTE, ... which are BERT checkpoints): config, modules, weight names."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ferris_jax import ops
+from ferris_jax.models.layers import LayerNorm, SelfAttention, embed, linear
+from ferris_jax.weights import EMBED, LINEAR, NORM, Rule
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """The fields of a Hugging Face BERT `config.json` that change the forward pass."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_hf(cls, config: dict[str, Any]) -> BertConfig:
+        kind = config.get("position_embedding_type", "absolute")
+        if kind != "absolute":
+            raise ValueError(f"position_embedding_type={kind!r} is not supported (only 'absolute')")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in fields})
+
+
+class Embeddings(nnx.Module):
+    def __init__(self, cfg: BertConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.word = embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype, rngs=rngs)
+        self.position = embed(cfg.max_position_embeddings, cfg.hidden_size, dtype=dtype, rngs=rngs)
+        self.token_type = embed(cfg.type_vocab_size, cfg.hidden_size, dtype=dtype, rngs=rngs)
+        self.norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, dtype=dtype)
+
+    def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
+        L = input_ids.shape[1]
+        x = self.word(input_ids) + self.position(jnp.arange(L))[None] + self.token_type(token_type_ids)
+        return self.norm(x)
+
+
+class Layer(nnx.Module):
+    """Post-LN transformer layer: x = LN(x + attn(x)); x = LN(x + ffn(x))."""
+
+    def __init__(self, cfg: BertConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+        D, F = cfg.hidden_size, cfg.intermediate_size
+        self.attention = SelfAttention(D, cfg.num_attention_heads, dtype=dtype, rngs=rngs)
+        self.attention_norm = LayerNorm(D, eps=cfg.layer_norm_eps, dtype=dtype)
+        self.intermediate = linear(D, F, dtype=dtype, rngs=rngs)
+        self.output = linear(F, D, dtype=dtype, rngs=rngs)
+        self.output_norm = LayerNorm(D, eps=cfg.layer_norm_eps, dtype=dtype)
+        self.act = ops.activation(cfg.hidden_act)
+
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        x = self.attention_norm(self.attention(x, mask), residual=x)
+        return self.output_norm(self.output(self.act(self.intermediate(x))), residual=x)
+
+
+class BertModel(nnx.Module):
+    """`(input_ids, attention_mask, token_type_ids) -> last hidden state [B, L, D]`."""
+
+    def __init__(self, cfg: BertConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+        self.config = cfg
+        self.embeddings = Embeddings(cfg, dtype=dtype, rngs=rngs)
+        self.layers = nnx.List([Layer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_hidden_layers)])
+
+    def __call__(
+        self, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None
+    ) -> jax.Array:
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)
+        mask = attention_mask.astype(bool)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+
+# PyTorch name (after the optional "bert." prefix) -> our module path; suffixes come from the kind.
+WEIGHT_RULES = (
+    Rule("embeddings.word_embeddings", "embeddings.word", EMBED),
+    Rule("embeddings.position_embeddings", "embeddings.position", EMBED),
+    Rule("embeddings.token_type_embeddings", "embeddings.token_type", EMBED),
+    Rule("embeddings.LayerNorm", "embeddings.norm", NORM),
+    Rule("encoder.layer.{i}.attention.self.query", "layers.{i}.attention.query", LINEAR),
+    Rule("encoder.layer.{i}.attention.self.key", "layers.{i}.attention.key", LINEAR),
+    Rule("encoder.layer.{i}.attention.self.value", "layers.{i}.attention.value", LINEAR),
+    Rule("encoder.layer.{i}.attention.output.dense", "layers.{i}.attention.out", LINEAR),
+    Rule("encoder.layer.{i}.attention.output.LayerNorm", "layers.{i}.attention_norm", NORM),
+    Rule("encoder.layer.{i}.intermediate.dense", "layers.{i}.intermediate", LINEAR),
+    Rule("encoder.layer.{i}.output.dense", "layers.{i}.output", LINEAR),
+    Rule("encoder.layer.{i}.output.LayerNorm", "layers.{i}.output_norm", NORM),
+)
+# Tensors a BERT checkpoint may carry that sentence embeddings do not use.
+IGNORED_WEIGHTS = (r"(.*\.)?position_ids", r"pooler\..*", r"cls\..*")
+CHECKPOINT_PREFIXES = ("bert.",)

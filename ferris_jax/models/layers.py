@@ -1,0 +1,52 @@
+"""NNX building blocks shared by every model family."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ferris_jax import ops
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm parameters; the math is the one primitive `ops.layer_norm`."""
+
+    def __init__(self, dim: int, *, eps: float, dtype: jnp.dtype = jnp.float32):
+        self.scale = nnx.Param(jnp.ones((dim,), dtype))
+        self.bias = nnx.Param(jnp.zeros((dim,), dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array, residual: jax.Array | None = None) -> jax.Array:
+        if residual is None:
+            return ops.layer_norm(x, self.scale[...], self.bias[...], eps=self.eps)
+        return ops.add_layer_norm(x, residual, self.scale[...], self.bias[...], eps=self.eps)
+
+
+def linear(d_in: int, d_out: int, *, dtype: jnp.dtype, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
+    """A dense layer computing and storing parameters in `dtype`."""
+    return nnx.Linear(d_in, d_out, use_bias=use_bias, dtype=dtype, param_dtype=dtype, rngs=rngs)
+
+
+def embed(num: int, dim: int, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Embed:
+    """An embedding table stored in `dtype`."""
+    return nnx.Embed(num, dim, dtype=dtype, param_dtype=dtype, rngs=rngs)
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention with separate Q/K/V projections and an output projection."""
+
+    def __init__(self, dim: int, num_heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+        if dim % num_heads:
+            raise ValueError(f"hidden_size {dim} is not divisible by num_attention_heads {num_heads}")
+        self.num_heads = num_heads
+        self.query = linear(dim, dim, dtype=dtype, rngs=rngs)
+        self.key = linear(dim, dim, dtype=dtype, rngs=rngs)
+        self.value = linear(dim, dim, dtype=dtype, rngs=rngs)
+        self.out = linear(dim, dim, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, mask: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+        B, L, D = x.shape
+        heads = lambda t: t.reshape(B, L, self.num_heads, D // self.num_heads)  # noqa: E731
+        y = ops.attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)), mask, bias)
+        return self.out(y.reshape(B, L, D))

@@ -1,0 +1,21 @@
+"""Pure array operations shared by every model family."""
+
+from ferris_jax.ops.activations import activation
+from ferris_jax.ops.attention import attention
+from ferris_jax.ops.layer_norm import (
+    add_layer_norm,
+    layer_norm,
+    reference_layer_norm,
+    resolve_impl,
+    use_impl,
+)
+
+__all__ = [
+    "activation",
+    "add_layer_norm",
+    "attention",
+    "layer_norm",
+    "reference_layer_norm",
+    "resolve_impl",
+    "use_impl",
+]

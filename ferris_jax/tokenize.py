@@ -1,0 +1,127 @@
+"""Text -> token ids with the Hugging Face `tokenizers` library, and padding ids into batches."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tokenizers
+from tokenizers import normalizers
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenBatch:
+    """A padded batch as the model consumes it; rows past `len(lengths)` are padding rows."""
+
+    input_ids: np.ndarray  # [B, L] int32
+    attention_mask: np.ndarray  # [B, L] int32
+    token_type_ids: np.ndarray  # [B, L] int32
+    lengths: np.ndarray  # [n] tokens per text, special tokens included
+    truncated: np.ndarray  # [n] bool: the text was cut at max_seq_length
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokenized:
+    """Unpadded token ids of n texts."""
+
+    ids: list[list[int]]
+    type_ids: list[list[int]]
+    lengths: np.ndarray
+    truncated: np.ndarray
+
+
+def validate_texts(texts: Any) -> list[str]:
+    """The inputs as a list of str; TypeError naming the first bad item otherwise."""
+    if texts is None:
+        raise TypeError("texts must be a string or a sequence of strings, got None")
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, Sequence) and not hasattr(texts, "__iter__"):
+        raise TypeError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__} ({t!r:.40}), expected str")
+    return texts
+
+
+def _has_lowercase(normalizer: Any) -> bool:
+    if normalizer is None:
+        return False
+    if isinstance(normalizer, normalizers.Lowercase):
+        return True
+    if isinstance(normalizer, normalizers.Sequence):
+        return any(_has_lowercase(n) for n in normalizer)
+    return False
+
+
+class TextTokenizer:
+    """A `tokenizers.Tokenizer` set up as sentence-transformers calls it: truncation at
+    `max_seq_length` (special tokens included), no padding (we pad to bucket shapes)."""
+
+    def __init__(
+        self,
+        tokenizer: tokenizers.Tokenizer,
+        *,
+        max_seq_length: int,
+        pad_token_id: int,
+        do_lower_case: bool = False,
+    ):
+        tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())  # our own copy to configure
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=max_seq_length, strategy="longest_first")
+        if do_lower_case and not _has_lowercase(tokenizer.normalizer):
+            # sentence-transformers prepends Lowercase to the normalizer rather than lowering text.
+            rest = [tokenizer.normalizer] if tokenizer.normalizer is not None else []
+            tokenizer.normalizer = normalizers.Sequence([normalizers.Lowercase(), *rest])
+        self.tokenizer = tokenizer
+        self.max_seq_length = max_seq_length
+        self.pad_token_id = pad_token_id
+        self.special_ids = frozenset(
+            i for i, tok in tokenizer.get_added_tokens_decoder().items() if tok.special
+        )
+
+    def encode(self, texts: list[str]) -> Tokenized:
+        """Token ids of each text (batched in Rust), truncated to max_seq_length."""
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
+        ids = [e.ids for e in encodings]
+        return Tokenized(
+            ids=ids,
+            type_ids=[e.type_ids for e in encodings],
+            lengths=np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids)),
+            truncated=np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(ids)),
+        )
+
+    def pad(self, tok: Tokenized, rows: Sequence[int], shape: tuple[int, int]) -> TokenBatch:
+        """Rows `rows` of `tok` padded (right) into a `shape = (B, L)` batch.
+
+        Padding rows keep one unmasked pad token so no attention row is empty.
+        """
+        B, L = shape
+        input_ids = np.full((B, L), self.pad_token_id, dtype=np.int32)
+        token_type_ids = np.zeros((B, L), dtype=np.int32)
+        attention_mask = np.zeros((B, L), dtype=np.int32)
+        for r, i in enumerate(rows):
+            n = len(tok.ids[i])
+            input_ids[r, :n] = tok.ids[i]
+            token_type_ids[r, :n] = tok.type_ids[i]
+            attention_mask[r, :n] = 1
+        attention_mask[len(rows) :, 0] = 1
+        rows = np.asarray(rows, dtype=np.int64)
+        return TokenBatch(input_ids, attention_mask, token_type_ids, tok.lengths[rows], tok.truncated[rows])
+
+    def __call__(self, texts: list[str], pad_to: int | None = None) -> TokenBatch:
+        """Tokenize and pad to the longest text (or to `pad_to`)."""
+        tok = self.encode(validate_texts(texts))
+        L = max(pad_to or 0, int(tok.lengths.max(initial=1)))
+        return self.pad(tok, range(len(tok.ids)), (len(tok.ids), L))
+
+    def prompt_length(self, prompt: str) -> int:
+        """Tokens a prompt occupies at the start of a text, [CLS] included and a final special
+        token (the [SEP] of the prompt alone) excluded, as sentence-transformers counts it."""
+        if not prompt:
+            return 0
+        ids = self.tokenizer.encode(prompt).ids
+        return len(ids) - 1 if ids and ids[-1] in self.special_ids else len(ids)

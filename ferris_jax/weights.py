@@ -1,0 +1,151 @@
+"""One weight-mapping mechanism for every family: PyTorch tensor names -> NNX parameter paths.
+
+A family declares a table of `Rule(source, target, kind)`; `{i}` stands for a layer index.
+The kind says which tensor suffixes exist and how each is transformed (linear
+weights are transposed from torch's `[out, in]` to Flax's `[in, out]` kernel).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ferris_jax.errors import CheckpointError
+
+Transform = Callable[[Any], Any] | None
+_T: Transform = lambda a: a.T  # torch Linear [out, in] -> Flax kernel [in, out]
+
+# kind -> {torch suffix: (our leaf name, transform)}
+LINEAR = "linear"
+EMBED = "embed"
+NORM = "norm"
+_SUFFIXES: dict[str, dict[str, tuple[str, Transform]]] = {
+    LINEAR: {"weight": ("kernel", _T), "bias": ("bias", None)},
+    EMBED: {"weight": ("embedding", None)},
+    NORM: {"weight": ("scale", None), "gamma": ("scale", None), "bias": ("bias", None), "beta": ("bias", None)},
+}
+
+Path = tuple[str | int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """Maps the torch module `source` (e.g. "encoder.layer.{i}.output.dense") to our `target` module."""
+
+    source: str
+    target: str
+    kind: str
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightMap:
+    """A compiled rule table plus the names a checkpoint may carry that we deliberately skip."""
+
+    rules: Sequence[Rule]
+    ignored: Sequence[str] = ()
+    prefixes: Sequence[str] = ()
+    target_prefix: Path = ()
+
+    def __post_init__(self) -> None:
+        compiled = []
+        for rule in self.rules:
+            pattern = re.escape(rule.source).replace(re.escape("{i}"), r"(?P<i>\d+)")
+            suffixes = "|".join(_SUFFIXES[rule.kind])
+            compiled.append((re.compile(rf"{pattern}\.(?P<suffix>{suffixes})"), rule))
+        object.__setattr__(self, "_compiled", compiled)
+        object.__setattr__(self, "_ignored", [re.compile(p) for p in self.ignored])
+
+    def strip_prefix(self, name: str) -> str:
+        for prefix in self.prefixes:
+            if name.startswith(prefix):
+                return name[len(prefix) :]
+        return name
+
+    def is_ignored(self, name: str) -> bool:
+        name = self.strip_prefix(name)
+        return any(p.fullmatch(name) for p in self._ignored)
+
+    def lookup(self, name: str) -> tuple[Path, Transform] | None:
+        """The parameter path and transform for checkpoint tensor `name`, or None if unknown."""
+        name = self.strip_prefix(name)
+        for regex, rule in self._compiled:
+            m = regex.fullmatch(name)
+            if m:
+                leaf, transform = _SUFFIXES[rule.kind][m["suffix"]]
+                target = rule.target.replace("{i}", m["i"]) if "{i}" in rule.target else rule.target
+                path = tuple(int(p) if p.isdigit() else p for p in target.split(".") if p)
+                return (*self.target_prefix, *path, leaf), transform
+        return None
+
+
+def format_path(path: Iterable[str | int]) -> str:
+    return ".".join(str(p) for p in path)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSource:
+    """One tensor of a checkpoint file, read only when it is needed."""
+
+    file: str
+    name: str
+    shape: tuple[int, ...]
+    read: Callable[[], jax.Array]
+    weight_map: WeightMap
+
+
+def fill_params(
+    expected: dict[Path, jax.ShapeDtypeStruct],
+    sources: Iterable[TensorSource],
+    *,
+    dtype: jnp.dtype,
+    device: jax.Device | None = None,
+) -> dict[Path, jax.Array]:
+    """Read every tensor into the parameter it maps to; strict, one error listing every problem.
+
+    Tensors are read one at a time and placed on `device` in `dtype`, so the host never holds
+    a second full copy of the weights. Raises `CheckpointError` naming each unexpected,
+    misshapen or missing tensor.
+    """
+    filled: dict[Path, jax.Array] = {}
+    problems: list[str] = []
+    for src in sources:
+        if src.weight_map.is_ignored(src.name):
+            continue
+        found = src.weight_map.lookup(src.name)
+        if found is None or found[0] not in expected:
+            problems.append(f"unexpected tensor {src.name!r} {src.shape} in {src.file}")
+            continue
+        path, transform = found
+        want = expected[path].shape
+        got = tuple(reversed(src.shape)) if transform is not None else src.shape
+        if got != want:
+            problems.append(
+                f"tensor {src.name!r} in {src.file} has shape {src.shape}; parameter "
+                f"{format_path(path)} needs {want}" + (" (after transposing)" if transform else "")
+            )
+            continue
+        if path in filled:
+            problems.append(f"tensor {src.name!r} in {src.file} fills {format_path(path)} a second time")
+            continue
+        try:
+            array = src.read()
+        except Exception as e:  # corrupt or truncated data
+            raise CheckpointError(f"{src.file}: cannot read tensor {src.name!r}: {e}") from e
+        array = transform(array) if transform else array
+        filled[path] = jax.device_put(jnp.asarray(array, dtype=dtype), device)
+        del array
+    missing = [p for p in expected if p not in filled]
+    problems += [
+        f"missing parameter {format_path(p)} {expected[p].shape}: no tensor in the checkpoint maps to it"
+        for p in missing
+    ]
+    if problems:
+        raise CheckpointError(
+            f"checkpoint does not match the model ({len(problems)} problem(s)):\n  " + "\n  ".join(problems)
+        )
+    return filled
