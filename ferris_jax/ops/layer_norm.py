@@ -37,7 +37,12 @@ def reference_layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: f
     centered = x32 - mean
     var = jnp.mean(centered * centered, axis=-1, keepdims=True)
     y = centered * jax.lax.rsqrt(var + eps)
-    return (y * scale.astype(_F32) + bias.astype(_F32)).astype(x.dtype)
+    return (y * _as_rank(scale, x.ndim) + _as_rank(bias, x.ndim)).astype(x.dtype)
+
+
+def _as_rank(p: jax.Array, ndim: int) -> jax.Array:
+    """A float32 parameter `[..., H]` with leading unit axes so it broadcasts against rank `ndim`."""
+    return p.astype(_F32).reshape((1,) * (ndim - p.ndim) + p.shape)
 
 
 def _sum_to_shape(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -57,7 +62,7 @@ def reference_layer_norm_bwd(
     centered = x32 - mean
     rstd = jax.lax.rsqrt(jnp.mean(centered * centered, axis=-1, keepdims=True) + eps)
     x_hat = centered * rstd
-    g = dy32 * scale.astype(_F32)
+    g = dy32 * _as_rank(scale, x.ndim)
     dx = rstd * (
         g - jnp.mean(g, axis=-1, keepdims=True) - x_hat * jnp.mean(g * x_hat, axis=-1, keepdims=True)
     )

