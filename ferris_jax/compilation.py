@@ -8,6 +8,19 @@ from pathlib import Path
 import jax
 
 _ENV_VAR = "FERRIS_JAX_CACHE_DIR"
+_EVENTS = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses"}
+_stats = {"hits": 0, "misses": 0}
+_listening = False
+
+
+def _count(event: str, **_: object) -> None:
+    if event in _EVENTS:
+        _stats[_EVENTS[event]] += 1
+
+
+def cache_stats() -> dict[str, int]:
+    """Persistent-cache hits and misses of this process (counted once the cache is enabled)."""
+    return dict(_stats)
 
 
 def default_cache_dir() -> Path:
@@ -23,6 +36,10 @@ def enable_compilation_cache(cache_dir: str | os.PathLike | None = None) -> Path
 
     Returns the cache directory, or None if it cannot be created (compilation still works).
     """
+    global _listening
+    if not _listening:
+        jax.monitoring.register_event_listener(_count)
+        _listening = True
     current = jax.config.jax_compilation_cache_dir
     if current and cache_dir is None:
         return Path(current)

@@ -214,7 +214,7 @@ class Encoder:
 
     def info(self) -> dict[str, Any]:
         """What this encoder is and where it runs (for `ferris-jax info`)."""
-        from ferris_jax.compilation import compilation_cache_dir
+        from ferris_jax.compilation import cache_stats, compilation_cache_dir
 
         return {
             "model": self.checkpoint.name,
@@ -231,6 +231,8 @@ class Encoder:
             "platform": self.device.platform,
             "layer_norm": ops.resolve_impl(),
             "compilation_cache": str(compilation_cache_dir() or "off"),
+            "compilation_cache_hits": cache_stats()["hits"],
+            "compiled_programs": len(self._programs),
         }
 
     def __repr__(self) -> str:

@@ -98,7 +98,15 @@ def make_sentence_transformer(
     """Build and save a sentence-transformers model over a random BERT; returns (dir, model)."""
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.modules import (
+            Dense,
+            Normalize,
+            Pooling,
+            Transformer,
+        )
+    except ImportError:
+        from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
 
     backbone_dir = make_bert_checkpoint(directory.parent / f"{directory.name}-backbone", seed, **config)
     transformer = Transformer(str(backbone_dir), max_seq_length=max_seq_length)

@@ -1,0 +1,78 @@
+"""Static shapes: a bounded set of compiled programs, and a persistent cache across processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import SENTENCES
+
+from ferris_jax.batching import BucketPolicy, plan_batches
+
+
+def test_bucket_policy_grid():
+    policy = BucketPolicy.for_limits(64, 256)
+    assert policy.batch_sizes == (1, 2, 4, 8, 16, 32, 64)
+    assert policy.seq_lengths == (16, 24, 32, 48, 64, 96, 128, 192, 256)
+    assert policy.shape_for(3, 17) == (4, 24)
+    assert policy.shape_for(64, 256) == (64, 256)
+    assert BucketPolicy.for_limits(100, 128).batch_sizes[-1] == 100
+    assert BucketPolicy.for_limits(1, 8).seq_lengths == (8,)
+    with pytest.raises(ValueError, match="no bucket"):
+        policy.shape_for(65, 10)
+
+
+def test_plan_sorts_by_length_and_covers_every_text():
+    lengths = np.random.default_rng(0).integers(2, 256, size=1000)
+    policy = BucketPolicy.for_limits(32, 256)
+    plan = plan_batches(lengths, 32, policy)
+    rows = np.concatenate([b.rows for b in plan])
+    assert sorted(rows.tolist()) == list(range(1000))
+    assert all(np.all(np.diff(lengths[rows]) <= 0) for _ in [0])  # longest first
+    for b in plan:
+        assert b.shape[0] >= len(b.rows) and b.shape[1] >= lengths[b.rows].max()
+    assert len({b.shape for b in plan}) <= len(policy.seq_lengths) + 1
+
+
+def test_compiled_programs_stay_bounded(tiny_st):
+    import ferris_jax
+
+    path, _ = tiny_st
+    enc = ferris_jax.load(path)
+    rng = np.random.default_rng(0)
+    words = " ".join(SENTENCES).split()
+    texts = [" ".join(rng.choice(words, size=rng.integers(0, 150))) for _ in range(400)]
+    enc.encode(texts, batch_size=32)
+    first = enc.compiled_programs
+    policy = BucketPolicy.for_limits(32, enc.max_seq_length)
+    assert 1 < len(first) <= len(policy.seq_lengths) + 1
+    enc.encode(texts[::-1], batch_size=32)
+    enc.encode(texts[:100], batch_size=32)
+    assert len(enc.compiled_programs) <= policy.max_programs
+    assert set(first) <= set(enc.compiled_programs)
+    assert enc.info()["compiled_programs"] == len(enc.compiled_programs)
+
+
+def test_second_process_uses_the_persistent_cache(tiny_st, tmp_path):
+    path, _ = tiny_st
+    script = textwrap.dedent(f"""
+        import json, ferris_jax
+        from ferris_jax.compilation import cache_stats
+        enc = ferris_jax.load({str(path)!r})
+        enc.encode(["hello world", "a longer sentence " * 5])
+        print(json.dumps({{**cache_stats(), "programs": len(enc.compiled_programs)}}))
+    """)
+    env = {**os.environ, "FERRIS_JAX_CACHE_DIR": str(tmp_path / "xla"), "JAX_PLATFORMS": "cpu"}
+    runs = [
+        json.loads(subprocess.run([sys.executable, "-c", script], env=env, check=True,
+                                  capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        for _ in range(2)
+    ]
+    assert runs[0]["misses"] >= runs[0]["programs"] >= 1
+    assert runs[1]["hits"] >= runs[1]["programs"] and runs[1]["misses"] == 0
+    assert any((tmp_path / "xla").iterdir())

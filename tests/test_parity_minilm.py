@@ -1,0 +1,86 @@
+"""The real all-MiniLM-L6-v2 checkpoint: ferris_jax vs sentence-transformers on varied text."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+
+def varied_texts(n: int = 300, seed: int = 0) -> list[str]:
+    """Short, long (past 256 tokens), unicode, CJK, emoji, whitespace-only and empty texts."""
+    rng = random.Random(seed)
+    words = (
+        "the model maps sentences to dense vectors for semantic search clustering and retrieval "
+        "JAX compiles numerical programs XLA runs them on CPU GPU and TPU attention is all you need"
+    ).split()
+    specials = [
+        "", " ", "   \t\n ", "\u00a0", "Ünïcödé façade naïve café coöperate", "Ελληνικά κείμενα",
+        "Русский текст для проверки", "中文句子用于测试嵌入模型", "日本語のテキストとカタカナ",
+        "한국어 문장입니다", "emoji 😀🎉🚀 and 👍🏽 skin tones", "مرحبا بالعالم", "עברית",
+        "tab\tseparated\tvalues", "MiXeD CaSe And PUNCTUATION!!! ???", "a" * 600,
+        "http://example.com/path?query=1&b=2", "1234567890 3.14159 -42 1e10", "🙂",
+    ]
+    texts = list(specials)
+    while len(texts) < n:
+        kind = rng.random()
+        if kind < 0.4:
+            texts.append(" ".join(rng.choices(words, k=rng.randint(1, 8))))
+        elif kind < 0.75:
+            texts.append(" ".join(rng.choices(words, k=rng.randint(9, 60))) + ".")
+        elif kind < 0.9:
+            texts.append(" ".join(rng.choices(words, k=rng.randint(200, 400))))
+        else:
+            texts.append(rng.choice(specials) + " " + " ".join(rng.choices(words, k=5)))
+    rng.shuffle(texts)
+    return texts
+
+
+@pytest.fixture(scope="module")
+def st_minilm(minilm_path):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(minilm_path), device="cpu")
+
+
+@pytest.mark.slow
+def test_minilm_matches_sentence_transformers(minilm, st_minilm):
+    texts = varied_texts()
+    assert minilm.tokenize(texts).truncated.sum() > 10  # long inputs really are cut
+    got = minilm.encode(texts)
+    want = st_minilm.encode(texts, batch_size=32)
+    assert got.shape == want.shape == (len(texts), 384) and got.dtype == np.float32
+    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    assert cos.min() >= 0.99999
+    assert np.abs(got - want).max() <= 1e-5
+
+
+@pytest.mark.slow
+def test_minilm_token_ids_match_sentence_transformers(minilm, st_minilm):
+    texts = varied_texts(80, seed=1)
+    ours = minilm.tokenize(texts)
+    theirs = st_minilm.tokenize(texts)
+    np.testing.assert_array_equal(ours.input_ids, theirs["input_ids"].numpy())
+    np.testing.assert_array_equal(ours.attention_mask, theirs["attention_mask"].numpy())
+
+
+@pytest.mark.slow
+def test_same_text_same_vector_whatever_the_neighbours(minilm):
+    """A text's vector does not depend on its batch, its padding or its position."""
+    texts = varied_texts(120, seed=2)
+    probe = "The quick brown fox jumps over the lazy dog."
+    alone = minilm.encode([probe])[0]
+    for neighbours, batch_size in ((texts[:3], 4), (texts[:60], 16), (texts, 64), ([], 1)):
+        mixed = [*neighbours[: len(neighbours) // 2], probe, *neighbours[len(neighbours) // 2 :]]
+        got = minilm.encode(mixed, batch_size=batch_size)[len(neighbours) // 2]
+        assert np.abs(got - alone).max() <= 1e-6
+
+
+@pytest.mark.slow
+def test_single_string_and_query_api(minilm, st_minilm):
+    v = minilm.encode("hello world")
+    assert v.shape == (384,)
+    np.testing.assert_allclose(v, st_minilm.encode("hello world"), atol=1e-5)
+    np.testing.assert_allclose(minilm.encode_query("hello world"), v, atol=1e-6)
+    assert minilm.encode([]).shape == (0, 384)
