@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ferris_jax import ops
 from ferris_jax.batching import BucketPolicy, plan_batches

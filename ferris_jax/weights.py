@@ -112,6 +112,7 @@ def fill_params(
     misshapen or missing tensor.
     """
     filled: dict[Path, jax.Array] = {}
+    misshapen: set[Path] = set()
     problems: list[str] = []
     for src in sources:
         if src.weight_map.is_ignored(src.name):
@@ -128,6 +129,7 @@ def fill_params(
                 f"tensor {src.name!r} in {src.file} has shape {src.shape}; parameter "
                 f"{format_path(path)} needs {want}" + (" (after transposing)" if transform else "")
             )
+            misshapen.add(path)
             continue
         if path in filled:
             problems.append(f"tensor {src.name!r} in {src.file} fills {format_path(path)} a second time")
@@ -139,7 +141,7 @@ def fill_params(
         array = transform(array) if transform else array
         filled[path] = jax.device_put(jnp.asarray(array, dtype=dtype), device)
         del array
-    missing = [p for p in expected if p not in filled]
+    missing = [p for p in expected if p not in filled and p not in misshapen]
     problems += [
         f"missing parameter {format_path(p)} {expected[p].shape}: no tensor in the checkpoint maps to it"
         for p in missing

@@ -7,6 +7,8 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # no test may touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests (and the notebook kernel they start) get their own persistent compilation cache.
+os.environ.setdefault("FERRIS_JAX_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="ferris-xla-"))
 
 from pathlib import Path  # noqa: E402
 
