@@ -1,8 +1,8 @@
 """ferris-jax: JAX-native sentence embeddings.
 
-    >>> import ferris_jax
-    >>> enc = ferris_jax.load("sentence-transformers/all-MiniLM-L6-v2")
-    >>> vectors = enc.encode(["A sentence.", "Another one."])
+>>> import ferris_jax
+>>> enc = ferris_jax.load("sentence-transformers/all-MiniLM-L6-v2")
+>>> vectors = enc.encode(["A sentence.", "Another one."])
 """
 
 from ferris_jax.api import load

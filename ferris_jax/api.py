@@ -42,5 +42,7 @@ def load(
     if compilation_cache:
         enable_compilation_cache(None if compilation_cache is True else compilation_cache)
     path, preset = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
-    checkpoint = load_checkpoint(path, preset=preset, dtype=dtype, max_seq_length=max_seq_length, device=device)
+    checkpoint = load_checkpoint(
+        path, preset=preset, dtype=dtype, max_seq_length=max_seq_length, device=device
+    )
     return Encoder(checkpoint, device=device)

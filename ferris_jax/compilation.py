@@ -8,7 +8,10 @@ from pathlib import Path
 import jax
 
 _ENV_VAR = "FERRIS_JAX_CACHE_DIR"
-_EVENTS = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses"}
+_EVENTS = {
+    "/jax/compilation_cache/cache_hits": "hits",
+    "/jax/compilation_cache/cache_misses": "misses",
+}
 _stats = {"hits": 0, "misses": 0}
 _listening = False
 

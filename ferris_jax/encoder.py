@@ -40,7 +40,9 @@ class Encoder:
         self._programs: dict[tuple[int, int], Any] = {}
         self.compile_seconds = 0.0
         self.embedding_dimension = int(
-            jax.eval_shape(self.apply, self.params, *[jax.ShapeDtypeStruct((1, 2), jnp.int32)] * 3).shape[-1]
+            jax.eval_shape(
+                self.apply, self.params, *[jax.ShapeDtypeStruct((1, 2), jnp.int32)] * 3
+            ).shape[-1]
         )
 
     # ------------------------------------------------------------ functional core
@@ -95,7 +97,9 @@ class Encoder:
 
     def similarity(self, a: Any, b: Any) -> jax.Array:
         """The model's similarity function (`similarity_fn_name`) between two sets of embeddings."""
-        return SIMILARITY_FUNCTIONS[self.settings.similarity_fn_name](jnp.asarray(a), jnp.asarray(b))
+        return SIMILARITY_FUNCTIONS[self.settings.similarity_fn_name](
+            jnp.asarray(a), jnp.asarray(b)
+        )
 
     def _program(self, shape: tuple[int, int]):
         if shape not in self._programs:
@@ -125,7 +129,8 @@ class Encoder:
             return ""
         if name not in self.settings.prompts:
             raise ValueError(
-                f"prompt_name {name!r} is not one of this model's prompts {sorted(self.settings.prompts)}"
+                f"prompt_name {name!r} is not one of this model's prompts "
+                f"{sorted(self.settings.prompts)}"
             )
         return self.settings.prompts[name]
 
@@ -159,11 +164,15 @@ class Encoder:
         if truncate_dim is not None and not (
             isinstance(truncate_dim, int) and 0 < truncate_dim <= self.embedding_dimension
         ):
-            raise ValueError(f"truncate_dim must be in 1..{self.embedding_dimension}, got {truncate_dim!r}")
+            raise ValueError(
+                f"truncate_dim must be in 1..{self.embedding_dimension}, got {truncate_dim!r}"
+            )
         prompt_text = self._resolve_prompt(prompt_name, prompt)
         out = np.empty((len(texts), self.embedding_dimension), dtype=np.float32)
         if texts:
-            self._embed_into(out, [prompt_text + t for t in texts], prompt_text, batch_size, show_progress_bar)
+            self._embed_into(
+                out, [prompt_text + t for t in texts], prompt_text, batch_size, show_progress_bar
+            )
         if truncate_dim is not None:
             out = out[:, :truncate_dim]
         if normalize_embeddings or (truncate_dim is not None and self.checkpoint.head.normalize):
@@ -200,7 +209,11 @@ class Encoder:
 
     def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray:
         """`encode` with the model's "query" prompt (if it has one)."""
-        if "prompt" not in kwargs and "prompt_name" not in kwargs and self.settings.prompts.get("query"):
+        if (
+            "prompt" not in kwargs
+            and "prompt_name" not in kwargs
+            and self.settings.prompts.get("query")
+        ):
             kwargs["prompt_name"] = "query"
         return self.encode(texts, **kwargs)
 
@@ -237,6 +250,7 @@ class Encoder:
 
     def __repr__(self) -> str:
         return (
-            f"Encoder({self.checkpoint.name!r}, {self.checkpoint.model_type}, dim={self.embedding_dimension}, "
+            f"Encoder({self.checkpoint.name!r}, {self.checkpoint.model_type}, "
+            f"dim={self.embedding_dimension}, "
             f"max_seq_length={self.max_seq_length}, device={self.device})"
         )

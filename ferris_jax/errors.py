@@ -6,4 +6,4 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 class CheckpointError(ValueError):
-    """A checkpoint exists but is incomplete, corrupt or inconsistent; the message names the file."""
+    """A checkpoint is incomplete, corrupt or inconsistent; the message names the file."""

@@ -1,4 +1,4 @@
-"""Pooling token embeddings into one vector per text, as sentence-transformers' Pooling module does."""
+"""Pooling token embeddings into one vector per text, as sentence-transformers does."""
 
 from __future__ import annotations
 
@@ -20,12 +20,17 @@ _ST_FLAGS = (
     ("pooling_mode_weightedmean_tokens", "weightedmean"),
     ("pooling_mode_lasttoken", "lasttoken"),
 )
-_ST_ALIASES = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max", "weightedmean_tokens": "weightedmean"}
+_ST_ALIASES = {
+    "mean_tokens": "mean",
+    "cls_token": "cls",
+    "max_tokens": "max",
+    "weightedmean_tokens": "weightedmean",
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class PoolingConfig:
-    """Which pooling modes to apply (outputs concatenated in this order) and whether prompt tokens count."""
+    """Pooling modes (outputs concatenated in order) and whether prompt tokens count."""
 
     modes: tuple[PoolingMode, ...] = ("mean",)
     include_prompt: bool = True
@@ -49,16 +54,18 @@ class PoolingConfig:
 
 
 def pool(hidden: jax.Array, mask: jax.Array, mode: PoolingMode) -> jax.Array:
-    """Pool `hidden [B, L, D]` over the positions where `mask [B, L]` is set, in float32. Returns `[B, D]`.
+    """Pool `hidden [B, L, D]` where `mask [B, L]` is set, in float32. Returns `[B, D]`.
 
     Matches sentence-transformers' padded (right-padding) path, including its all-masked edge cases.
     """
-    B, L, D = hidden.shape
+    B, L, _D = hidden.shape
     x = hidden.astype(jnp.float32)
     keep = mask.astype(bool)
     m = keep.astype(jnp.float32)[..., None]
     rows = jnp.arange(B)
-    if mode == "cls":  # the first pooled position: [CLS], or the first token after an excluded prompt
+    if (
+        mode == "cls"
+    ):  # the first pooled position: [CLS], or the first token after an excluded prompt
         return x[rows, jnp.argmax(keep, axis=1)]
     if mode == "max":
         return jnp.max(jnp.where(keep[..., None], x, -jnp.inf), axis=1)
@@ -75,7 +82,7 @@ def pool(hidden: jax.Array, mask: jax.Array, mode: PoolingMode) -> jax.Array:
 
 
 def pool_all(hidden: jax.Array, mask: jax.Array, config: PoolingConfig) -> jax.Array:
-    """Apply every configured mode and concatenate, as sentence-transformers does. Returns `[B, k*D]`."""
+    """Every configured mode, concatenated as sentence-transformers does: `[B, k*D]`."""
     outs = [pool(hidden, mask, mode) for mode in config.modes]
     return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
 

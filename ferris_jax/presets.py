@@ -1,4 +1,4 @@
-"""Named presets (configs/*.toml): hub id plus the pooling, prompts and limits a model is used with."""
+"""Named presets (configs/*.toml): hub id plus the pooling, prompts and limits of a model."""
 
 from __future__ import annotations
 

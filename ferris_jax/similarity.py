@@ -30,12 +30,17 @@ def manhattan_sim(a: jax.Array, b: jax.Array) -> jax.Array:
     return -jnp.sum(jnp.abs(a[:, None, :] - b[None, :, :]), axis=-1)
 
 
-SIMILARITY_FUNCTIONS = {"cosine": cos_sim, "dot": dot_score, "euclidean": euclidean_sim, "manhattan": manhattan_sim}
+SIMILARITY_FUNCTIONS = {
+    "cosine": cos_sim,
+    "dot": dot_score,
+    "euclidean": euclidean_sim,
+    "manhattan": manhattan_sim,
+}
 
 
 def semantic_search(
     queries: jax.Array, corpus: jax.Array, *, top_k: int = 10, score_fn=cos_sim
 ) -> tuple[jax.Array, jax.Array]:
-    """The `top_k` best corpus rows for each query: `(scores [n, k], indices [n, k])`, best first."""
+    """The `top_k` best corpus rows per query: `(scores [n, k], indices [n, k])`, best first."""
     scores = score_fn(queries, corpus)
     return jax.lax.top_k(scores, min(top_k, scores.shape[-1]))

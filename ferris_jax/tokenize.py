@@ -39,7 +39,9 @@ def validate_texts(texts: Any) -> list[str]:
     if isinstance(texts, str):
         return [texts]
     if not isinstance(texts, Sequence) and not hasattr(texts, "__iter__"):
-        raise TypeError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
+        raise TypeError(
+            f"texts must be a string or a sequence of strings, got {type(texts).__name__}"
+        )
     texts = list(texts)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
@@ -91,7 +93,9 @@ class TextTokenizer:
             ids=ids,
             type_ids=[e.type_ids for e in encodings],
             lengths=np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids)),
-            truncated=np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(ids)),
+            truncated=np.fromiter(
+                (bool(e.overflowing) for e in encodings), dtype=bool, count=len(ids)
+            ),
         )
 
     def pad(self, tok: Tokenized, rows: Sequence[int], shape: tuple[int, int]) -> TokenBatch:
@@ -110,7 +114,9 @@ class TextTokenizer:
             attention_mask[r, :n] = 1
         attention_mask[len(rows) :, 0] = 1
         rows = np.asarray(rows, dtype=np.int64)
-        return TokenBatch(input_ids, attention_mask, token_type_ids, tok.lengths[rows], tok.truncated[rows])
+        return TokenBatch(
+            input_ids, attention_mask, token_type_ids, tok.lengths[rows], tok.truncated[rows]
+        )
 
     def __call__(self, texts: list[str], pad_to: int | None = None) -> TokenBatch:
         """Tokenize and pad to the longest text (or to `pad_to`)."""

@@ -18,7 +18,11 @@ import jax.numpy as jnp
 from ferris_jax.errors import CheckpointError
 
 Transform = Callable[[Any], Any] | None
-_T: Transform = lambda a: a.T  # torch Linear [out, in] -> Flax kernel [in, out]
+
+
+def _T(a):
+    return a.T  # torch Linear [out, in] -> Flax kernel [in, out]
+
 
 # kind -> {torch suffix: (our leaf name, transform)}
 LINEAR = "linear"
@@ -27,7 +31,12 @@ NORM = "norm"
 _SUFFIXES: dict[str, dict[str, tuple[str, Transform]]] = {
     LINEAR: {"weight": ("kernel", _T), "bias": ("bias", None)},
     EMBED: {"weight": ("embedding", None)},
-    NORM: {"weight": ("scale", None), "gamma": ("scale", None), "bias": ("bias", None), "beta": ("bias", None)},
+    NORM: {
+        "weight": ("scale", None),
+        "gamma": ("scale", None),
+        "bias": ("bias", None),
+        "beta": ("bias", None),
+    },
 }
 
 Path = tuple[str | int, ...]
@@ -35,7 +44,7 @@ Path = tuple[str | int, ...]
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """Maps the torch module `source` (e.g. "encoder.layer.{i}.output.dense") to our `target` module."""
+    """Maps torch module `source` (e.g. "encoder.layer.{i}.output.dense") to our `target`."""
 
     source: str
     target: str
@@ -132,7 +141,9 @@ def fill_params(
             misshapen.add(path)
             continue
         if path in filled:
-            problems.append(f"tensor {src.name!r} in {src.file} fills {format_path(path)} a second time")
+            problems.append(
+                f"tensor {src.name!r} in {src.file} fills {format_path(path)} a second time"
+            )
             continue
         try:
             array = src.read()
@@ -143,11 +154,13 @@ def fill_params(
         del array
     missing = [p for p in expected if p not in filled and p not in misshapen]
     problems += [
-        f"missing parameter {format_path(p)} {expected[p].shape}: no tensor in the checkpoint maps to it"
+        f"missing parameter {format_path(p)} {expected[p].shape}: "
+        "no tensor in the checkpoint maps to it"
         for p in missing
     ]
     if problems:
         raise CheckpointError(
-            f"checkpoint does not match the model ({len(problems)} problem(s)):\n  " + "\n  ".join(problems)
+            f"checkpoint does not match the model ({len(problems)} problem(s)):\n  "
+            + "\n  ".join(problems)
         )
     return filled

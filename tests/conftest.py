@@ -10,10 +10,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tests (and the notebook kernel they start) get their own persistent compilation cache.
 os.environ.setdefault("FERRIS_JAX_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="ferris-xla-"))
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import jax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -53,13 +53,19 @@ def make_tokenizer_files(directory: Path, lowercase: bool = True) -> None:
     tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
     )
     tok.decoder = decoders.WordPiece()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=512,
     )
     fast.save_pretrained(str(directory))
     return len(vocab)
@@ -76,9 +82,16 @@ def make_bert_checkpoint(directory: Path, seed: int = 0, **config) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     n_vocab = make_tokenizer_files(directory)
     defaults = dict(
-        vocab_size=n_vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=128, type_vocab_size=2,
-        hidden_act="gelu", layer_norm_eps=1e-12, attn_implementation="eager",
+        vocab_size=n_vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        type_vocab_size=2,
+        hidden_act="gelu",
+        layer_norm_eps=1e-12,
+        attn_implementation="eager",
     )
     defaults.update(config)
     torch.manual_seed(seed)
@@ -93,13 +106,21 @@ def make_bert_checkpoint(directory: Path, seed: int = 0, **config) -> Path:
 
 
 def make_sentence_transformer(
-    directory: Path, *, pooling: str | list[str] = "mean", include_prompt: bool = True,
-    dense: tuple[int, ...] = (), normalize: bool = False, prompts: dict | None = None,
-    max_seq_length: int | None = None, seed: int = 0, **config,
+    directory: Path,
+    *,
+    pooling: str | list[str] = "mean",
+    include_prompt: bool = True,
+    dense: tuple[int, ...] = (),
+    normalize: bool = False,
+    prompts: dict | None = None,
+    max_seq_length: int | None = None,
+    seed: int = 0,
+    **config,
 ):
     """Build and save a sentence-transformers model over a random BERT; returns (dir, model)."""
     import torch
     from sentence_transformers import SentenceTransformer
+
     try:  # sentence-transformers >= 6
         from sentence_transformers.sentence_transformer.modules import (
             Dense,
@@ -110,7 +131,9 @@ def make_sentence_transformer(
     except ImportError:
         from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
 
-    backbone_dir = make_bert_checkpoint(directory.parent / f"{directory.name}-backbone", seed, **config)
+    backbone_dir = make_bert_checkpoint(
+        directory.parent / f"{directory.name}-backbone", seed, **config
+    )
     transformer = Transformer(str(backbone_dir), max_seq_length=max_seq_length)
     dim = transformer.get_embedding_dimension()
     modules = [transformer, Pooling(dim, pooling_mode=pooling, include_prompt=include_prompt)]

@@ -114,7 +114,9 @@ def test_wrong_shape_missing_and_unexpected_tensors_listed_together(copy):
 
 def test_pytorch_bin_only_checkpoint(copy):
     (copy / "model.safetensors").rename(copy / "pytorch_model.bin")
-    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin.*safetensors only.*save_pretrained"):
+    with pytest.raises(
+        CheckpointError, match=r"pytorch_model\.bin.*safetensors only.*save_pretrained"
+    ):
         ferris_jax.load(copy)
 
 
@@ -125,10 +127,24 @@ def test_missing_tokenizer(copy):
 
 
 def test_unsupported_sentence_transformers_module(copy):
-    (copy / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_LSTM", "type": "sentence_transformers.models.LSTM"},
-    ]))
+    (copy / "modules.json").write_text(
+        json.dumps(
+            [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "",
+                    "type": "sentence_transformers.models.Transformer",
+                },
+                {
+                    "idx": 1,
+                    "name": "1",
+                    "path": "1_LSTM",
+                    "type": "sentence_transformers.models.LSTM",
+                },
+            ]
+        )
+    )
     with pytest.raises(CheckpointError, match=r"modules\.json.*LSTM"):
         ferris_jax.load(copy)
 
@@ -153,7 +169,9 @@ def test_preset_name_resolves_through_the_hub_cache(good, tmp_path):
     assert enc.checkpoint.name == "e5-small-v2"
     assert enc.prompts["query"] == "query: " and enc.checkpoint.head.normalize
     np.testing.assert_allclose(enc.encode_query("hello"), enc.encode("query: hello"), atol=1e-6)
-    np.testing.assert_allclose(enc.encode_document("hello"), enc.encode("passage: hello"), atol=1e-6)
+    np.testing.assert_allclose(
+        enc.encode_document("hello"), enc.encode("passage: hello"), atol=1e-6
+    )
     # The hub id itself resolves to the same snapshot.
     path, preset = resolve("intfloat/e5-small-v2", cache_dir=str(tmp_path))
     assert path.parent.name == "snapshots" and preset.name == "e5-small-v2"

@@ -69,8 +69,13 @@ def test_second_process_uses_the_persistent_cache(tiny_st, tmp_path):
     """)
     env = {**os.environ, "FERRIS_JAX_CACHE_DIR": str(tmp_path / "xla"), "JAX_PLATFORMS": "cpu"}
     runs = [
-        json.loads(subprocess.run([sys.executable, "-c", script], env=env, check=True,
-                                  capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         for _ in range(2)
     ]
     assert runs[0]["misses"] >= runs[0]["programs"] >= 1

@@ -14,15 +14,22 @@ import ferris_jax
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     path, _ = make_sentence_transformer(
-        tmp_path_factory.mktemp("f") / "m", hidden_size=16, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=32, dense=(8,), normalize=True,
+        tmp_path_factory.mktemp("f") / "m",
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        dense=(8,),
+        normalize=True,
     )
     return ferris_jax.load(path)
 
 
 def test_jit_apply_equals_encode(tiny):
     batch = tiny.tokenize(SENTENCES)
-    got = jax.jit(tiny.apply)(tiny.params, batch.input_ids, batch.attention_mask, batch.token_type_ids)
+    got = jax.jit(tiny.apply)(
+        tiny.params, batch.input_ids, batch.attention_mask, batch.token_type_ids
+    )
     np.testing.assert_allclose(np.asarray(got), tiny.encode(SENTENCES), atol=1e-6)
     hidden = jax.jit(tiny.token_embeddings)(tiny.params, batch.input_ids, batch.attention_mask)
     assert hidden.shape == (*batch.input_ids.shape, 16)
@@ -74,6 +81,10 @@ def test_grad_is_finite_and_matches_finite_differences(tiny):
 
 def test_layer_norm_parameters_receive_gradients(tiny):
     batch = tiny.tokenize(SENTENCES[:2])
-    grads = jax.grad(lambda p: tiny.apply(p, batch.input_ids, batch.attention_mask).sum())(tiny.params)
+    grads = jax.grad(lambda p: tiny.apply(p, batch.input_ids, batch.attention_mask).sum())(
+        tiny.params
+    )
     norm = grads["backbone"]["layers"][0]["output_norm"]
-    assert float(jnp.abs(norm["scale"][...]).sum()) > 0 and float(jnp.abs(norm["bias"][...]).sum()) > 0
+    assert (
+        float(jnp.abs(norm["scale"][...]).sum()) > 0 and float(jnp.abs(norm["bias"][...]).sum()) > 0
+    )

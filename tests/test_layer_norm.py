@@ -19,7 +19,11 @@ def _inputs(shape, dtype, seed=0):
     kx, ks, kb = jax.random.split(jax.random.key(seed), 3)
     H = shape[-1]
     x = (3.0 * jax.random.normal(kx, shape) + 0.5).astype(dtype)
-    return x, (1 + 0.1 * jax.random.normal(ks, (H,))).astype(dtype), (0.1 * jax.random.normal(kb, (H,))).astype(dtype)
+    return (
+        x,
+        (1 + 0.1 * jax.random.normal(ks, (H,))).astype(dtype),
+        (0.1 * jax.random.normal(kb, (H,))).astype(dtype),
+    )
 
 
 def _torch_reference(x, scale, bias, eps, dy):
@@ -52,11 +56,15 @@ def test_jit_vmap_grad_compose():
     ref = ops.reference_layer_norm(x, scale, bias, 1e-12)
     np.testing.assert_allclose(jax.jit(f)(x, scale, bias), ref, atol=1e-6)
     np.testing.assert_allclose(jax.vmap(f, in_axes=(0, None, None))(x, scale, bias), ref, atol=1e-6)
-    np.testing.assert_allclose(jax.vmap(f, in_axes=(1, None, None), out_axes=1)(x, scale, bias), ref, atol=1e-6)
+    np.testing.assert_allclose(
+        jax.vmap(f, in_axes=(1, None, None), out_axes=1)(x, scale, bias), ref, atol=1e-6
+    )
     # vmap over a stack of parameters, and grad through that
     S, B = jnp.stack([scale, 2 * scale]), jnp.stack([bias, -bias])
     both = jax.vmap(f, in_axes=(None, 0, 0))(x, S, B)
-    np.testing.assert_allclose(both[1], ops.reference_layer_norm(x, 2 * scale, -bias, 1e-12), atol=1e-5)
+    np.testing.assert_allclose(
+        both[1], ops.reference_layer_norm(x, 2 * scale, -bias, 1e-12), atol=1e-5
+    )
     loss = lambda s, b: jnp.sum(jax.vmap(f, in_axes=(None, 0, 0))(x, s, b) ** 3)  # noqa: E731
     ref_loss = lambda s, b: jnp.sum(  # noqa: E731
         jax.vmap(lambda s, b: ops.reference_layer_norm(x, s, b, 1e-12))(s, b) ** 3

@@ -12,13 +12,31 @@ import ferris_jax
 
 CONFIGS = {
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
-    "wide-3types": dict(hidden_size=96, num_hidden_layers=3, num_attention_heads=6,
-                        intermediate_size=160, type_vocab_size=3, max_position_embeddings=64),
-    "deep-relu": dict(hidden_size=48, num_hidden_layers=5, num_attention_heads=3,
-                      intermediate_size=96, hidden_act="relu", layer_norm_eps=1e-5,
-                      max_position_embeddings=256),
-    "gelu-new-1layer": dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=128, hidden_act="gelu_new", layer_norm_eps=1e-7),
+    "wide-3types": dict(
+        hidden_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=6,
+        intermediate_size=160,
+        type_vocab_size=3,
+        max_position_embeddings=64,
+    ),
+    "deep-relu": dict(
+        hidden_size=48,
+        num_hidden_layers=5,
+        num_attention_heads=3,
+        intermediate_size=96,
+        hidden_act="relu",
+        layer_norm_eps=1e-5,
+        max_position_embeddings=256,
+    ),
+    "gelu-new-1layer": dict(
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=128,
+        hidden_act="gelu_new",
+        layer_norm_eps=1e-7,
+    ),
 }
 
 
@@ -31,14 +49,18 @@ def test_last_hidden_state_matches_transformers(tmp_path, name):
     ref = BertModel.from_pretrained(str(path), attn_implementation="eager").eval()
     batch = enc.tokenize(SENTENCES)
     rng = np.random.default_rng(0)
-    token_types = rng.integers(0, ref.config.type_vocab_size, batch.input_ids.shape).astype(np.int32)
+    token_types = rng.integers(0, ref.config.type_vocab_size, batch.input_ids.shape).astype(
+        np.int32
+    )
     with torch.no_grad():
         want = ref(
             input_ids=torch.from_numpy(batch.input_ids).long(),
             attention_mask=torch.from_numpy(batch.attention_mask).long(),
             token_type_ids=torch.from_numpy(token_types).long(),
         ).last_hidden_state.numpy()
-    got = np.asarray(enc.token_embeddings(enc.params, batch.input_ids, batch.attention_mask, token_types))
+    got = np.asarray(
+        enc.token_embeddings(enc.params, batch.input_ids, batch.attention_mask, token_types)
+    )
     real = batch.attention_mask.astype(bool)  # padding positions are not defined outputs
     assert np.abs(got[real] - want[real]).max() <= 1e-4
 
@@ -54,8 +76,10 @@ def test_full_length_positions(tmp_path):
     assert batch.input_ids.shape[1] == 20 and batch.truncated.tolist() == [True, False]
     ref = BertModel.from_pretrained(str(path)).eval()
     with torch.no_grad():
-        want = ref(input_ids=torch.from_numpy(batch.input_ids).long(),
-                   attention_mask=torch.from_numpy(batch.attention_mask).long()).last_hidden_state
+        want = ref(
+            input_ids=torch.from_numpy(batch.input_ids).long(),
+            attention_mask=torch.from_numpy(batch.attention_mask).long(),
+        ).last_hidden_state
     got = enc.token_embeddings(enc.params, batch.input_ids, batch.attention_mask)
     assert np.abs(np.asarray(got)[0] - want.numpy()[0]).max() <= 1e-4
 
@@ -83,7 +107,9 @@ HEADS = {
 def test_encode_matches_sentence_transformers(tmp_path, name):
     path, st = make_sentence_transformer(tmp_path / name, **HEADS[name])
     enc = ferris_jax.load(path)
-    _assert_embeddings_match(enc.encode(SENTENCES, batch_size=5), st.encode(SENTENCES, batch_size=5))
+    _assert_embeddings_match(
+        enc.encode(SENTENCES, batch_size=5), st.encode(SENTENCES, batch_size=5)
+    )
 
 
 @pytest.mark.parametrize("include_prompt", [True, False])
@@ -115,7 +141,9 @@ def test_truncate_dim_and_normalize_embeddings(tmp_path):
 
     path, st = make_sentence_transformer(tmp_path / "raw", normalize=False)
     enc = ferris_jax.load(path)
-    _assert_embeddings_match(enc.encode(SENTENCES, truncate_dim=12), st.encode(SENTENCES, truncate_dim=12))
+    _assert_embeddings_match(
+        enc.encode(SENTENCES, truncate_dim=12), st.encode(SENTENCES, truncate_dim=12)
+    )
     _assert_embeddings_match(
         enc.encode(SENTENCES, normalize_embeddings=True),
         st.encode(SENTENCES, normalize_embeddings=True),

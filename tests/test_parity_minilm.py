@@ -16,11 +16,25 @@ def varied_texts(n: int = 300, seed: int = 0) -> list[str]:
         "JAX compiles numerical programs XLA runs them on CPU GPU and TPU attention is all you need"
     ).split()
     specials = [
-        "", " ", "   \t\n ", "\u00a0", "Ünïcödé façade naïve café coöperate", "Ελληνικά κείμενα",
-        "Русский текст для проверки", "中文句子用于测试嵌入模型", "日本語のテキストとカタカナ",
-        "한국어 문장입니다", "emoji 😀🎉🚀 and 👍🏽 skin tones", "مرحبا بالعالم", "עברית",
-        "tab\tseparated\tvalues", "MiXeD CaSe And PUNCTUATION!!! ???", "a" * 600,
-        "http://example.com/path?query=1&b=2", "1234567890 3.14159 -42 1e10", "🙂",
+        "",
+        " ",
+        "   \t\n ",
+        "\u00a0",
+        "Ünïcödé façade naïve café coöperate",
+        "Ελληνικά κείμενα",
+        "Русский текст для проверки",
+        "中文句子用于测试嵌入模型",
+        "日本語のテキストとカタカナ",
+        "한국어 문장입니다",
+        "emoji 😀🎉🚀 and 👍🏽 skin tones",
+        "مرحبا بالعالم",
+        "עברית",
+        "tab\tseparated\tvalues",
+        "MiXeD CaSe And PUNCTUATION!!! ???",
+        "a" * 600,
+        "http://example.com/path?query=1&b=2",
+        "1234567890 3.14159 -42 1e10",
+        "🙂",
     ]
     texts = list(specials)
     while len(texts) < n:

@@ -30,7 +30,7 @@ FAMILIES: dict[str, Family] = {
 
 
 def family_for(model_type: str) -> Family:
-    """The family for a `config.json` model_type; ValueError listing the supported ones otherwise."""
+    """The family for a `config.json` model_type; ValueError listing the supported ones."""
     if model_type not in FAMILIES:
         raise ValueError(
             f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(FAMILIES))}"

@@ -1,4 +1,4 @@
-"""BERT (and MiniLM, E5, BGE, GTE, ... which are BERT checkpoints): config, modules, weight names."""
+"""BERT (also MiniLM, E5, BGE, GTE checkpoints): config, modules, weight names."""
 
 from __future__ import annotations
 
@@ -47,7 +47,11 @@ class Embeddings(nnx.Module):
 
     def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
         L = input_ids.shape[1]
-        x = self.word(input_ids) + self.position(jnp.arange(L))[None] + self.token_type(token_type_ids)
+        x = (
+            self.word(input_ids)
+            + self.position(jnp.arange(L))[None]
+            + self.token_type(token_type_ids)
+        )
         return self.norm(x)
 
 
@@ -74,10 +78,15 @@ class BertModel(nnx.Module):
     def __init__(self, cfg: BertConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         self.config = cfg
         self.embeddings = Embeddings(cfg, dtype=dtype, rngs=rngs)
-        self.layers = nnx.List([Layer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_hidden_layers)])
+        self.layers = nnx.List(
+            [Layer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
+        )
 
     def __call__(
-        self, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array | None = None,
     ) -> jax.Array:
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)

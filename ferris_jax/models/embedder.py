@@ -27,13 +27,13 @@ class DenseConfig:
 class HeadConfig:
     """Everything after the backbone, in sentence-transformers' module order."""
 
-    pooling: PoolingConfig = PoolingConfig()
+    pooling: PoolingConfig = dataclasses.field(default_factory=PoolingConfig)
     dense: tuple[DenseConfig, ...] = ()
     normalize: bool = False
 
 
 class SentenceEmbedder(nnx.Module):
-    """`(input_ids, attention_mask, token_type_ids, prompt_length) -> sentence embeddings [B, E]`."""
+    """`(input_ids, attention_mask, token_type_ids, prompt_length) -> embeddings [B, E]`."""
 
     def __init__(self, backbone: nnx.Module, head: HeadConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.backbone = backbone
@@ -41,14 +41,23 @@ class SentenceEmbedder(nnx.Module):
         # Dense layers are stored in the model dtype and computed in float32, like pooling.
         self.dense = nnx.List(
             [
-                nnx.Linear(d.in_features, d.out_features, use_bias=d.bias, dtype=jnp.float32,
-                           param_dtype=dtype, rngs=rngs)
+                nnx.Linear(
+                    d.in_features,
+                    d.out_features,
+                    use_bias=d.bias,
+                    dtype=jnp.float32,
+                    param_dtype=dtype,
+                    rngs=rngs,
+                )
                 for d in head.dense
             ]
         )
 
     def token_embeddings(
-        self, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array | None = None,
     ) -> jax.Array:
         """Last hidden state `[B, L, D]` of the backbone."""
         return self.backbone(input_ids, attention_mask, token_type_ids)
@@ -65,6 +74,6 @@ class SentenceEmbedder(nnx.Module):
         if not self.head.pooling.include_prompt:  # prompt tokens (with [CLS]) do not count
             pool_mask &= jnp.arange(input_ids.shape[1])[None, :] >= prompt_length
         x = pool_all(hidden, pool_mask, self.head.pooling)
-        for layer, cfg in zip(self.dense, self.head.dense):
+        for layer, cfg in zip(self.dense, self.head.dense, strict=False):
             x = ops.activation(cfg.activation)(layer(x))
         return l2_normalize(x) if self.head.normalize else x

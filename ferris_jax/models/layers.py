@@ -23,7 +23,9 @@ class LayerNorm(nnx.Module):
         return ops.add_layer_norm(x, residual, self.scale[...], self.bias[...], eps=self.eps)
 
 
-def linear(d_in: int, d_out: int, *, dtype: jnp.dtype, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
+def linear(
+    d_in: int, d_out: int, *, dtype: jnp.dtype, rngs: nnx.Rngs, use_bias: bool = True
+) -> nnx.Linear:
     """A dense layer computing and storing parameters in `dtype`."""
     return nnx.Linear(d_in, d_out, use_bias=use_bias, dtype=dtype, param_dtype=dtype, rngs=rngs)
 
@@ -38,7 +40,9 @@ class SelfAttention(nnx.Module):
 
     def __init__(self, dim: int, num_heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
         if dim % num_heads:
-            raise ValueError(f"hidden_size {dim} is not divisible by num_attention_heads {num_heads}")
+            raise ValueError(
+                f"hidden_size {dim} is not divisible by num_attention_heads {num_heads}"
+            )
         self.num_heads = num_heads
         self.query = linear(dim, dim, dtype=dtype, rngs=rngs)
         self.key = linear(dim, dim, dtype=dtype, rngs=rngs)
@@ -48,5 +52,7 @@ class SelfAttention(nnx.Module):
     def __call__(self, x: jax.Array, mask: jax.Array, bias: jax.Array | None = None) -> jax.Array:
         B, L, D = x.shape
         heads = lambda t: t.reshape(B, L, self.num_heads, D // self.num_heads)  # noqa: E731
-        y = ops.attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)), mask, bias)
+        y = ops.attention(
+            heads(self.query(x)), heads(self.key(x)), heads(self.value(x)), mask, bias
+        )
         return self.out(y.reshape(B, L, D))

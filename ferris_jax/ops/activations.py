@@ -34,7 +34,7 @@ _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
-    """The activation function for a config name such as "gelu" or "torch.nn.modules.activation.Tanh"."""
+    """The function for a config name such as "gelu" or "torch.nn.modules.activation.Tanh"."""
     key = name.rsplit(".", 1)[-1].lower()
     if key not in _ACTIVATIONS:
         raise ValueError(

@@ -6,7 +6,11 @@ import jax
 
 
 def attention(
-    query: jax.Array, key: jax.Array, value: jax.Array, key_mask: jax.Array, bias: jax.Array | None = None
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    key_mask: jax.Array,
+    bias: jax.Array | None = None,
 ) -> jax.Array:
     """Multi-head scaled dot-product attention over padded sequences.
 

@@ -41,7 +41,7 @@ def reference_layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: f
 
 
 def _as_rank(p: jax.Array, ndim: int) -> jax.Array:
-    """A float32 parameter `[..., H]` with leading unit axes so it broadcasts against rank `ndim`."""
+    """A float32 parameter `[..., H]` with leading unit axes to broadcast at rank `ndim`."""
     return p.astype(_F32).reshape((1,) * (ndim - p.ndim) + p.shape)
 
 
@@ -64,7 +64,9 @@ def reference_layer_norm_bwd(
     x_hat = centered * rstd
     g = dy32 * _as_rank(scale, x.ndim)
     dx = rstd * (
-        g - jnp.mean(g, axis=-1, keepdims=True) - x_hat * jnp.mean(g * x_hat, axis=-1, keepdims=True)
+        g
+        - jnp.mean(g, axis=-1, keepdims=True)
+        - x_hat * jnp.mean(g * x_hat, axis=-1, keepdims=True)
     )
     dscale = _sum_to_shape(dy32 * x_hat, scale.shape)
     dbias = _sum_to_shape(dy32, bias.shape)
@@ -93,7 +95,7 @@ def _impl(x, scale, bias, *, eps, impl):
 def _batch_rule(args, dims, *, eps, impl):
     """vmap: move every batch axis to the front; scale/bias broadcast against x."""
     x, scale, bias = args
-    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    size = next(a.shape[d] for a, d in zip(args, dims, strict=False) if d is not None)
     x = batching.bdim_at_front(x, dims[0], size)
     moved = []
     for p, d in ((scale, dims[1]), (bias, dims[2])):
@@ -109,9 +111,7 @@ layer_norm_p.def_impl(_impl)
 layer_norm_p.def_abstract_eval(_abstract_eval)
 batching.primitive_batchers[layer_norm_p] = _batch_rule
 # Default lowering for every platform (no `platform=`): unknown PJRT plugins fall through to it.
-mlir.register_lowering(
-    layer_norm_p, mlir.lower_fun(_impl, multiple_results=False)
-)
+mlir.register_lowering(layer_norm_p, mlir.lower_fun(_impl, multiple_results=False))
 
 
 # ---------------------------------------------------------------- public API
