@@ -5,12 +5,36 @@
 >>> vectors = enc.encode(["A sentence.", "Another one."])
 """
 
-from ferris_jax.api import load
-from ferris_jax.encoder import Encoder
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from ferris_jax.errors import CheckpointError, ModelNotFoundError
-from ferris_jax.similarity import cos_sim, dot_score, semantic_search
 
 __version__ = "0.1.0"
+
+# jax and flax load on first use, so `ferris-jax --help` and `import ferris_jax` stay fast.
+_LAZY = {
+    "load": "ferris_jax.api",
+    "Encoder": "ferris_jax.encoder",
+    "cos_sim": "ferris_jax.similarity",
+    "dot_score": "ferris_jax.similarity",
+    "semantic_search": "ferris_jax.similarity",
+}
+
+if TYPE_CHECKING:
+    from ferris_jax.api import load
+    from ferris_jax.encoder import Encoder
+    from ferris_jax.similarity import cos_sim, dot_score, semantic_search
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ferris_jax' has no attribute {name!r}")
+
+
 __all__ = [
     "CheckpointError",
     "Encoder",

