@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("input", nargs="?", metavar="INPUT", help="text file; '-' or absent: stdin")
     embed.add_argument("-o", "--output", metavar="PATH", help="output file ('-': stdout)")
     embed.add_argument("--format", choices=FORMATS, help="output format (default: from --output)")
-    embed.add_argument("--batch-size", type=_int_at_least(1), default=64, metavar="N")
+    embed.add_argument("--batch-size", type=_int_at_least(1), default=32, metavar="N")
     embed.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
     prompt = embed.add_mutually_exclusive_group()
     prompt.add_argument("--prompt-name", metavar="NAME", help="one of the model's named prompts")

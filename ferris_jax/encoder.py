@@ -111,7 +111,7 @@ class Encoder:
             self.compile_seconds += time.perf_counter() - start
         return self._programs[shape]
 
-    def precompile(self, batch_size: int = 64, seq_lengths: Sequence[int] | None = None) -> None:
+    def precompile(self, batch_size: int = 32, seq_lengths: Sequence[int] | None = None) -> None:
         """Compile the programs for these shapes now (e.g. at start-up of a service)."""
         policy = BucketPolicy.for_limits(batch_size, self.max_seq_length)
         for L in seq_lengths or policy.seq_lengths:
@@ -137,7 +137,7 @@ class Encoder:
     def encode(
         self,
         texts: str | Sequence[str],
-        batch_size: int = 64,
+        batch_size: int = 32,
         normalize_embeddings: bool | None = None,
         prompt_name: str | None = None,
         prompt: str | None = None,
