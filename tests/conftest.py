@@ -115,9 +115,13 @@ def make_sentence_transformer(
     prompts: dict | None = None,
     max_seq_length: int | None = None,
     seed: int = 0,
+    backbone_dir: Path | None = None,
     **config,
 ):
-    """Build and save a sentence-transformers model over a random BERT; returns (dir, model)."""
+    """Build and save a sentence-transformers model; returns (dir, model).
+
+    The backbone is `backbone_dir` (any transformers checkpoint directory) or else a random BERT
+    built from `config`."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -131,9 +135,10 @@ def make_sentence_transformer(
     except ImportError:
         from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
 
-    backbone_dir = make_bert_checkpoint(
-        directory.parent / f"{directory.name}-backbone", seed, **config
-    )
+    if backbone_dir is None:
+        backbone_dir = make_bert_checkpoint(
+            directory.parent / f"{directory.name}-backbone", seed, **config
+        )
     transformer = Transformer(str(backbone_dir), max_seq_length=max_seq_length)
     dim = transformer.get_embedding_dimension()
     modules = [transformer, Pooling(dim, pooling_mode=pooling, include_prompt=include_prompt)]
