@@ -7,7 +7,8 @@ import os
 import jax
 import jax.numpy as jnp
 
-from ferris_jax.checkpoint import load_checkpoint, resolve
+from ferris_jax.backend import Backend, select_backend
+from ferris_jax.checkpoint import DTYPES, load_checkpoint, resolve
 from ferris_jax.compilation import enable_compilation_cache
 from ferris_jax.encoder import Encoder
 
@@ -17,6 +18,7 @@ def load(
     *,
     dtype: str | jnp.dtype = "float32",
     max_seq_length: int | None = None,
+    backend: str | None = None,
     device: jax.Device | None = None,
     revision: str | None = None,
     cache_dir: str | None = None,
@@ -30,7 +32,10 @@ def load(
         dtype: parameter and compute dtype: float32, bfloat16 or float16 (LayerNorm statistics
             and pooling are always float32).
         max_seq_length: override the model's maximum tokens per text.
-        device: where parameters live and programs run (default: JAX's default device).
+        backend: "auto" (default, or `$FERRIS_JAX_BACKEND`): Apple GPU plugin > CUDA/ROCm >
+            TPU > CPU, an accelerator being used only if it passes a capability probe (else one
+            warning and the CPU); or a platform name such as "cuda", "mps", "METAL", "cpu".
+        device: a specific device (skips backend selection and the probe).
         revision, cache_dir: passed to huggingface_hub for hub ids.
         compilation_cache: True (default directory), False, or a directory for JAX's
             persistent compilation cache.
@@ -39,10 +44,18 @@ def load(
         ModelNotFoundError: the name resolves to nothing on this machine.
         CheckpointError: the checkpoint is incomplete or inconsistent (the message names the file).
     """
-    if compilation_cache:
-        enable_compilation_cache(None if compilation_cache is True else compilation_cache)
     path, preset = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
+    dtype_name = jnp.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if dtype_name not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if device is not None:
+        chosen = Backend(device.platform, device, requested="device")
+    else:
+        chosen = select_backend(backend, dtype=dtype_name)
+    dtype_name = chosen.dtype_policy.resolve(dtype_name, chosen.platform)
+    if compilation_cache and chosen.platform != "METAL":  # jax-metal has no persistent cache
+        enable_compilation_cache(None if compilation_cache is True else compilation_cache)
     checkpoint = load_checkpoint(
-        path, preset=preset, dtype=dtype, max_seq_length=max_seq_length, device=device
+        path, preset=preset, dtype=dtype_name, max_seq_length=max_seq_length, device=chosen.device
     )
-    return Encoder(checkpoint, device=device)
+    return Encoder(checkpoint, device=chosen.device, backend=chosen)

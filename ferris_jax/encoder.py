@@ -18,6 +18,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from ferris_jax import ops
+from ferris_jax.backend import Backend
 from ferris_jax.batching import BucketPolicy, plan_batches
 from ferris_jax.checkpoint import Checkpoint
 from ferris_jax.similarity import SIMILARITY_FUNCTIONS
@@ -29,13 +30,20 @@ _DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 class Encoder:
     """A loaded sentence-embedding model. Build with `ferris_jax.load(...)`."""
 
-    def __init__(self, checkpoint: Checkpoint, *, device: jax.Device | None = None):
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        device: jax.Device | None = None,
+        backend: Backend | None = None,
+    ):
         self.checkpoint = checkpoint
         self.graphdef = checkpoint.graphdef
         self.params: nnx.State = checkpoint.params
         self.tokenizer = checkpoint.tokenizer
         self.settings = checkpoint.settings
         self.device = device or next(iter(jax.tree.leaves(self.params))).devices().pop()
+        self.backend = backend or Backend(self.device.platform, self.device, requested="device")
         self._jitted = jax.jit(self.apply)
         self._programs: dict[tuple[int, int], Any] = {}
         self.compile_seconds = 0.0
@@ -101,13 +109,17 @@ class Encoder:
             jnp.asarray(a), jnp.asarray(b)
         )
 
+    def lower(self, shape: tuple[int, int]) -> jax.stages.Lowered:
+        """The `apply` program for a `(batch, seq_len)` shape, lowered (`.as_text()`: StableHLO)."""
+        spec = jax.ShapeDtypeStruct(shape, jnp.int32)
+        return self._jitted.lower(
+            self.params, spec, spec, spec, jax.ShapeDtypeStruct((), jnp.int32)
+        )
+
     def _program(self, shape: tuple[int, int]):
         if shape not in self._programs:
-            spec = jax.ShapeDtypeStruct(shape, jnp.int32)
             start = time.perf_counter()
-            self._programs[shape] = self._jitted.lower(
-                self.params, spec, spec, spec, jax.ShapeDtypeStruct((), jnp.int32)
-            ).compile()
+            self._programs[shape] = self.lower(shape).compile()
             self.compile_seconds += time.perf_counter() - start
         return self._programs[shape]
 
@@ -241,7 +253,10 @@ class Encoder:
             "prompts": self.prompts,
             "similarity": self.settings.similarity_fn_name,
             "device": str(self.device),
-            "platform": self.device.platform,
+            "platform": self.backend.platform,
+            "backend_requested": self.backend.requested,
+            "probe": self.backend.probe.summary() if self.backend.probe else None,
+            "fallback_from": self.backend.fallback_from,
             "layer_norm": ops.resolve_impl(),
             "compilation_cache": str(compilation_cache_dir() or "off"),
             "compilation_cache_hits": cache_stats()["hits"],
