@@ -4,6 +4,7 @@
     cat texts.txt | ferris-jax embed -m e5-small-v2 --prompt-name query > vectors.jsonl
     ferris-jax info -m all-MiniLM-L6-v2
     ferris-jax models
+    ferris-jax doctor
 
 Every expected failure prints one line, `ferris-jax: error: <message>`, and exits 2 for usage
 errors (found before any work starts) or 1 for runtime errors. JAX and the model are imported
@@ -85,6 +86,11 @@ def _model_options() -> argparse.ArgumentParser:
         "--dtype", choices=_DTYPES, default="float32", help="parameter and compute dtype"
     )
     parent.add_argument(
+        "--backend",
+        metavar="NAME",
+        help="auto (default, or $FERRIS_JAX_BACKEND), cpu, cuda, rocm, tpu, METAL, mps, mtl",
+    )
+    parent.add_argument(
         "--max-seq-length",
         type=_int_at_least(2),
         metavar="N",
@@ -148,6 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("--json", action="store_true", help="print a JSON list")
     models.set_defaults(run=_models)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the JAX platforms, the backend ferris-jax picks, and the compile cache",
+        description="Print platform, devices, plugin versions, LayerNorm path, probe result "
+        "and compile-cache status. Exits 1 if the accelerator failed the probe.",
+        allow_abbrev=False,
+    )
+    doctor.add_argument("--backend", metavar="NAME", help="check this backend instead of auto")
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    doctor.set_defaults(run=_doctor)
     return parser
 
 
@@ -281,7 +298,9 @@ def _load(args: argparse.Namespace) -> Any:
     import ferris_jax
 
     name = () if args.model is None else (args.model,)
-    return ferris_jax.load(*name, dtype=args.dtype, max_seq_length=args.max_seq_length)
+    return ferris_jax.load(
+        *name, dtype=args.dtype, max_seq_length=args.max_seq_length, backend=args.backend
+    )
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -333,9 +352,28 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from ferris_jax.doctor import report
+
+    result = report(args.backend)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        width = max(map(len, result))
+        for key, value in result.items():
+            print(f"{key + ':':<{width + 1}} {_human(value)}")
+    return 1 if result["fallback_from"] else 0
+
+
 def _human(value: Any) -> str:
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v!r}" for k, v in value.items()) or "-"
+        return (
+            ", ".join(
+                f"{k}={_human(v) if isinstance(v, (dict, list)) else repr(v)}"
+                for k, v in value.items()
+            )
+            or "-"
+        )
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value)) or "-"
     return str(value)

@@ -40,7 +40,7 @@ def _offline(monkeypatch):
 def encoder():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
-        return _cached_load(dtype="float32", max_seq_length=None)
+        return _cached_load(dtype="float32", max_seq_length=None, backend=None)
 
 
 @pytest.fixture
@@ -315,3 +315,39 @@ def test_console_script_pipes_stdin_to_stdout(tmp_path, encoder):
     got = _read_jsonl(result.stdout.decode("utf-8"))
     np.testing.assert_allclose(got, encoder.encode(TEXTS), atol=1e-6)
     assert os.listdir(tmp_path) == []  # nothing written beside the caller
+
+
+def test_doctor_reports_platform_backend_layer_norm_and_cache(capsys):
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["backend"] == "cpu" and report["fallback_from"] is None
+    assert "cpu" in report["platforms"] and report["packages"]["jax"]
+    assert report["layer_norm"] and report["compilation_cache"]["directory"]
+    assert main(["doctor"]) == 0
+    text = capsys.readouterr().out
+    assert "backend:" in text and "layer_norm:" in text and "probe:" in text
+
+
+def test_doctor_unavailable_backend_is_one_line(capsys):
+    assert main(["doctor", "--backend", "rocm"]) == 1
+    assert "backend 'rocm' is not available here" in _stderr_line(capsys)
+
+
+def test_doctor_exits_1_and_warns_once_when_the_accelerator_fails(capsys, monkeypatch):
+    from ferris_jax import backend
+
+    cpu = backend.detect_platforms()["cpu"]
+    monkeypatch.setattr(backend, "detect_platforms", lambda: {"METAL": cpu, "cpu": cpu})
+    monkeypatch.setattr(
+        backend,
+        "probe_device",
+        lambda device, dtype: backend.ProbeResult("METAL", False, "layer_norm", "UNIMPLEMENTED"),
+    )
+    monkeypatch.setattr(backend, "_warned", set())
+    monkeypatch.setattr(backend, "_probe_cache", {})
+    assert main(["doctor", "--json"]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["backend"] == "cpu" and report["fallback_from"] == "METAL"
+    assert captured.err.count("\n") == 1
+    assert "warning: ferris-jax: METAL cannot run the model (layer_norm" in captured.err
