@@ -8,11 +8,17 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import TYPE_CHECKING
 
 from ferris_jax.errors import CheckpointError, ModelNotFoundError
 
 __version__ = "0.1.0"
+
+# jax-metal above jax 0.4.34 loads only with this set, before JAX starts its backends.
+if sys.platform == "darwin":
+    os.environ.setdefault("ENABLE_PJRT_COMPATIBILITY", "1")
 
 # jax and flax load on first use, so `ferris-jax --help` and `import ferris_jax` stay fast.
 _LAZY = {
