@@ -26,10 +26,15 @@ class BucketPolicy:
 
     batch_sizes: tuple[int, ...]
     seq_lengths: tuple[int, ...]
+    max_batch_tokens: int | None = None  # cap on B * L: long texts go in smaller batches
 
     @classmethod
     def for_limits(
-        cls, max_batch_size: int, max_seq_length: int, min_seq_length: int = 16
+        cls,
+        max_batch_size: int,
+        max_seq_length: int,
+        min_seq_length: int = 16,
+        max_batch_tokens: int | None = None,
     ) -> BucketPolicy:
         """Powers of two for batch sizes; powers of two and their 1.5x for lengths."""
         if max_batch_size < 1:
@@ -37,9 +42,21 @@ class BucketPolicy:
         batches = tuple(
             b for b in (1 << k for k in range(max_batch_size.bit_length())) if b < max_batch_size
         )
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         return cls(
-            (*batches, max_batch_size), _grid(max_seq_length, min(min_seq_length, max_seq_length))
+            (*batches, max_batch_size),
+            _grid(max_seq_length, min(min_seq_length, max_seq_length)),
+            max_batch_tokens,
         )
+
+    def rows_for(self, seq_length: int) -> int:
+        """The most texts one batch of bucket length `seq_length` takes (a grid batch size)."""
+        top = self.batch_sizes[-1]
+        if self.max_batch_tokens is None or self.max_batch_tokens >= top * seq_length:
+            return top
+        fit = self.max_batch_tokens // seq_length
+        return max((b for b in self.batch_sizes if b <= fit), default=1)
 
     def shape_for(self, rows: int, longest: int) -> tuple[int, int]:
         """The (B, L) bucket for `rows` texts whose longest has `longest` tokens."""
@@ -60,11 +77,13 @@ class Batch:
     shape: tuple[int, int]
 
 
-def plan_batches(lengths: np.ndarray, batch_size: int, policy: BucketPolicy) -> list[Batch]:
-    """Group texts, longest first, into batches of at most `batch_size`, each with its bucket."""
+def plan_batches(lengths: np.ndarray, policy: BucketPolicy) -> list[Batch]:
+    """Group texts, longest first, into batches of at most `policy.rows_for(bucket length)`."""
     order = np.argsort(-lengths, kind="stable")
-    batches = []
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
+    batches, start = [], 0
+    while start < len(order):
+        _, L = policy.shape_for(1, int(lengths[order[start]]))
+        rows = order[start : start + policy.rows_for(L)]
         batches.append(Batch(rows, policy.shape_for(len(rows), int(lengths[rows].max()))))
+        start += len(rows)
     return batches

@@ -46,6 +46,8 @@ class Encoder:
         self.backend = backend or Backend(self.device.platform, self.device, requested="device")
         self._jitted = jax.jit(self.apply)
         self._programs: dict[tuple[int, int], Any] = {}
+        # Cap on padded tokens per batch: long texts then go in smaller batches. None: no cap.
+        self.max_batch_tokens: int | None = None
         self.compile_seconds = 0.0
         self.embedding_dimension = int(
             jax.eval_shape(
@@ -116,6 +118,12 @@ class Encoder:
             self.params, spec, spec, spec, jax.ShapeDtypeStruct((), jnp.int32)
         )
 
+    def bucket_policy(self, batch_size: int) -> BucketPolicy:
+        """The shapes `encode(batch_size=...)` uses (see `max_batch_tokens`)."""
+        return BucketPolicy.for_limits(
+            batch_size, self.max_seq_length, max_batch_tokens=self.max_batch_tokens
+        )
+
     def _program(self, shape: tuple[int, int]):
         if shape not in self._programs:
             start = time.perf_counter()
@@ -125,9 +133,9 @@ class Encoder:
 
     def precompile(self, batch_size: int = 32, seq_lengths: Sequence[int] | None = None) -> None:
         """Compile the programs for these shapes now (e.g. at start-up of a service)."""
-        policy = BucketPolicy.for_limits(batch_size, self.max_seq_length)
+        policy = self.bucket_policy(batch_size)
         for L in seq_lengths or policy.seq_lengths:
-            self._program(policy.shape_for(batch_size, L))
+            self._program(policy.shape_for(policy.rows_for(L), L))
 
     def _resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str:
         if prompt is not None:
@@ -204,11 +212,11 @@ class Encoder:
                 stacklevel=3,
             )
         prompt_length = np.int32(self.tokenizer.prompt_length(prompt))
-        policy = BucketPolicy.for_limits(batch_size, self.max_seq_length)
+        policy = self.bucket_policy(batch_size)
         pending = []
         bar = tqdm(total=len(texts), unit="text", disable=show is False, delay=0 if show else 2.0)
         with bar:
-            for batch in plan_batches(tok.lengths, batch_size, policy):
+            for batch in plan_batches(tok.lengths, policy):
                 b = self.tokenizer.pad(tok, batch.rows, batch.shape)
                 # Dispatch is asynchronous: the host pads the next batch while this one runs.
                 emb = self._program(batch.shape)(
@@ -217,7 +225,7 @@ class Encoder:
                 pending.append((batch.rows, emb))
                 bar.update(len(batch.rows))
             for rows, emb in pending:
-                out[rows] = np.asarray(emb[: len(rows)], dtype=np.float32)
+                out[rows] = np.asarray(emb, dtype=np.float32)[: len(rows)]
 
     def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray:
         """`encode` with the model's "query" prompt (if it has one)."""

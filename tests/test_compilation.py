@@ -30,13 +30,26 @@ def test_bucket_policy_grid():
 def test_plan_sorts_by_length_and_covers_every_text():
     lengths = np.random.default_rng(0).integers(2, 256, size=1000)
     policy = BucketPolicy.for_limits(32, 256)
-    plan = plan_batches(lengths, 32, policy)
+    plan = plan_batches(lengths, policy)
     rows = np.concatenate([b.rows for b in plan])
     assert sorted(rows.tolist()) == list(range(1000))
     assert all(np.all(np.diff(lengths[rows]) <= 0) for _ in [0])  # longest first
     for b in plan:
         assert b.shape[0] >= len(b.rows) and b.shape[1] >= lengths[b.rows].max()
     assert len({b.shape for b in plan}) <= len(policy.seq_lengths) + 1
+
+
+def test_token_budget_shrinks_batches_of_long_texts_only():
+    policy = BucketPolicy.for_limits(32, 256, max_batch_tokens=2048)
+    assert [policy.rows_for(L) for L in (16, 64, 96, 128, 256)] == [32, 32, 16, 16, 8]
+    lengths = np.array([256] * 20 + [100] * 20 + [10] * 70)
+    plan = plan_batches(lengths, policy)
+    assert sorted(np.concatenate([b.rows for b in plan]).tolist()) == list(range(110))
+    for b in plan:
+        assert b.shape[0] * b.shape[1] <= 2048 or b.shape[0] == 1
+        assert b.shape[0] in policy.batch_sizes and b.shape[1] in policy.seq_lengths
+    assert [b.shape for b in plan[:3]] == [(8, 256)] * 3  # 20 long texts and 4 of length 100
+    assert BucketPolicy.for_limits(32, 512, max_batch_tokens=100).rows_for(512) == 1
 
 
 def test_compiled_programs_stay_bounded(tiny_st):
