@@ -302,7 +302,7 @@ def load_checkpoint(
             if max_seq_length is not None
             else (preset.max_seq_length if preset else None),
             st_config,
-            getattr(config, "max_position_embeddings", None),
+            getattr(config, "max_tokens", getattr(config, "max_position_embeddings", None)),
         ),
         do_lower_case=bool(st_config.get("do_lower_case", False)),
         prompts=prompts,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,15 @@ class BertConfig:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+    # Not a Hugging Face field; set by a family's from_hf. "bert": positions 0..L-1. "roberta":
+    # real tokens numbered from pad_token_id + 1, pad tokens at pad_token_id (fairseq).
+    positions: Literal["bert", "roberta"] = "bert"
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest input the position table covers."""
+        offset = self.pad_token_id + 1 if self.positions == "roberta" else 0
+        return self.max_position_embeddings - offset
 
     @classmethod
     def from_hf(cls, config: dict[str, Any]) -> BertConfig:
@@ -38,20 +47,33 @@ class BertConfig:
         return cls(**{k: v for k, v in config.items() if k in fields})
 
 
+def position_ids(cfg: BertConfig, input_ids: jax.Array) -> jax.Array:
+    """Position of each token, `[1, L]` (BERT) or `[B, L]` (RoBERTa: counts only non-pad tokens,
+    as transformers' `create_position_ids_from_input_ids`)."""
+    if cfg.positions == "roberta":
+        real = (input_ids != cfg.pad_token_id).astype(jnp.int32)
+        return jnp.cumsum(real, axis=1) * real + cfg.pad_token_id
+    return jnp.arange(input_ids.shape[1])[None]
+
+
 class Embeddings(nnx.Module):
+    """Word + position (+ token type, absent when type_vocab_size is 0) embeddings, then LN."""
+
     def __init__(self, cfg: BertConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.config = cfg
         self.word = embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype, rngs=rngs)
         self.position = embed(cfg.max_position_embeddings, cfg.hidden_size, dtype=dtype, rngs=rngs)
-        self.token_type = embed(cfg.type_vocab_size, cfg.hidden_size, dtype=dtype, rngs=rngs)
+        self.token_type = (
+            embed(cfg.type_vocab_size, cfg.hidden_size, dtype=dtype, rngs=rngs)
+            if cfg.type_vocab_size
+            else None
+        )
         self.norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, dtype=dtype)
 
     def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
-        L = input_ids.shape[1]
-        x = (
-            self.word(input_ids)
-            + self.position(jnp.arange(L))[None]
-            + self.token_type(token_type_ids)
-        )
+        x = self.word(input_ids) + self.position(position_ids(self.config, input_ids))
+        if self.token_type is not None:
+            x = x + self.token_type(token_type_ids)
         return self.norm(x)
 
 
