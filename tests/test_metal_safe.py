@@ -6,6 +6,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import pytest
+from checkpoints_distilbert import make_distilbert_checkpoint
+from checkpoints_roberta import make_roberta_checkpoint, make_xlm_roberta_checkpoint
 from conftest import make_bert_checkpoint
 
 import ferris_jax
@@ -14,6 +16,9 @@ from ferris_jax.backend import metal_unsafe_ops
 # One builder per family: (directory) -> checkpoint directory with a random-weight model.
 FAMILY_CHECKPOINTS = {
     "bert": lambda d: make_bert_checkpoint(d, hidden_size=32, num_hidden_layers=2),
+    "roberta": make_roberta_checkpoint,
+    "xlm-roberta": make_xlm_roberta_checkpoint,
+    "distilbert": make_distilbert_checkpoint,
 }
 
 
