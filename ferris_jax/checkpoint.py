@@ -24,6 +24,7 @@ from ferris_jax.models import family_for
 from ferris_jax.models.embedder import DenseConfig, HeadConfig, SentenceEmbedder
 from ferris_jax.pooling import PoolingConfig
 from ferris_jax.presets import Preset, find_preset
+from ferris_jax.similarity import SIMILARITY_FUNCTIONS
 from ferris_jax.tokenize import TextTokenizer
 from ferris_jax.weights import LINEAR, Rule, TensorSource, WeightMap, fill_params
 
@@ -310,6 +311,11 @@ def load_checkpoint(
         similarity_fn_name=st_extra.get("similarity_fn_name") or "cosine",
     )
     if preset is not None:
+        if preset.similarity not in SIMILARITY_FUNCTIONS:
+            raise ValueError(
+                f"preset {preset.name!r}: similarity {preset.similarity!r} is not one of "
+                f"{sorted(SIMILARITY_FUNCTIONS)}"
+            )
         if preset.family != model_config.get("model_type"):
             raise CheckpointError(
                 f"preset {preset.name!r} expects a {preset.family} model but "

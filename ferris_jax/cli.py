@@ -380,42 +380,28 @@ def _human(value: Any) -> str:
 
 
 def _models(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from ferris_jax.presets import list_presets
 
     presets = list_presets()
     if args.json:
-        rows = [
-            {
-                "name": p.name,
-                "hub_id": p.hub_id,
-                "family": p.family,
-                "pooling": list(p.pooling),
-                "normalize": p.normalize,
-                "max_seq_length": p.max_seq_length,
-                "similarity": p.similarity,
-                "prompts": p.prompts,
-                "description": p.description,
-            }
-            for p in presets
-        ]
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([dataclasses.asdict(p) for p in presets], indent=2))
         return 0
-    table = [("NAME", "HUB ID", "POOLING", "MAX LEN", "PROMPTS", "DESCRIPTION")]
+    table = [("NAME", "FAMILY", "DIMS", "POOLING", "MAX LEN", "HUB ID")]
     table += [
-        (
-            p.name,
-            p.hub_id,
-            "+".join(p.pooling),
-            str(p.max_seq_length),
-            ",".join(p.prompts) or "-",
-            p.description,
-        )
+        (p.name, p.family, str(p.dims), "+".join(p.pooling), str(p.max_seq_length), p.hub_id)
         for p in presets
     ]
     widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
     widths[-1] = 0  # no trailing spaces after the last column
+    numeric = {2, 4}  # right-aligned columns
     for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+        cells = [
+            cell.rjust(w) if c in numeric else cell.ljust(w)
+            for c, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells))
     return 0
 
 

@@ -1,4 +1,10 @@
-"""Named presets (configs/*.toml): hub id plus the pooling, prompts and limits of a model."""
+"""Named presets (configs/*.toml): hub id plus the pooling, prompts and limits of a model.
+
+This module is the one reader of the preset files. It imports no JAX, so listing presets
+(`ferris-jax models`) stays fast; pooling modes, similarity names and families are checked
+against their registries when a preset is applied (checkpoint.load_checkpoint), and for every
+shipped preset by tests/test_presets.py.
+"""
 
 from __future__ import annotations
 
@@ -18,35 +24,84 @@ _PRESET_DIRS = (Path(__file__).parent / "configs", Path(__file__).parent.parent 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """A curated model: what to load and how sentence embeddings are taken from it."""
+    """A curated model: what to load and how sentence embeddings are taken from it.
+
+    `family` is the checkpoint's config.json `model_type`; `dims` the embedding dimension of
+    the real checkpoint (for listing); `prompts` are merged over the checkpoint's own, and
+    `pooling`, `normalize`, `max_seq_length` and `similarity` replace the checkpoint's.
+    """
 
     name: str
     hub_id: str
     family: str
+    dims: int
     pooling: tuple[str, ...]
     normalize: bool
     max_seq_length: int
     similarity: str = "cosine"
     prompts: dict[str, str] = dataclasses.field(default_factory=dict)
     default_prompt_name: str | None = None
+    languages: tuple[str, ...] = ()
     description: str = ""
+
+    def __post_init__(self) -> None:
+        problems = []
+        for field in ("name", "hub_id", "family", "similarity", "description"):
+            if not isinstance(getattr(self, field), str):
+                problems.append(f"{field} must be a string")
+        if isinstance(self.hub_id, str) and self.hub_id.count("/") != 1:
+            problems.append(f"hub_id {self.hub_id!r} is not of the form 'org/name'")
+        if not self.family:
+            problems.append("family (the checkpoint's config.json model_type) is empty")
+        for field, low in (("dims", 1), ("max_seq_length", 2)):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                problems.append(f"{field} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.normalize, bool):
+            problems.append(f"normalize must be true or false, got {self.normalize!r}")
+        if not self.pooling or not all(isinstance(m, str) for m in self.pooling):
+            problems.append(f"pooling must name one or more modes, got {list(self.pooling)!r}")
+        if not isinstance(self.prompts, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.prompts.items()
+        ):
+            problems.append("[prompts] must map names to strings")
+        elif self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
+            problems.append(
+                f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts "
+                f"{sorted(self.prompts)}"
+            )
+        if not all(isinstance(lang, str) for lang in self.languages):
+            problems.append("languages must be a list of strings")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     @classmethod
     def from_toml(cls, path: Path) -> Preset:
+        """Parse one preset file; ValueError naming the file and every problem in it."""
         try:
             data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as e:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ValueError(f"{path}: invalid preset: {e}") from e
-        pooling = data.get("pooling", "mean")
-        data["pooling"] = (pooling,) if isinstance(pooling, str) else tuple(pooling)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        for key, default in (("pooling", "mean"), ("languages", ())):
+            value = data.get(key, default)
+            data[key] = (value,) if isinstance(value, str) else tuple(value)
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ValueError(f"{path}: unknown preset keys {unknown}; known: {sorted(known)}")
+            raise ValueError(f"{path}: unknown preset keys {unknown}; known: {known}")
+        missing = [f.name for f in dataclasses.fields(cls) if _required(f) and f.name not in data]
+        if missing:
+            raise ValueError(f"{path}: missing preset keys {missing}")
+        if data["name"] != path.stem:
+            raise ValueError(f"{path}: name {data['name']!r} must be the file's name {path.stem!r}")
         try:
             return cls(**data)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: {e}") from e
+
+
+def _required(field: dataclasses.Field) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
 def preset_files() -> dict[str, Path]:
@@ -59,7 +114,9 @@ def preset_files() -> dict[str, Path]:
 
 
 def list_presets() -> list[Preset]:
-    return [Preset.from_toml(p) for p in preset_files().values()]
+    """Every preset, sorted by name (case-insensitive)."""
+    files = preset_files()
+    return [Preset.from_toml(files[name]) for name in sorted(files, key=str.lower)]
 
 
 def find_preset(name: str) -> Preset | None:
