@@ -6,25 +6,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import pytest
-from checkpoints_distilbert import make_distilbert_checkpoint
-from checkpoints_roberta import make_roberta_checkpoint, make_xlm_roberta_checkpoint
-from conftest import make_bert_checkpoint
+from families import CHECKPOINT_BUILDERS
 
 import ferris_jax
 from ferris_jax.backend import metal_unsafe_ops
 
-# One builder per family: (directory) -> checkpoint directory with a random-weight model.
-FAMILY_CHECKPOINTS = {
-    "bert": lambda d: make_bert_checkpoint(d, hidden_size=32, num_hidden_layers=2),
-    "roberta": make_roberta_checkpoint,
-    "xlm-roberta": make_xlm_roberta_checkpoint,
-    "distilbert": make_distilbert_checkpoint,
-}
 
-
-@pytest.mark.parametrize("family", sorted(FAMILY_CHECKPOINTS))
+@pytest.mark.parametrize("family", sorted(CHECKPOINT_BUILDERS))
 def test_encoder_lowers_to_metal_safe_stablehlo(tmp_path, family):
-    path = FAMILY_CHECKPOINTS[family](tmp_path / family)
+    path = CHECKPOINT_BUILDERS[family](tmp_path / family)
     enc = ferris_jax.load(path, backend="cpu", dtype="float32")
     for shape in ((1, 16), (8, 48)):
         text = enc.lower(shape).as_text()
@@ -33,7 +23,8 @@ def test_encoder_lowers_to_metal_safe_stablehlo(tmp_path, family):
 
 
 def test_bfloat16_programs_are_flagged_on_the_metal_path(tmp_path):
-    enc = ferris_jax.load(make_bert_checkpoint(tmp_path / "bf16"), backend="cpu", dtype="bfloat16")
+    path = CHECKPOINT_BUILDERS["bert"](tmp_path / "bf16")
+    enc = ferris_jax.load(path, backend="cpu", dtype="bfloat16")
     text = enc.lower((2, 16)).as_text()
     assert metal_unsafe_ops(text) == ["bfloat16 type"]
     assert metal_unsafe_ops(text, allow_bf16=True) == []
@@ -85,3 +76,9 @@ def _with_x64(make):
 )
 def test_scan_flags_each_kind_of_rejected_op(expected, program):
     assert expected in metal_unsafe_ops(program())
+
+
+def test_every_registered_family_is_scanned():
+    from ferris_jax.models import FAMILIES
+
+    assert set(CHECKPOINT_BUILDERS) == set(FAMILIES)

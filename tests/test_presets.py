@@ -10,10 +10,10 @@ import os
 import shutil
 from pathlib import Path
 
-import conftest
 import numpy as np
 import pytest
 from conftest import SENTENCES, make_sentence_transformer
+from families import CHECKPOINT_BUILDERS
 
 import ferris_jax
 from ferris_jax.cli import main
@@ -217,7 +217,7 @@ def test_preset_loads_by_name_from_a_local_hub_cache(family, tmp_path, monkeypat
         ferris_jax.load(preset.name, compilation_cache=False)
 
     # A tiny checkpoint whose own files disagree with the preset on every setting it overrides.
-    builder = getattr(conftest, f"make_{family.replace('-', '_')}_checkpoint")
+    builder = CHECKPOINT_BUILDERS[family]
     backbone = builder(tmp_path / "backbone", max_position_embeddings=preset.max_seq_length + 2)
     own_prompts = {"query": "own query: ", "own": "own: "}
     checkpoint, _ = make_sentence_transformer(
@@ -234,7 +234,14 @@ def test_preset_loads_by_name_from_a_local_hub_cache(family, tmp_path, monkeypat
     assert enc.checkpoint.path == snapshot and enc.checkpoint.name == preset.name
     assert enc.checkpoint.head.pooling.modes == preset.pooling
     assert enc.checkpoint.head.normalize == preset.normalize
-    assert enc.prompts == {**own_prompts, **preset.prompts}
+    # sentence-transformers may save extra (empty) prompts beside ours: take them from its file.
+    saved = json.loads((checkpoint / "config_sentence_transformers.json").read_text())["prompts"]
+    assert own_prompts.items() <= saved.items()
+    merged = {**saved, **preset.prompts}  # the preset's prompts win; the checkpoint's others stay
+    assert enc.prompts == merged
+    document_prompt = next(
+        (merged[n] for n in ("document", "passage", "corpus") if merged.get(n)), ""
+    )
     assert enc.settings.similarity_fn_name == preset.similarity
     assert enc.max_seq_length == preset.max_seq_length
     by_hub_id = ferris_jax.load(preset.hub_id, compilation_cache=False)
@@ -250,8 +257,8 @@ def test_preset_loads_by_name_from_a_local_hub_cache(family, tmp_path, monkeypat
     )
     texts = SENTENCES[:6]
     for ours, prompt in [
-        (enc.encode_query(texts, batch_size=8), preset.prompts.get("query", "")),
-        (enc.encode_document(texts, batch_size=8), preset.prompts.get("document", "")),
+        (enc.encode_query(texts, batch_size=8), merged.get("query", "")),
+        (enc.encode_document(texts, batch_size=8), document_prompt),
     ]:
         expected = reference.encode([prompt + t for t in texts], convert_to_numpy=True)
         np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5)
@@ -261,6 +268,7 @@ def test_readme_lists_every_preset():
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     rows = [line for line in readme.splitlines() if line.startswith("| `")]
     listed = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    listed = [row for row in listed if len(row) == 4 and row[3].startswith("[")]  # preset rows
     assert listed == [
         [f"`{p.name}`", p.family, str(p.dims), f"[{p.hub_id}](https://huggingface.co/{p.hub_id})"]
         for p in list_presets()
