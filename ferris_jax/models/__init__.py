@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ferris_jax.models import bert
+from ferris_jax.models import bert, mpnet
 from ferris_jax.weights import WeightMap
 
 
@@ -25,6 +25,14 @@ FAMILIES: dict[str, Family] = {
         bert.BertConfig.from_hf,
         bert.BertModel,
         WeightMap(bert.WEIGHT_RULES, bert.IGNORED_WEIGHTS, bert.CHECKPOINT_PREFIXES, ("backbone",)),
+    ),
+    "mpnet": Family(
+        "mpnet",
+        mpnet.MPNetConfig.from_hf,
+        mpnet.MPNetModel,
+        WeightMap(
+            mpnet.WEIGHT_RULES, mpnet.IGNORED_WEIGHTS, mpnet.CHECKPOINT_PREFIXES, ("backbone",)
+        ),
     ),
 }
 
