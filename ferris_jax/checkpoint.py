@@ -303,6 +303,7 @@ def load_checkpoint(
             if max_seq_length is not None
             else (preset.max_seq_length if preset else None),
             st_config,
+            # A family whose positions start past 0 (MPNet, RoBERTa) says how many tokens fit.
             getattr(config, "max_tokens", getattr(config, "max_position_embeddings", None)),
         ),
         do_lower_case=bool(st_config.get("do_lower_case", False)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ferris_jax.models import bert, distilbert, roberta
+from ferris_jax.models import bert, distilbert, mpnet, roberta
 from ferris_jax.weights import WeightMap
 
 
@@ -19,29 +19,21 @@ class Family:
     weight_map: WeightMap
 
 
-_ROBERTA_WEIGHTS = WeightMap(
-    roberta.WEIGHT_RULES, roberta.IGNORED_WEIGHTS, roberta.CHECKPOINT_PREFIXES, ("backbone",)
-)
+def _weights(module: Any) -> WeightMap:
+    """A family module's weight-name table, mapped under the embedder's `backbone`."""
+    return WeightMap(
+        module.WEIGHT_RULES, module.IGNORED_WEIGHTS, module.CHECKPOINT_PREFIXES, ("backbone",)
+    )
+
+
 FAMILIES: dict[str, Family] = {
-    "bert": Family(
-        "bert",
-        bert.BertConfig.from_hf,
-        bert.BertModel,
-        WeightMap(bert.WEIGHT_RULES, bert.IGNORED_WEIGHTS, bert.CHECKPOINT_PREFIXES, ("backbone",)),
-    ),
-    "roberta": Family("roberta", roberta.config_from_hf, bert.BertModel, _ROBERTA_WEIGHTS),
-    "xlm-roberta": Family("xlm-roberta", roberta.config_from_hf, bert.BertModel, _ROBERTA_WEIGHTS),
+    "bert": Family("bert", bert.BertConfig.from_hf, bert.BertModel, _weights(bert)),
+    "roberta": Family("roberta", roberta.config_from_hf, bert.BertModel, _weights(roberta)),
+    "xlm-roberta": Family("xlm-roberta", roberta.config_from_hf, bert.BertModel, _weights(roberta)),
     "distilbert": Family(
-        "distilbert",
-        distilbert.config_from_hf,
-        bert.BertModel,
-        WeightMap(
-            distilbert.WEIGHT_RULES,
-            distilbert.IGNORED_WEIGHTS,
-            distilbert.CHECKPOINT_PREFIXES,
-            ("backbone",),
-        ),
+        "distilbert", distilbert.config_from_hf, bert.BertModel, _weights(distilbert)
     ),
+    "mpnet": Family("mpnet", mpnet.MPNetConfig.from_hf, mpnet.MPNetModel, _weights(mpnet)),
 }
 
 

@@ -89,8 +89,9 @@ class Layer(nnx.Module):
         self.output_norm = LayerNorm(D, eps=cfg.layer_norm_eps, dtype=dtype)
         self.act = ops.activation(cfg.hidden_act)
 
-    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-        x = self.attention_norm(self.attention(x, mask), residual=x)
+    def __call__(self, x: jax.Array, mask: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+        """`bias`: optional additive attention logits bias (MPNet's relative positions)."""
+        x = self.attention_norm(self.attention(x, mask, bias), residual=x)
         return self.output_norm(self.output(self.act(self.intermediate(x))), residual=x)
 
 
