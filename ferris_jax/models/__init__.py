@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ferris_jax.models import bert
+from ferris_jax.models import bert, modernbert
 from ferris_jax.weights import WeightMap
 
 
@@ -25,6 +25,17 @@ FAMILIES: dict[str, Family] = {
         bert.BertConfig.from_hf,
         bert.BertModel,
         WeightMap(bert.WEIGHT_RULES, bert.IGNORED_WEIGHTS, bert.CHECKPOINT_PREFIXES, ("backbone",)),
+    ),
+    "modernbert": Family(
+        "modernbert",
+        modernbert.ModernBertConfig.from_hf,
+        modernbert.ModernBertModel,
+        WeightMap(
+            modernbert.WEIGHT_RULES,
+            modernbert.IGNORED_WEIGHTS,
+            modernbert.CHECKPOINT_PREFIXES,
+            ("backbone",),
+        ),
     ),
 }
 
