@@ -56,7 +56,7 @@ class ModernBertConfig:
         full, local = rope.get(GLOBAL) or {}, rope.get(LOCAL) or {}
         global_theta = full.get("rope_theta", config.get("global_rope_theta", 160_000.0))
         local_theta = local.get("rope_theta", config.get("local_rope_theta", 10_000.0))
-        n = config["num_hidden_layers"]
+        n = int(config.get("num_hidden_layers") or 0)  # if missing, cls() raises TypeError
         every = config.get("global_attn_every_n_layers") or 3
         types = config.get("layer_types") or [LOCAL if i % every else GLOBAL for i in range(n)]
         if len(types) != n or set(types) - {GLOBAL, LOCAL}:
