@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ferris_jax.models import bert, distilbert, mpnet, roberta
+from ferris_jax.models import bert, distilbert, modernbert, mpnet, roberta
 from ferris_jax.weights import WeightMap
 
 
@@ -34,6 +34,12 @@ FAMILIES: dict[str, Family] = {
         "distilbert", distilbert.config_from_hf, bert.BertModel, _weights(distilbert)
     ),
     "mpnet": Family("mpnet", mpnet.MPNetConfig.from_hf, mpnet.MPNetModel, _weights(mpnet)),
+    "modernbert": Family(
+        "modernbert",
+        modernbert.ModernBertConfig.from_hf,
+        modernbert.ModernBertModel,
+        _weights(modernbert),
+    ),
 }
 
 

@@ -10,17 +10,24 @@ from ferris_jax import ops
 
 
 class LayerNorm(nnx.Module):
-    """LayerNorm parameters; the math is the one primitive `ops.layer_norm`."""
+    """LayerNorm parameters; the math is the one primitive `ops.layer_norm`.
 
-    def __init__(self, dim: int, *, eps: float, dtype: jnp.dtype = jnp.float32):
+    `use_bias=False` (torch's `LayerNorm(bias=False)`) stores no bias and passes zeros.
+    """
+
+    def __init__(
+        self, dim: int, *, eps: float, dtype: jnp.dtype = jnp.float32, use_bias: bool = True
+    ):
         self.scale = nnx.Param(jnp.ones((dim,), dtype))
-        self.bias = nnx.Param(jnp.zeros((dim,), dtype))
+        self.bias = nnx.Param(jnp.zeros((dim,), dtype)) if use_bias else None
         self.eps = eps
 
     def __call__(self, x: jax.Array, residual: jax.Array | None = None) -> jax.Array:
+        scale = self.scale[...]
+        bias = self.bias[...] if self.bias is not None else jnp.zeros_like(scale)
         if residual is None:
-            return ops.layer_norm(x, self.scale[...], self.bias[...], eps=self.eps)
-        return ops.add_layer_norm(x, residual, self.scale[...], self.bias[...], eps=self.eps)
+            return ops.layer_norm(x, scale, bias, eps=self.eps)
+        return ops.add_layer_norm(x, residual, scale, bias, eps=self.eps)
 
 
 def linear(

@@ -9,6 +9,7 @@ from ferris_jax.ops.layer_norm import (
     resolve_impl,
     use_impl,
 )
+from ferris_jax.ops.rotary import rotary_embedding
 
 __all__ = [
     "activation",
@@ -17,5 +18,6 @@ __all__ = [
     "layer_norm",
     "reference_layer_norm",
     "resolve_impl",
+    "rotary_embedding",
     "use_impl",
 ]
