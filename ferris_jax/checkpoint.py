@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import tokenizers
 from flax import nnx
 
+from ferris_jax._compat import variable_value
 from ferris_jax.errors import CheckpointError, ModelNotFoundError
 from ferris_jax.models import family_for
 from ferris_jax.models.embedder import DenseConfig, HeadConfig, SentenceEmbedder
@@ -360,7 +361,7 @@ def load_checkpoint(
 
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
     flat = list(nnx.to_flat_state(abstract))
-    expected = {path: var.get_value() for path, var in flat}
+    expected = {path: variable_value(var) for path, var in flat}
     with contextlib.ExitStack() as stack:
         sources = _open_sources(stack, _safetensors_files(directory), family.weight_map)
         for i, sub in enumerate(dense_dirs):

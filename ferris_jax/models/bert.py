@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ferris_jax import ops
+from ferris_jax._compat import nnx_list
 from ferris_jax.models.layers import LayerNorm, SelfAttention, embed, linear
 from ferris_jax.weights import EMBED, LINEAR, NORM, Rule
 
@@ -101,7 +102,7 @@ class BertModel(nnx.Module):
     def __init__(self, cfg: BertConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         self.config = cfg
         self.embeddings = Embeddings(cfg, dtype=dtype, rngs=rngs)
-        self.layers = nnx.List(
+        self.layers = nnx_list(
             [Layer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
         )
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ferris_jax import ops
+from ferris_jax._compat import nnx_list
 from ferris_jax.pooling import PoolingConfig, l2_normalize, pool_all
 
 
@@ -39,7 +40,7 @@ class SentenceEmbedder(nnx.Module):
         self.backbone = backbone
         self.head = head
         # Dense layers are stored in the model dtype and computed in float32, like pooling.
-        self.dense = nnx.List(
+        self.dense = nnx_list(
             [
                 nnx.Linear(
                     d.in_features,

@@ -1,0 +1,17 @@
+"""Version shims, in one place: ferris-jax supports jax >= 0.4.35 and flax >= 0.10.4
+(the stack Apple's jax-metal runs) as well as current releases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flax import nnx
+
+# flax < 0.11 has no nnx.List; there a plain list of Modules is already part of the graph
+# (parameter paths `layers.0.…` are the same).
+nnx_list = getattr(nnx, "List", list)
+
+
+def variable_value(var: Any) -> Any:
+    """The array held by an nnx Variable (flax >= 0.12: `get_value()`; flax 0.10: `.value`)."""
+    return var.get_value() if hasattr(var, "get_value") else var.value
