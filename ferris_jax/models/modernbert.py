@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ferris_jax import ops
+from ferris_jax._compat import nnx_list
 from ferris_jax.models.layers import LayerNorm, embed, linear
 from ferris_jax.weights import EMBED, LINEAR, NORM, Rule
 
@@ -139,7 +140,7 @@ class ModernBertModel(nnx.Module):
         self.config = cfg
         self.embeddings = embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype, rngs=rngs)
         self.embedding_norm = _norm(cfg, dtype)
-        self.layers = nnx.List(
+        self.layers = nnx_list(
             [Layer(cfg, i, dtype=dtype, rngs=rngs) for i in range(cfg.num_hidden_layers)]
         )
         self.final_norm = _norm(cfg, dtype)

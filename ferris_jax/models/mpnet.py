@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ferris_jax._compat import nnx_list
 from ferris_jax.models.bert import Layer
 from ferris_jax.models.layers import LayerNorm, embed
 from ferris_jax.weights import EMBED, LINEAR, NORM, Rule
@@ -108,7 +109,7 @@ class MPNetModel(nnx.Module):
         self.relative_attention_bias = embed(
             cfg.relative_attention_num_buckets, cfg.num_attention_heads, dtype=dtype, rngs=rngs
         )
-        self.layers = nnx.List(
+        self.layers = nnx_list(
             [Layer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
         )
 
