@@ -15,7 +15,12 @@ import torch
 from jax import export
 
 from ferris_jax import ops
-from ferris_jax.ops.layer_norm import CUDA_AUTO_IMPL, layer_norm_p, reference_layer_norm
+from ferris_jax.ops.layer_norm import (
+    AUTO_IMPL,
+    CUDA_AUTO_IMPL,
+    layer_norm_p,
+    reference_layer_norm,
+)
 
 IMPLS = ["xla", "pallas_interpret"]  # "pallas" (Triton) needs a GPU: benchmarks/layer_norm_gpu.py
 # Max error relative to max(1, |reference|), for a reduction over 32; scaled by sqrt(H / 32).
@@ -106,6 +111,9 @@ def _compositions(f, fa, x, r, scale, bias):
         "grad fused": jax.grad(cube(fa), (0, 1, 2, 3))(x, r, scale, bias),
         "grad per-row scale": jax.grad(cube(f), (1, 2))(x, per_row, bias),
         "grad of vmap over parameters": jax.grad(cube(stacked), (0, 1))(S, B),
+        "grad of vmap over x and residual": jax.grad(
+            cube(jax.vmap(fa, (1, 0, None, None))), (0, 1, 2, 3)
+        )(jnp.swapaxes(x, 0, 1), r, scale, bias),
         "per-example grads": jax.vmap(jax.grad(cube(fa), (0, 1, 2, 3)), (0, 1, None, None))(
             x, r_t, scale, bias
         ),
@@ -234,3 +242,27 @@ def test_export_for_cuda_emits_the_triton_kernel(H):
     # impl="auto" on this CPU takes the default lowering: the jnp reference, no custom call
     cpu = program("auto").lower(*(jnp.zeros(a.shape, a.dtype) for a in (x, x, p, p))).as_text()
     assert not _custom_calls(cpu)
+
+
+def test_auto_is_resolved_per_platform_at_lowering(monkeypatch):
+    """The AUTO_IMPL entry for the platform being lowered decides; explicit impls are checked."""
+    if not _cuda_export_lowers_triton_here():
+        pytest.skip("this jaxlib compiles Triton while lowering and has no CUDA plugin here")
+    monkeypatch.setitem(AUTO_IMPL, "cuda", "pallas")
+    checks = [export.DisabledSafetyCheck.custom_call(name) for name in TRITON_CALLS]
+
+    def cuda_calls(impl, shape):
+        x, p = (
+            jax.ShapeDtypeStruct(shape, jnp.bfloat16),
+            jax.ShapeDtypeStruct(shape[-1:], jnp.bfloat16),
+        )
+        f = jax.jit(lambda x, s, b: ops.layer_norm(x, s, b, eps=1e-5, impl=impl))
+        exp = export.export(f, platforms=["cuda"], disabled_checks=checks)(x, p, p)
+        return _custom_calls(exp.mlir_module())
+
+    assert cuda_calls("auto", (8, 64)) <= set(TRITON_CALLS) and cuda_calls("auto", (8, 64))
+    # past int32 offsets the kernel cannot run: auto takes the reference, explicit pallas says why
+    huge = (2**20, 2**11 + 1)
+    assert not cuda_calls("auto", huge)
+    with pytest.raises(ValueError, match="int32 offsets"):
+        cuda_calls("pallas", huge)

@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - older jax
 _F32 = jnp.float32
 IMPLS = ("xla", "pallas", "pallas_interpret")  # "auto" resolves to one of these
 _PALLAS_GPU_PLATFORMS = ("cuda", "rocm")  # where impl="pallas" (the Triton kernel) can lower
+_PALLAS_MAX_SIZE = 2**31 - 1  # elements of x that the kernel's int32 offsets reach
 _ENV_VAR = "FERRIS_JAX_LAYER_NORM"
 _override: list[str] = []
 
@@ -218,10 +219,18 @@ def _pallas(*args, eps, has_residual, backward, interpret):
 def _lowering(ctx, *args, impl, platform=None, **params):
     """Resolve `impl` for the platform(s) this rule lowers for, then lower that implementation."""
     platforms = [platform] if platform else (ctx.platforms or ctx.module_context.platforms)
-    chosen = {resolve_impl(impl, p) for p in platforms}
-    if len(chosen) != 1:  # pragma: no cover - AUTO_IMPL is "xla" for every default-rule platform
+    resolved = {resolve_impl(impl, p) for p in platforms}
+    if len(resolved) != 1:  # pragma: no cover - AUTO_IMPL is "xla" for every default-rule platform
         raise ValueError(f"layer_norm impl {impl!r} resolves differently on {platforms}")
-    (chosen,) = chosen
+    (chosen,) = resolved
+    size = ctx.avals_in[0].size
+    if chosen != "xla" and size > _PALLAS_MAX_SIZE:  # the kernel's offsets are int32
+        if impl != "auto":
+            raise ValueError(
+                f"layer_norm impl {chosen!r} indexes with int32 offsets and x has {size} "
+                f"elements (at most {_PALLAS_MAX_SIZE}); use impl 'auto' or 'xla', or split x"
+            )
+        chosen = "xla"
     if chosen == "xla":
         fn = partial(_reference, **params)
     else:
@@ -234,27 +243,30 @@ def _jitted(**params):
     return jax.jit(partial(layer_norm_p.bind, **params))
 
 
+def _at_front(a: jax.Array, axis: int | None, size: int) -> jax.Array:
+    """`a` with its batch axis first (broadcast to `size` where it has none)."""
+    return jnp.broadcast_to(a, (size, *a.shape)) if axis is None else jnp.moveaxis(a, axis, 0)
+
+
 def _batch_rule(args, dims, *, eps, impl, has_residual, backward):
-    """vmap: batch axes to the front; parameters become `[N, 1, ..., 1, ...]` (or stay shared).
+    """vmap: batch axes to the front; batched parameters become `[N, 1, ..., 1, ...p]`.
 
     In the backward every parameter gets the batch axis, so dscale/dbias come out per example.
     """
     size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
     x, residual, scale, bias, dy = _unpack(args, has_residual, backward)
     xd, rd, sd, bd, dyd = _unpack(dims, has_residual, backward)
-    x = batching.bdim_at_front(x, xd, size)
-    arrays = [x]
-    if has_residual:
-        arrays.append(batching.bdim_at_front(residual, rd, size))
+    x = _at_front(x, xd, size)
+    arrays = [x] + ([_at_front(residual, rd, size)] if has_residual else [])
     param_shapes = []
     for p, d in ((scale, sd), (bias, bd)):
-        p = batching.bdim_at_front(p, d, size) if d is not None or backward else p
-        if d is not None or backward:  # [N, ...p] -> [N, 1, ..., 1, ...p]
+        if d is not None or backward:
+            p = _at_front(p, d, size)
             param_shapes.append(p.shape[1:])
             p = p.reshape(p.shape[:1] + (1,) * (x.ndim - p.ndim) + p.shape[1:])
         arrays.append(p)
     if backward:
-        arrays.append(batching.bdim_at_front(dy, dyd, size))
+        arrays.append(_at_front(dy, dyd, size))
     params = dict(eps=eps, impl=impl, has_residual=has_residual, backward=backward)
     out = layer_norm_p.bind(*arrays, **params)
     if backward:  # parameter gradients back to [N, ...p]
