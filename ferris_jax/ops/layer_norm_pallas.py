@@ -24,18 +24,19 @@ from jax.experimental.pallas import triton as plgpu
 
 from ferris_jax.ops.layer_norm import _as_rank, _sum_to_shape
 
-try:  # jax >= 0.6
+try:  # newer jax (0.10, 0.11)
     _TritonParams = plgpu.CompilerParams
 except AttributeError:  # pragma: no cover - jax 0.4.35
     _TritonParams = plgpu.TritonCompilerParams
 
 _F32 = jnp.float32
-_TILE = 4096  # elements per program and step: rows x width, a few registers per thread
+# Tiling (not yet tuned on a GPU; benchmarks/layer_norm_gpu.py measures it):
+_TILE = 4096  # elements per program and step (rows x width): 16 per thread at 8 warps
 _MAX_WARPS = 8
 _BWD_PROGRAMS = 512  # backward programs per group: more = fewer rows each, more partial sums
 
 
-if hasattr(plgpu, "load"):  # jax >= 0.5: masked access is `plgpu.load(ref.at[idx], ...)`
+if hasattr(plgpu, "load"):  # newer jax: masked access is `plgpu.load(ref.at[idx], ...)`
 
     def _load(ref, idx, mask):
         return plgpu.load(ref.at[idx], mask=mask, other=0.0).astype(_F32)
