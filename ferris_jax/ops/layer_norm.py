@@ -1,18 +1,24 @@
-"""LayerNorm as one JAX primitive.
+"""LayerNorm as one JAX primitive, optionally fused with the residual add before it.
 
-Every LayerNorm in ferris-jax goes through `layer_norm`. The primitive
-`layer_norm_p` has a default lowering (a float32-accumulating jnp decomposition
-that every backend can run, including PJRT plugins we do not know about) and a
-`custom_vjp` with an explicit float32 backward. Faster per-platform kernels
-register an extra lowering for their platform and a name in `_IMPLS`; callers
-do not change.
+Every LayerNorm in ferris-jax goes through `layer_norm` or `add_layer_norm`, which bind the one
+primitive `layer_norm_p` (forward, and with `backward=True` its float32 backward, used by a
+`custom_vjp`). The implementation is a primitive parameter resolved when the platform is known,
+at lowering:
+
+- the default lowering (every platform, including PJRT plugins we do not know) runs the
+  float32-accumulating jnp reference below, or the Pallas kernel in interpret mode;
+- the "cuda" and "rocm" lowerings can also emit the Pallas Triton kernel
+  (`layer_norm_pallas.py`).
+
+`impl="auto"` picks per platform from `AUTO_IMPL`, a table of measured choices.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 
 import jax
@@ -25,19 +31,43 @@ except ImportError:  # pragma: no cover - older jax
     from jax.core import Primitive
 
 _F32 = jnp.float32
-_IMPLS = ("xla",)  # "auto" resolves to one of these
+IMPLS = ("xla", "pallas", "pallas_interpret")  # "auto" resolves to one of these
+_PALLAS_GPU_PLATFORMS = ("cuda", "rocm")  # where impl="pallas" (the Triton kernel) can lower
+_PALLAS_MAX_SIZE = 2**31 - 1  # elements of x that the kernel's int32 offsets reach
 _ENV_VAR = "FERRIS_JAX_LAYER_NORM"
 _override: list[str] = []
 
+# What impl="auto" uses on a platform: measured choices only. CPU: "xla" (XLA's fused
+# reduction; Pallas runs there only in interpret mode). CUDA: set from the H100 run of
+# benchmarks/layer_norm_gpu.py recorded in BENCHMARKS.md; "xla" until that is measured.
+CUDA_AUTO_IMPL = "xla"
+AUTO_IMPL = {"cpu": "xla", "cuda": CUDA_AUTO_IMPL}
+_AUTO_DEFAULT = "xla"  # platforms not in the table (rocm, tpu, unknown plugins): the reference
 
-def reference_layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
-    """LayerNorm over the last axis with float32 statistics; output in x.dtype."""
-    x32 = x.astype(_F32)
+
+def reference_layer_norm(
+    x: jax.Array,
+    scale: jax.Array,
+    bias: jax.Array,
+    eps: float,
+    residual: jax.Array | None = None,
+) -> jax.Array:
+    """LayerNorm of `x [+ residual]` over the last axis, float32 statistics, output in x.dtype.
+
+    The residual is added in float32 (torch's `LayerNorm(x + residual)` rounds the sum to
+    x.dtype first; XLA may or may not, so we fix the more accurate choice for every impl).
+    """
+    x32 = _summed(x, residual)
     mean = jnp.mean(x32, axis=-1, keepdims=True)
     centered = x32 - mean
     var = jnp.mean(centered * centered, axis=-1, keepdims=True)
     y = centered * jax.lax.rsqrt(var + eps)
     return (y * _as_rank(scale, x.ndim) + _as_rank(bias, x.ndim)).astype(x.dtype)
+
+
+def _summed(x: jax.Array, residual: jax.Array | None) -> jax.Array:
+    """x [+ residual] in float32."""
+    return x.astype(_F32) if residual is None else x.astype(_F32) + residual.astype(_F32)
 
 
 def _as_rank(p: jax.Array, ndim: int) -> jax.Array:
@@ -54,10 +84,17 @@ def _sum_to_shape(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
 
 def reference_layer_norm_bwd(
-    x: jax.Array, scale: jax.Array, bias: jax.Array, dy: jax.Array, eps: float
+    x: jax.Array,
+    scale: jax.Array,
+    bias: jax.Array,
+    dy: jax.Array,
+    eps: float,
+    residual: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Explicit float32 backward of `reference_layer_norm`: (dx, dscale, dbias)."""
-    x32, dy32 = x.astype(_F32), dy.astype(_F32)
+    """Explicit float32 backward of `reference_layer_norm`: (dx, dscale, dbias).
+
+    dx is also the gradient of the residual."""
+    x32, dy32 = _summed(x, residual), dy.astype(_F32)
     mean = jnp.mean(x32, axis=-1, keepdims=True)
     centered = x32 - mean
     rstd = jax.lax.rsqrt(jnp.mean(centered * centered, axis=-1, keepdims=True) + eps)
@@ -73,56 +110,33 @@ def reference_layer_norm_bwd(
     return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
 
 
-# ---------------------------------------------------------------- primitive
-layer_norm_p = Primitive("ferris_layer_norm")
-
-
-def _abstract_eval(x, scale, bias, *, eps, impl):
-    del eps, impl
-    if scale.shape[-1:] != x.shape[-1:] or bias.shape[-1:] != x.shape[-1:]:
-        raise ValueError(
-            f"layer_norm: scale {scale.shape} and bias {bias.shape} must end in x's "
-            f"last dimension {x.shape[-1:]}"
-        )
-    return jax.core.ShapedArray(x.shape, x.dtype)
-
-
-def _impl(x, scale, bias, *, eps, impl):
-    del impl
-    return reference_layer_norm(x, scale, bias, eps)
-
-
-def _batch_rule(args, dims, *, eps, impl):
-    """vmap: move every batch axis to the front; scale/bias broadcast against x."""
-    x, scale, bias = args
-    size = next(a.shape[d] for a, d in zip(args, dims, strict=False) if d is not None)
-    x = batching.bdim_at_front(x, dims[0], size)
-    moved = []
-    for p, d in ((scale, dims[1]), (bias, dims[2])):
-        if d is None:
-            moved.append(p)
-        else:  # a batched parameter [N, ..., H] broadcasts as [N, 1, ..., 1, H]
-            p = jnp.moveaxis(p, d, 0)
-            moved.append(p.reshape(p.shape[:1] + (1,) * (x.ndim - p.ndim) + p.shape[1:]))
-    return layer_norm_p.bind(x, *moved, eps=eps, impl=impl), 0
-
-
-layer_norm_p.def_impl(_impl)
-layer_norm_p.def_abstract_eval(_abstract_eval)
-batching.primitive_batchers[layer_norm_p] = _batch_rule
-# Default lowering for every platform (no `platform=`): unknown PJRT plugins fall through to it.
-mlir.register_lowering(layer_norm_p, mlir.lower_fun(_impl, multiple_results=False))
-
-
-# ---------------------------------------------------------------- public API
-def resolve_impl(impl: str | None = None) -> str:
-    """The implementation a call will use: argument > context manager > env var > auto."""
+# ---------------------------------------------------------------- impl choice
+def _requested(impl: str | None) -> str:
+    """The implementation asked for: argument > `use_impl` > env var > "auto" (validated)."""
     choice = impl or (_override[-1] if _override else None) or os.environ.get(_ENV_VAR) or "auto"
-    if choice == "auto":
-        return "xla"
-    if choice not in _IMPLS:
+    if choice != "auto" and choice not in IMPLS:
         raise ValueError(
-            f"layer_norm impl {choice!r} is not available; choose one of auto, {', '.join(_IMPLS)}"
+            f"layer_norm impl {choice!r} is not available; choose one of auto, {', '.join(IMPLS)} "
+            f"(argument `impl=`, `ferris_jax.ops.use_impl(...)` or ${_ENV_VAR})"
+        )
+    return choice
+
+
+def resolve_impl(impl: str | None = None, platform: str | None = None) -> str:
+    """The implementation a call will run on `platform` (default: JAX's default backend).
+
+    Raises ValueError for an impl that cannot run there (e.g. "pallas" without a GPU);
+    "auto" never raises.
+    """
+    choice = _requested(impl)
+    platform = platform or jax.default_backend()
+    if choice == "auto":
+        return AUTO_IMPL.get(platform, _AUTO_DEFAULT)
+    if choice == "pallas" and platform not in _PALLAS_GPU_PLATFORMS:
+        raise ValueError(
+            f"layer_norm impl 'pallas' needs a GPU platform ({', '.join(_PALLAS_GPU_PLATFORMS)}), "
+            f"but this computation is lowered for {platform!r}; there use impl 'auto', 'xla' "
+            "or 'pallas_interpret' (the Pallas kernel in interpret mode, for tests)"
         )
     return choice
 
@@ -130,7 +144,7 @@ def resolve_impl(impl: str | None = None) -> str:
 @contextlib.contextmanager
 def use_impl(impl: str) -> Iterator[None]:
     """Select the LayerNorm implementation for the calls traced inside this block."""
-    resolve_impl(impl)
+    _requested(impl)
     _override.append(impl)
     try:
         yield
@@ -138,19 +152,158 @@ def use_impl(impl: str) -> Iterator[None]:
         _override.pop()
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _layer_norm(x, scale, bias, eps, impl):
-    return layer_norm_p.bind(x, scale, bias, eps=eps, impl=impl)
+# ---------------------------------------------------------------- primitive
+# Operands: x, [residual if has_residual], scale, bias, [dy if backward].
+# Results: [y], or [dx, dscale, dbias] when backward.
+layer_norm_p = Primitive("ferris_layer_norm")
+layer_norm_p.multiple_results = True
 
 
-def _layer_norm_fwd(x, scale, bias, eps, impl):
-    return layer_norm_p.bind(x, scale, bias, eps=eps, impl=impl), (x, scale, bias)
+def _unpack(args: Sequence, has_residual: bool, backward: bool):
+    """(x, residual | None, scale, bias, dy | None) from the primitive's operands."""
+    args = list(args)
+    x = args.pop(0)
+    residual = args.pop(0) if has_residual else None
+    scale, bias = args.pop(0), args.pop(0)
+    return x, residual, scale, bias, (args.pop(0) if backward else None)
 
 
-def _layer_norm_bwd(eps, impl, residuals, dy):
-    del impl
-    x, scale, bias = residuals
-    return reference_layer_norm_bwd(x, scale, bias, dy, eps)
+def _abstract_eval(*avals, eps, impl, has_residual, backward):
+    del eps, impl
+    x, residual, scale, bias, dy = _unpack(avals, has_residual, backward)
+    for name, p in (("scale", scale), ("bias", bias)):
+        try:
+            ok = p.shape[-1:] == x.shape[-1:] and jnp.broadcast_shapes(x.shape, p.shape) == x.shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"layer_norm: {name} {p.shape} must end in x's last dimension and broadcast "
+                f"to x {x.shape}"
+            )
+    for name, a in (("residual", residual), ("cotangent", dy)):
+        if a is not None and (a.shape, a.dtype) != (x.shape, x.dtype):
+            raise ValueError(
+                f"layer_norm: {name} {a.dtype}{list(a.shape)} must match x {x.dtype}{list(x.shape)}"
+            )
+    out = jax.core.ShapedArray(x.shape, x.dtype)
+    if not backward:
+        return [out]
+    return [
+        out,
+        jax.core.ShapedArray(scale.shape, scale.dtype),
+        jax.core.ShapedArray(bias.shape, bias.dtype),
+    ]
+
+
+def _reference(*args, eps, has_residual, backward):
+    x, residual, scale, bias, dy = _unpack(args, has_residual, backward)
+    if backward:
+        return list(reference_layer_norm_bwd(x, scale, bias, dy, eps, residual))
+    return [reference_layer_norm(x, scale, bias, eps, residual)]
+
+
+def _pallas(*args, eps, has_residual, backward, interpret):
+    from ferris_jax.ops import layer_norm_pallas  # Pallas is loaded only when lowered
+
+    x, residual, scale, bias, dy = _unpack(args, has_residual, backward)
+    if x.size == 0:  # nothing to launch a kernel for
+        return _reference(*args, eps=eps, has_residual=has_residual, backward=backward)
+    if backward:
+        return list(
+            layer_norm_pallas.backward(x, residual, scale, bias, dy, eps=eps, interpret=interpret)
+        )
+    return [layer_norm_pallas.forward(x, residual, scale, bias, eps=eps, interpret=interpret)]
+
+
+def _lowering(ctx, *args, impl, platform=None, **params):
+    """Resolve `impl` for the platform(s) this rule lowers for, then lower that implementation."""
+    platforms = [platform] if platform else (ctx.platforms or ctx.module_context.platforms)
+    resolved = {resolve_impl(impl, p) for p in platforms}
+    if len(resolved) != 1:  # pragma: no cover - AUTO_IMPL is "xla" for every default-rule platform
+        raise ValueError(f"layer_norm impl {impl!r} resolves differently on {platforms}")
+    (chosen,) = resolved
+    size = ctx.avals_in[0].size
+    if chosen != "xla" and size > _PALLAS_MAX_SIZE:  # the kernel's offsets are int32
+        if impl != "auto":
+            raise ValueError(
+                f"layer_norm impl {chosen!r} indexes with int32 offsets and x has {size} "
+                f"elements (at most {_PALLAS_MAX_SIZE}); use impl 'auto' or 'xla', or split x"
+            )
+        chosen = "xla"
+    if chosen == "xla":
+        fn = partial(_reference, **params)
+    else:
+        fn = partial(_pallas, interpret=chosen == "pallas_interpret", **params)
+    return mlir.lower_fun(fn, multiple_results=True)(ctx, *args)
+
+
+@functools.cache
+def _jitted(**params):
+    return jax.jit(partial(layer_norm_p.bind, **params))
+
+
+def _at_front(a: jax.Array, axis: int | None, size: int) -> jax.Array:
+    """`a` with its batch axis first (broadcast to `size` where it has none)."""
+    return jnp.broadcast_to(a, (size, *a.shape)) if axis is None else jnp.moveaxis(a, axis, 0)
+
+
+def _batch_rule(args, dims, *, eps, impl, has_residual, backward):
+    """vmap: batch axes to the front; batched parameters become `[N, 1, ..., 1, ...p]`.
+
+    In the backward every parameter gets the batch axis, so dscale/dbias come out per example.
+    """
+    size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
+    x, residual, scale, bias, dy = _unpack(args, has_residual, backward)
+    xd, rd, sd, bd, dyd = _unpack(dims, has_residual, backward)
+    x = _at_front(x, xd, size)
+    arrays = [x] + ([_at_front(residual, rd, size)] if has_residual else [])
+    param_shapes = []
+    for p, d in ((scale, sd), (bias, bd)):
+        if d is not None or backward:
+            p = _at_front(p, d, size)
+            param_shapes.append(p.shape[1:])
+            p = p.reshape(p.shape[:1] + (1,) * (x.ndim - p.ndim) + p.shape[1:])
+        arrays.append(p)
+    if backward:
+        arrays.append(_at_front(dy, dyd, size))
+    params = dict(eps=eps, impl=impl, has_residual=has_residual, backward=backward)
+    out = layer_norm_p.bind(*arrays, **params)
+    if backward:  # parameter gradients back to [N, ...p]
+        out = [out[0]] + [g.reshape((size, *s)) for g, s in zip(out[1:], param_shapes, strict=True)]
+    return out, [0] * len(out)
+
+
+layer_norm_p.def_impl(lambda *args, **params: _jitted(**params)(*args))
+layer_norm_p.def_abstract_eval(_abstract_eval)
+batching.primitive_batchers[layer_norm_p] = _batch_rule
+# Default lowering for every platform (no `platform=`): unknown PJRT plugins fall through to it.
+mlir.register_lowering(layer_norm_p, _lowering)
+for _platform in _PALLAS_GPU_PLATFORMS:  # names every supported jax version knows
+    mlir.register_lowering(layer_norm_p, partial(_lowering, platform=_platform), platform=_platform)
+
+
+# ---------------------------------------------------------------- public API
+def _bind(x, residual, scale, bias, dy=None, *, eps, impl):
+    args = [a for a in (x, residual, scale, bias, dy) if a is not None]
+    return layer_norm_p.bind(
+        *args, eps=eps, impl=impl, has_residual=residual is not None, backward=dy is not None
+    )
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _layer_norm(x, residual, scale, bias, eps, impl):
+    return _bind(x, residual, scale, bias, eps=eps, impl=impl)[0]
+
+
+def _layer_norm_fwd(x, residual, scale, bias, eps, impl):
+    return _layer_norm(x, residual, scale, bias, eps, impl), (x, residual, scale, bias)
+
+
+def _layer_norm_bwd(eps, impl, saved, dy):
+    x, residual, scale, bias = saved
+    dx, dscale, dbias = _bind(x, residual, scale, bias, dy, eps=eps, impl=impl)
+    return dx, (None if residual is None else dx), dscale, dbias
 
 
 _layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
@@ -166,9 +319,10 @@ def layer_norm(
         scale: `[H]` (or broadcastable to x, ending in H).
         bias: like scale.
         eps: added to the variance, as in `torch.nn.LayerNorm`.
-        impl: `auto | xla`; default from `use_impl(...)` or `$FERRIS_JAX_LAYER_NORM`.
+        impl: `auto | xla | pallas | pallas_interpret`; default from `use_impl(...)`, else
+            `$FERRIS_JAX_LAYER_NORM`, else auto. Resolved for the platform at lowering.
     """
-    return _layer_norm(x, scale, bias, float(eps), resolve_impl(impl))
+    return _layer_norm(x, None, scale, bias, float(eps), _requested(impl))
 
 
 def add_layer_norm(
@@ -180,5 +334,9 @@ def add_layer_norm(
     eps: float,
     impl: str | None = None,
 ) -> jax.Array:
-    """`layer_norm(x + residual)`: the post-LN residual block of BERT-style encoders."""
-    return layer_norm(x + residual, scale, bias, eps=eps, impl=impl)
+    """`layer_norm(x + residual)` fused: the post-LN residual block of BERT-style encoders.
+
+    The sum is float32 and never written to memory; x and residual must have the same shape
+    and dtype, and both get the same gradient.
+    """
+    return _layer_norm(x, residual, scale, bias, float(eps), _requested(impl))
