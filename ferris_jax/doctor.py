@@ -42,6 +42,6 @@ def report(backend: str | None = None, *, dtype: str = "float32") -> dict[str, A
         "probe": chosen.probe.summary() if chosen.probe else "not needed (cpu)",
         "fallback_from": chosen.fallback_from,
         "dtypes": list(policy.supported),
-        "layer_norm": ops.resolve_impl(),
+        "layer_norm": ops.resolve_impl(platform=chosen.platform),
         "compilation_cache": _cache_report(),
     }

@@ -265,7 +265,7 @@ class Encoder:
             "backend_requested": self.backend.requested,
             "probe": self.backend.probe.summary() if self.backend.probe else None,
             "fallback_from": self.backend.fallback_from,
-            "layer_norm": ops.resolve_impl(),
+            "layer_norm": ops.resolve_impl(platform=self.backend.platform),
             "compilation_cache": str(compilation_cache_dir() or "off"),
             "compilation_cache_hits": cache_stats()["hits"],
             "compiled_programs": len(self._programs),
