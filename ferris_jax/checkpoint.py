@@ -26,7 +26,7 @@ from ferris_jax.models.embedder import DenseConfig, HeadConfig, SentenceEmbedder
 from ferris_jax.pooling import PoolingConfig
 from ferris_jax.presets import Preset, find_preset
 from ferris_jax.similarity import SIMILARITY_FUNCTIONS
-from ferris_jax.tokenize import TextTokenizer
+from ferris_jax.tokenize import TextTokenizer, transformers_tokenizer_class
 from ferris_jax.weights import LINEAR, Rule, TensorSource, WeightMap, fill_params
 
 # Hub ids whose checkpoint ships inside a Python package (used when the hub cache lacks them).
@@ -238,10 +238,11 @@ def _read_modules(directory: Path) -> tuple[HeadConfig, list[Path]]:
 
 
 def _pad_token_id(
-    directory: Path, tokenizer: tokenizers.Tokenizer, model_config: dict[str, Any]
+    tokenizer: tokenizers.Tokenizer,
+    tok_cfg: dict[str, Any],
+    special: dict[str, Any],
+    model_config: dict[str, Any],
 ) -> int:
-    tok_cfg = _read_json(directory / "tokenizer_config.json") or {}
-    special = _read_json(directory / "special_tokens_map.json") or {}
     pad = tok_cfg.get("pad_token") or special.get("pad_token")
     if isinstance(pad, dict):
         pad = pad.get("content")
@@ -250,6 +251,40 @@ def _pad_token_id(
     if tokenizer.padding and "pad_id" in tokenizer.padding:
         return int(tokenizer.padding["pad_id"])
     return int(model_config.get("pad_token_id") or 0)
+
+
+def load_tokenizer(
+    directory: Path,
+    *,
+    max_seq_length: int,
+    do_lower_case: bool = False,
+    model_config: dict[str, Any] | None = None,
+) -> TextTokenizer:
+    """The checkpoint's tokenizer.json set up as `AutoTokenizer.from_pretrained(directory)` sets
+    it up (the class and options tokenizer_config.json names), truncating at `max_seq_length`."""
+    tokenizer_file = directory / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise CheckpointError(
+            f"{tokenizer_file} is missing; ferris-jax needs the fast tokenizer file"
+        )
+    try:
+        raw_tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_file))
+    except Exception as e:
+        raise CheckpointError(
+            f"{tokenizer_file}: cannot be read by the tokenizers library ({e})"
+        ) from e
+    if model_config is None:
+        model_config = _read_json(directory / "config.json") or {}
+    tok_cfg = _read_json(directory / "tokenizer_config.json") or {}
+    special = _read_json(directory / "special_tokens_map.json") or {}
+    return TextTokenizer(
+        raw_tokenizer,
+        max_seq_length=max_seq_length,
+        pad_token_id=_pad_token_id(raw_tokenizer, tok_cfg, special, model_config),
+        do_lower_case=do_lower_case,
+        tokenizer_class=transformers_tokenizer_class(tok_cfg, model_config),
+        tokenizer_options=tok_cfg,
+    )
 
 
 def _max_seq_length(
@@ -336,22 +371,11 @@ def load_checkpoint(
             similarity_fn_name=preset.similarity,
         )
 
-    tokenizer_file = directory / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        raise CheckpointError(
-            f"{tokenizer_file} is missing; ferris-jax needs the fast tokenizer file"
-        )
-    try:
-        raw_tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_file))
-    except Exception as e:
-        raise CheckpointError(
-            f"{tokenizer_file}: cannot be read by the tokenizers library ({e})"
-        ) from e
-    tokenizer = TextTokenizer(
-        raw_tokenizer,
+    tokenizer = load_tokenizer(
+        directory,
         max_seq_length=settings.max_seq_length,
-        pad_token_id=_pad_token_id(directory, raw_tokenizer, model_config),
         do_lower_case=settings.do_lower_case,
+        model_config=model_config,
     )
 
     def build(rngs: nnx.Rngs) -> SentenceEmbedder:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tokenizers
-from tokenizers import normalizers
+from tokenizers import normalizers, pre_tokenizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +60,98 @@ def _has_lowercase(normalizer: Any) -> bool:
     return False
 
 
+def _precompiled(normalizer: Any) -> Any:
+    """The SentencePiece charsmap normalizer, alone or first found in a top-level Sequence."""
+    if isinstance(normalizer, normalizers.Precompiled):
+        return normalizer
+    if isinstance(normalizer, normalizers.Sequence):
+        return next((n for n in normalizer if isinstance(n, normalizers.Precompiled)), None)
+    return None
+
+
+def _wordpiece(tok: tokenizers.Tokenizer, cfg: Mapping[str, Any]) -> tuple[Any, Any]:
+    normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=cfg.get("tokenize_chinese_chars", True),
+        strip_accents=cfg.get("strip_accents"),
+        lowercase=cfg.get("do_lower_case", True),
+    )
+    return normalizer, pre_tokenizers.BertPreTokenizer()
+
+
+def _byte_level_bpe(tok: tokenizers.Tokenizer, cfg: Mapping[str, Any]) -> tuple[Any, Any]:
+    return None, pre_tokenizers.ByteLevel(add_prefix_space=cfg.get("add_prefix_space", False))
+
+
+def _sentencepiece_unigram(tok: tokenizers.Tokenizer, cfg: Mapping[str, Any]) -> tuple[Any, Any]:
+    scheme = "always" if cfg.get("add_prefix_space", True) else "never"
+    split = [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace("▁", prepend_scheme=scheme)]
+    return _precompiled(tok.normalizer), pre_tokenizers.Sequence(split)
+
+
+# transformers 5 keeps only the vocab (and a Precompiled charsmap) of tokenizer.json for these
+# classes and rebuilds (normalizer, pre-tokenizer) from the class and tokenizer_config.json's
+# options; sentence-transformers tokenizes with that, so we rebuild them the same way.
+_REBUILDS: dict[str, Callable[[tokenizers.Tokenizer, Mapping[str, Any]], tuple[Any, Any]]] = {
+    **dict.fromkeys(
+        ("BertTokenizer", "DistilBertTokenizer", "ElectraTokenizer", "MPNetTokenizer"), _wordpiece
+    ),
+    **dict.fromkeys(("RobertaTokenizer", "BartTokenizer", "LongformerTokenizer"), _byte_level_bpe),
+    "XLMRobertaTokenizer": _sentencepiece_unigram,
+}
+# The class AutoTokenizer picks when tokenizer_config.json and config.json name none.
+_MODEL_TYPE_CLASS = {
+    "bert": "BertTokenizer",
+    "distilbert": "BertTokenizer",
+    "mpnet": "MPNetTokenizer",
+    "roberta": "RobertaTokenizer",
+    "xlm-roberta": "XLMRobertaTokenizer",
+}
+# Generic classes load tokenizer.json as written; so do model types whose named class transformers
+# overrides with the generic one (MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS).
+_AS_WRITTEN_CLASSES = frozenset({"PreTrainedTokenizer", "TokenizersBackend"})
+_AS_WRITTEN_MODEL_TYPES = frozenset({"modernbert"})
+
+
+def transformers_tokenizer_class(
+    tokenizer_config: Mapping[str, Any], model_config: Mapping[str, Any]
+) -> str | None:
+    """The tokenizer class `AutoTokenizer` instantiates (its "Fast" alias folded), or None when it
+    uses tokenizer.json as written."""
+    model_type = model_config.get("model_type")
+    if model_type in _AS_WRITTEN_MODEL_TYPES:
+        return None
+    name = (
+        tokenizer_config.get("tokenizer_class")
+        or model_config.get("tokenizer_class")
+        or _MODEL_TYPE_CLASS.get(model_type)
+    )
+    name = name.removesuffix("Fast") if isinstance(name, str) else None
+    return None if name in _AS_WRITTEN_CLASSES else name
+
+
+def rebuild_as_transformers(
+    tokenizer: tokenizers.Tokenizer, tokenizer_class: str | None, options: Mapping[str, Any]
+) -> None:
+    """Set `tokenizer`'s normalizer and pre-tokenizer (in place) as transformers 5 rebuilds them
+    for `tokenizer_class` with tokenizer_config.json's `options`; a no-op for None."""
+    if tokenizer_class is None:
+        return
+    rebuild = _REBUILDS.get(tokenizer_class)
+    if rebuild is None:
+        warnings.warn(
+            f"tokenizer class {tokenizer_class!r}: transformers may rebuild parts of this "
+            "tokenizer that ferris-jax takes from tokenizer.json as written, so token ids can "
+            "differ from sentence-transformers' for some texts",
+            stacklevel=3,
+        )
+        return
+    tokenizer.normalizer, tokenizer.pre_tokenizer = rebuild(tokenizer, options)
+
+
 class TextTokenizer:
-    """A `tokenizers.Tokenizer` set up as sentence-transformers calls it: truncation at
+    """A `tokenizers.Tokenizer` set up as sentence-transformers calls it: the pipeline
+    transformers 5 builds for `tokenizer_class` (see `transformers_tokenizer_class`), truncation at
     `max_seq_length` (special tokens included), no padding (we pad to bucket shapes)."""
 
     def __init__(
@@ -70,8 +161,11 @@ class TextTokenizer:
         max_seq_length: int,
         pad_token_id: int,
         do_lower_case: bool = False,
+        tokenizer_class: str | None = None,
+        tokenizer_options: Mapping[str, Any] | None = None,
     ):
         tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())  # our own copy to configure
+        rebuild_as_transformers(tokenizer, tokenizer_class, tokenizer_options or {})
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=max_seq_length, strategy="longest_first")
         if do_lower_case and not _has_lowercase(tokenizer.normalizer):

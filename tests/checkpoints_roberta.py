@@ -3,6 +3,8 @@ the real kinds (byte-level BPE for RoBERTa, SentencePiece Unigram for XLM-R)."""
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 from conftest import SENTENCES, WORDS
@@ -59,17 +61,100 @@ def make_xlm_roberta_tokenizer_files(directory: Path, model_max_length: int) -> 
     return len(pieces)
 
 
-def _make_checkpoint(directory: Path, seed: int, model_type: str, config: dict) -> Path:
+# Text the SentencePiece model is trained on beyond the test corpus: scripts, accents, symbols.
+MULTILINGUAL = [
+    "Ünïcödé café naïve façade über straße",
+    "emoji 😀 and 中文 text, 日本語のテキスト",
+    "русский текст и ελληνικά",
+    "ｆｕｌｌ ｗｉｄｔｈ ＡＢＣ １２３",
+]
+
+
+def make_xlm_roberta_hub_tokenizer_files(
+    directory: Path, model_max_length: int, tokenizer_class: str | None = "XLMRobertaTokenizer"
+) -> int:
+    """A SentencePiece Unigram trained by the sentencepiece package (nmt_nfkc normalization),
+    written in the layout transformers 4 gave xlm-roberta-base and multilingual-e5: normalizer
+    Sequence[Precompiled(charsmap), Replace(" {2,}", " ")], pre-tokenizer Metaspace, fairseq ids.
+
+    `tokenizer_class=None` writes xlm-roberta-base's tokenizer_config.json, which names no class.
+    """
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    proto_bytes = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([*SENTENCES, *MULTILINGUAL, " ".join(WORDS)] * 4),
+        model_writer=proto_bytes,
+        model_type="unigram",
+        vocab_size=400,
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        bos_id=0,
+        pad_id=1,
+        eos_id=2,
+        unk_id=3,
+        minloglevel=2,
+        num_threads=1,
+    )
+    proto = sentencepiece_model_pb2.ModelProto.FromString(proto_bytes.getvalue())
+    assert proto.normalizer_spec.name == "nmt_nfkc"
+    # XLMRobertaConverter's vocab: fairseq's four specials, the pieces, then <mask>.
+    vocab = [(s, 0.0) for s in SPECIALS]
+    vocab += [(p.piece, p.score) for p in proto.pieces if p.piece not in SPECIALS]
+    vocab.append(("<mask>", 0.0))
+    tok = Tokenizer(models.Unigram(vocab, unk_id=3, byte_fallback=False))
+    tok.normalizer = normalizers.Sequence(
+        [
+            normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap),
+            normalizers.Replace(Regex(" {2,}"), " "),
+        ]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Metaspace("▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace("▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", 0), ("</s>", 2)],
+    )
+    specials = [AddedToken(s, special=True, normalized=False) for s in SPECIALS]
+    tok.add_special_tokens([*specials, AddedToken("<mask>", lstrip=True, special=True)])
+    tok.save(str(directory / "tokenizer.json"))
+
+    named = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", sep_token="</s>")
+    named.update(pad_token="<pad>", cls_token="<s>", mask_token="<mask>")
+    flags = dict(normalized=False, rstrip=False, single_word=False, special=True)
+    added = {
+        str(tok.token_to_id(c)): dict(content=c, lstrip=c == "<mask>", **flags)
+        for c in [*SPECIALS, "<mask>"]
+    }
+    config = {"model_max_length": model_max_length}
+    if tokenizer_class is not None:  # as transformers 4.3x saved multilingual-e5's
+        config.update(added_tokens_decoder=added, tokenizer_class=tokenizer_class, **named)
+        (directory / "special_tokens_map.json").write_text(json.dumps(named, indent=2))
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return len(vocab)
+
+
+def _make_checkpoint(
+    directory: Path, seed: int, model_type: str, config: dict, make_tokens
+) -> Path:
     import torch
     from transformers import AutoConfig, AutoModel
 
     directory.mkdir(parents=True, exist_ok=True)
     positions = config.get("max_position_embeddings", 66)
-    make_tokens = (
-        make_roberta_tokenizer_files
-        if model_type == "roberta"
-        else make_xlm_roberta_tokenizer_files
-    )
     # Positions start after pad_token_id (1), so 2 of the table's rows hold no token.
     n_vocab = make_tokens(directory, model_max_length=positions - 2)
     defaults = dict(
@@ -101,9 +186,15 @@ def _make_checkpoint(directory: Path, seed: int, model_type: str, config: dict) 
 
 def make_roberta_checkpoint(directory: Path, seed: int = 0, **config) -> Path:
     """Save a random-weight transformers RobertaModel (safetensors) plus a byte-level BPE."""
-    return _make_checkpoint(directory, seed, "roberta", config)
+    return _make_checkpoint(directory, seed, "roberta", config, make_roberta_tokenizer_files)
 
 
-def make_xlm_roberta_checkpoint(directory: Path, seed: int = 0, **config) -> Path:
-    """Save a random-weight transformers XLMRobertaModel plus a SentencePiece Unigram."""
-    return _make_checkpoint(directory, seed, "xlm-roberta", config)
+def make_xlm_roberta_checkpoint(
+    directory: Path, seed: int = 0, hub_layout: bool = False, **config
+) -> Path:
+    """Save a random-weight transformers XLMRobertaModel plus a SentencePiece Unigram (a trained
+    one in the hub's tokenizer.json layout if `hub_layout`)."""
+    make_tokens = (
+        make_xlm_roberta_hub_tokenizer_files if hub_layout else make_xlm_roberta_tokenizer_files
+    )
+    return _make_checkpoint(directory, seed, "xlm-roberta", config, make_tokens)
