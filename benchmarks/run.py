@@ -43,10 +43,11 @@ import startup
 DEFAULTS = {
     "gpu": {
         "models": "minilm,e5-small,bert-base",
-        "ferris_variants": "bf16-bs128,f16-bs128,f32-bs128",
+        "ferris_variants": "bf16-bs128,f32-bs128",
         "peers": "torch-fp16-bs128,torch-bf16-bs128,torch-fp32-bs128,onnx-fp32-bs128",
         "texts": {"short": 16384, "sentence": 8192, "passage": 4096, "long": 1024, "mix": 4096},
         "latency_calls": 200,
+        "startup_models": "minilm,bert-base",
     },
     "cpu": {
         "models": "minilm",
@@ -54,6 +55,7 @@ DEFAULTS = {
         "peers": "torch-fp32-bs32,onnx-fp32-bs32",
         "texts": {"short": 2048, "sentence": 1024, "passage": 512, "long": 128, "mix": 2000},
         "latency_calls": 100,
+        "startup_models": "minilm,e5-small,bert-base",
     },
 }
 QUICK_DIVISOR = 16  # --quick: corpora this much smaller, one round, fewer latency calls
@@ -192,15 +194,18 @@ class DevicePeak:
     def __init__(self):
         self.peak: dict[str, int] = {}
 
-    def call(self, runner, fn, *args):
+    def call(self, runner, fn, *args) -> tuple[object, float]:
+        """(fn(*args), its wall seconds), updating the runner's peak."""
         reset = getattr(runner, "reset_device_peak", None)
         if reset:
             reset()
+        start = time.perf_counter()
         out = fn(*args)
+        seconds = time.perf_counter() - start
         peak = runner.device_peak_bytes()
         if peak is not None:
             self.peak[runner.label] = max(self.peak.get(runner.label, 0), peak)
-        return out
+        return out, seconds
 
 
 def run_corpus(runs: list, texts: list[str], rounds: int, peaks: DevicePeak) -> dict[str, dict]:
@@ -208,9 +213,8 @@ def run_corpus(runs: list, texts: list[str], rounds: int, peaks: DevicePeak) -> 
     results: dict[str, dict] = {}
     for r in runs:
         before = r.compile_stats() if hasattr(r, "compile_stats") else None
-        start = time.perf_counter()
-        out, shapes = peaks.call(r, r.encode_recording, texts)
-        rec = {"warmup_s": time.perf_counter() - start, "shapes": shapes, "output": out}
+        (out, shapes), seconds = peaks.call(r, r.encode_recording, texts)
+        rec = {"warmup_s": seconds, "shapes": shapes, "output": out}
         if before is not None:
             after = r.compile_stats()
             rec["warmup_compile_s"] = after["compile_s"] - before["compile_s"]
@@ -219,16 +223,16 @@ def run_corpus(runs: list, texts: list[str], rounds: int, peaks: DevicePeak) -> 
         results[r.label] = rec
     for _ in range(rounds):
         for r in runs:
-            start = time.perf_counter()
-            results[r.label]["output"] = peaks.call(r, r.encode, texts)
-            results[r.label]["seconds"].append(time.perf_counter() - start)
+            results[r.label]["output"], seconds = peaks.call(r, r.encode, texts)
+            results[r.label]["seconds"].append(seconds)
     return results
 
 
-def latency(runs: list, texts: list[str], warmup: int = 3) -> dict[str, dict]:
-    """Single-text `encode` latency, runners taking turns call by call; p50/p99 in ms."""
+def latency(runs: list, texts: list[str]) -> dict[str, dict]:
+    """Single-text `encode` latency, runners taking turns call by call; p50/p99 in ms. Each
+    runner first encodes every text once untimed (ferris compiles one program per length)."""
     for r in runs:
-        for t in texts[:warmup]:
+        for t in texts:
             r.encode_one(t)
     times: dict[str, list[float]] = {r.label: [] for r in runs}
     for t in texts:
@@ -263,21 +267,21 @@ def make_runners(args, spec, path: Path, log_skip) -> list:
                 )
             )
         except runners.Skip as e:
-            log_skip(f"skip st {label}: {e}")
+            log_skip(f"st {label}: {e}")
     out = []
     for i in range(max(len(ferris), len(peers))):
         out += ferris[i : i + 1] + peers[i : i + 1]
     return out
 
 
-def measure_model(args, spec, path: Path, texts: dict[str, list[str]], peaks_tflops, skips):
+def measure_model(args, spec, path: Path, texts: dict, corpus_stats: dict, peaks_tflops, skips):
     """Everything measured in-process for one model: throughput rows, compilation, latency,
     device memory, agreement."""
 
     def skip(msg):
         if msg not in skips:
             skips.append(msg)
-            print(msg, file=sys.stderr, flush=True)
+            log(f"skipped {msg}")
 
     runs = make_runners(args, spec, path, skip)
     if not runs:
@@ -288,7 +292,7 @@ def measure_model(args, spec, path: Path, texts: dict[str, list[str]], peaks_tfl
     device_peaks = DevicePeak()
     rows, agree = [], {r.label: [] for r in runs}
     for kind, corpus_texts in texts.items():
-        stats = token_stats(path / "tokenizer.json", corpus_texts, spec.max_seq_length)
+        stats = corpus_stats[kind]
         log(f"{spec.name}/{kind}: {stats['texts']} texts, {stats['real_tokens']} real tokens")
         res = run_corpus(runs, corpus_texts, args.rounds, device_peaks)
         ref_out = res[reference.label]["output"]
@@ -457,20 +461,21 @@ def report(rec: dict) -> str:
             "## Start-up of a fresh process (one short text)",
             "",
             "| model | library | device | compile cache | time to first embedding s | import s "
-            "| runtime init s | load s | first encode s | load peak RSS delta MiB "
-            "| checkpoint MiB (dtype) |",
-            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| runtime init s | load s | first encode s | peak RSS delta MiB: load "
+            "| ... through first encode | checkpoint MiB (dtype) |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for s in rec["startup"]:
             if "error" in s:
                 head = f"| {s['model']} | {s['library']} | {s['device']} | {s['cache'] or '-'}"
-                lines.append(f"{head} | error: {s['error']} |" + " |" * 6)
+                lines.append(f"{head} | error: {s['error']} |" + " |" * 7)
                 continue
             lines.append(
                 f"| {s['model']} | {s['library']} | {s['device']} | {s['cache'] or '-'} | "
                 f"{s['ttfe_s']:.2f} | {s['import_s']:.2f} | {s['runtime_init_s']:.2f} | "
                 f"{s['load_s']:.2f} | "
                 f"{s['first_encode_s']:.3f} | {_fmt(s['load_peak_delta_mb'], '.0f')} | "
+                f"{_fmt(s.get('first_embedding_peak_delta_mb'), '.0f')} | "
                 f"{s['checkpoint_mb']:.0f} ({s['weights_dtype']}) |"
             )
     return "\n".join(lines)
@@ -509,8 +514,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.latency_calls is None:
         args.latency_calls = d["latency_calls"] // (10 if args.quick else 1)
     if args.startup_models is None:
-        args.startup_models = "minilm" if args.quick else args.models
-    args.startup_models = [m for m in args.startup_models.split(",") if m]
+        args.startup_models = "minilm" if args.quick else d["startup_models"]
+    args.startup_models = [m for m in args.startup_models.split(",") if m in args.models.split(",")]
     for name in args.models.split(","):
         if name not in bench_models.SPECS:
             p.error(f"--models: {name!r} is not one of {list(bench_models.SPECS)}")
@@ -576,7 +581,7 @@ def main(argv: list[str] | None = None) -> dict:
             for k, t in texts.items()
         }  # fmt: skip
         model_rows, runner_info[name], references[name] = measure_model(
-            args, spec, path, texts, peaks, skips
+            args, spec, path, texts, corpus_info[name], peaks, skips
         )
         rows += model_rows
         log(f"{name}: done; peak host RSS so far {startup.peak_rss_mb():.0f} MiB")

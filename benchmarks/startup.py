@@ -7,7 +7,9 @@ The harness (`run.py`) spawns this script once per case; it prints one JSON line
 Times are from the parent's spawn: interpreter start, imports, runtime start (JAX's or torch's
 device client), load, first `encode` of one short text. `load_peak_delta_mb` is the peak resident
 memory during loading (the high-water mark is reset just before, Linux) minus the resident memory
-just before: what loading the checkpoint costs on the host, next to the size of its weight files.
+just before: what loading the checkpoint costs on the host, next to the size of its weight files;
+`first_embedding_peak_delta_mb` is the same through the first `encode` (a loader that maps the
+file and reads weights on first use shows its cost there).
 """
 
 from __future__ import annotations
@@ -104,6 +106,9 @@ def _child(args: argparse.Namespace) -> dict:
         load_peak_delta_mb=None if rss_before is None else peak_after_load - rss_before,
         peak_rss_end_mb=peak_rss_mb(),
     )
+    # Some loaders map the weights and read them on first use: count the first call too.
+    if rss_before is not None:
+        rec["first_embedding_peak_delta_mb"] = rec["peak_rss_end_mb"] - rss_before
     if args.library == "ferris":
         rec.update(
             runtime_device=str(model.device),
