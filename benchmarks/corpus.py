@@ -1,14 +1,18 @@
-"""A benchmark corpus of real English text that every machine with our venv already has.
+"""Benchmark corpora of real English text that every machine with our venv already has.
 
 Texts come from the docstrings and `.md`/`.rst`/`.txt` files of installed packages (numpy,
-torch, jax, transformers, ...): technical prose, cut into three kinds of text, query-like
-short lines, single sentences and paragraphs (some joined past 256 tokens). The selection is
-deterministic for a given seed and set of installed package versions.
+torch, jax, transformers, ...): technical prose, cut into query-like short lines, single
+sentences and paragraphs. `build(kind, n)` gives one corpus per kind: "short", "sentence",
+"passage" (one paragraph), "long" (consecutive paragraphs joined past 512 tokens, so every
+text is truncated at max_seq_length) and "mix" (`build_corpus`, the shuffled mix that
+BENCHMARKS.md measured). The selection is deterministic for a given seed and set of installed
+package versions.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import random
@@ -21,6 +25,10 @@ FILES_PER_PACKAGE = 150
 # are two to four joined together, so that some texts exceed max_seq_length.
 MIX = {"short": 0.3, "sentence": 0.4, "paragraph": 0.3}
 LONG_FRACTION = 0.25
+KINDS = ("short", "sentence", "passage", "long", "mix")
+# A "long" text joins consecutive paragraphs until it has this many words (about 1.3 tokens
+# each with a WordPiece vocabulary: past 512 tokens).
+LONG_WORDS = 450
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 _CODE_LINE = re.compile(r"^\s*(>>>|\.\.\.|\$ |```|\.\. |:param|:return|[-=~^*#]{3,})")
@@ -62,6 +70,7 @@ def _paragraphs(text: str) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=4)
 def _pools(packages: tuple[str, ...], seed: int) -> dict[str, list[str]]:
     """Deduplicated short lines, sentences and paragraphs from a seeded sample of files."""
     rng = random.Random(seed)
@@ -109,11 +118,40 @@ def build_corpus(n: int, seed: int = 0, packages: tuple[str, ...] = PACKAGES) ->
     return texts[:n]
 
 
+def _long_texts(n: int, rng: random.Random, paragraphs: list[str]) -> list[str]:
+    """`n` texts of at least LONG_WORDS words, each consecutive paragraphs from a random start."""
+    texts = []
+    for _ in range(n):
+        i, parts, words = rng.randrange(len(paragraphs)), [], 0
+        while words < LONG_WORDS:
+            parts.append(paragraphs[i % len(paragraphs)])
+            words += len(parts[-1].split())
+            i += 1
+        texts.append(" ".join(parts))
+    return texts
+
+
+def build(kind: str, n: int, seed: int = 0, packages: tuple[str, ...] = PACKAGES) -> list[str]:
+    """`n` texts of one kind (see KINDS); "mix" is `build_corpus`."""
+    if kind == "mix":
+        return build_corpus(n, seed, packages)
+    if kind not in KINDS:
+        raise ValueError(f"corpus kind must be one of {KINDS}, got {kind!r}")
+    rng = random.Random(seed)
+    pools = _pools(packages, seed)
+    if kind == "long":
+        return _long_texts(n, rng, pools["paragraph"])
+    pool = pools["paragraph" if kind == "passage" else kind]
+    # Sample without replacement while the pool lasts, then with (a pool can be smaller than n).
+    return rng.sample(pool, min(n, len(pool))) + rng.choices(pool, k=max(0, n - len(pool)))
+
+
 def corpus_digest(texts: list[str]) -> str:
     """Short hash of the corpus, to tell whether two runs measured the same texts."""
     return hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:12]
 
 
 if __name__ == "__main__":
-    for t in build_corpus(12):
-        print(repr(t[:160]))
+    for kind in KINDS:
+        for t in build(kind, 3):
+            print(f"{kind:>8}: {t[:150]!r}")
