@@ -41,11 +41,11 @@ class FerrisVariant:
     label: str
     load_kwargs: dict[str, Any]
     encode_kwargs: dict[str, Any]
+    max_batch_tokens: int | None = None  # Encoder.max_batch_tokens (token-budget batching)
+    layer_norm: str | None = None  # ops.use_impl(...) while compiling: auto, xla, pallas
 
 
-# Named variants beyond the "<dtype>-bs<N>" pattern, e.g.
-#   "bf16-tok4096": FerrisVariant("bf16-tok4096", {"dtype": "bfloat16"},
-#                                 {"batch_size": 128, "max_tokens_per_batch": 4096}),
+# Named variants beyond the "<dtype>-bs<N>[-tok<M>][-ln<impl>]" pattern.
 FERRIS_VARIANTS: dict[str, FerrisVariant] = {}
 
 
@@ -53,13 +53,19 @@ def ferris_variant(label: str) -> FerrisVariant:
     """The variant named `label`: a FERRIS_VARIANTS key, or "<f32|bf16|f16>-bs<batch size>"."""
     if label in FERRIS_VARIANTS:
         return FERRIS_VARIANTS[label]
-    m = re.fullmatch(r"(f32|fp32|bf16|f16|fp16)-bs(\d+)", label)
+    m = re.fullmatch(r"(f32|fp32|bf16|f16|fp16)-bs(\d+)(?:-tok(\d+))?(?:-ln(\w+))?", label)
     if not m:
         raise SystemExit(
-            f"ferris variant {label!r}: use <f32|bf16|f16>-bs<N> "
+            f"ferris variant {label!r}: use <f32|bf16|f16>-bs<N>[-tok<M>][-ln<impl>] "
             f"or one of {sorted(FERRIS_VARIANTS)}"
         )
-    return FerrisVariant(label, {"dtype": DTYPE_NAMES[m[1]]}, {"batch_size": int(m[2])})
+    return FerrisVariant(
+        label,
+        {"dtype": DTYPE_NAMES[m[1]]},
+        {"batch_size": int(m[2])},
+        int(m[3]) if m[3] else None,
+        m[4],
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +113,8 @@ class FerrisRunner:
             **variant.load_kwargs,
         )
         self.load_s = time.perf_counter() - start
+        self.enc.max_batch_tokens = variant.max_batch_tokens
+        self._layer_norm = variant.layer_norm
         if (self.enc.device.platform == "cpu") != (device == "cpu"):
             raise SystemExit(f"{self.label}: asked for {device}, got {self.enc.device}")
         self.dtype = np.dtype(self.enc.checkpoint.dtype).name
@@ -117,9 +125,14 @@ class FerrisRunner:
         self._jax = jax
 
     def _context(self):
-        if self._precision is None:
-            return contextlib.nullcontext()
-        return self._jax.default_matmul_precision(self._precision)
+        from ferris_jax import ops
+
+        stack = contextlib.ExitStack()
+        if self._precision is not None:
+            stack.enter_context(self._jax.default_matmul_precision(self._precision))
+        if self._layer_norm is not None:
+            stack.enter_context(ops.use_impl(self._layer_norm))
+        return stack
 
     def encode(self, texts: list[str]) -> np.ndarray:
         with self._context():

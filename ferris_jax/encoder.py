@@ -44,7 +44,10 @@ class Encoder:
         self.settings = checkpoint.settings
         self.device = device or next(iter(jax.tree.leaves(self.params))).devices().pop()
         self.backend = backend or Backend(self.device.platform, self.device, requested="device")
-        self._jitted = jax.jit(self.apply)
+        # Compiled programs take the parameters as a flat tuple of arrays: flattening an
+        # nnx.State on every call costs more than a small batch's compute.
+        self._jitted = jax.jit(self._apply_flat)
+        self._flat: tuple[tuple[jax.Array, ...], Any, nnx.State] | None = None
         self._programs: dict[tuple[int, int], Any] = {}
         # Cap on padded tokens per batch: long texts then go in smaller batches. None: no cap.
         self.max_batch_tokens: int | None = None
@@ -111,11 +114,23 @@ class Encoder:
             jnp.asarray(a), jnp.asarray(b)
         )
 
+    def _flat_params(self) -> tuple[jax.Array, ...]:
+        """`self.params` as a flat tuple (recomputed if `params` was replaced)."""
+        if self._flat is None or self._flat[2] is not self.params:
+            leaves, treedef = jax.tree.flatten(self.params)
+            if self._flat is not None and treedef != self._flat[1]:
+                self._programs.clear()  # a different parameter structure: recompile
+            self._flat = (tuple(leaves), treedef, self.params)
+        return self._flat[0]
+
+    def _apply_flat(self, leaves: tuple[jax.Array, ...], *args: Any) -> jax.Array:
+        return self.apply(jax.tree.unflatten(self._flat[1], leaves), *args)
+
     def lower(self, shape: tuple[int, int]) -> jax.stages.Lowered:
         """The `apply` program for a `(batch, seq_len)` shape, lowered (`.as_text()`: StableHLO)."""
         spec = jax.ShapeDtypeStruct(shape, jnp.int32)
         return self._jitted.lower(
-            self.params, spec, spec, spec, jax.ShapeDtypeStruct((), jnp.int32)
+            self._flat_params(), spec, spec, spec, jax.ShapeDtypeStruct((), jnp.int32)
         )
 
     def bucket_policy(self, batch_size: int) -> BucketPolicy:
@@ -213,6 +228,7 @@ class Encoder:
             )
         prompt_length = np.int32(self.tokenizer.prompt_length(prompt))
         policy = self.bucket_policy(batch_size)
+        params = self._flat_params()
         pending = []
         bar = tqdm(total=len(texts), unit="text", disable=show is False, delay=0 if show else 2.0)
         with bar:
@@ -220,7 +236,7 @@ class Encoder:
                 b = self.tokenizer.pad(tok, batch.rows, batch.shape)
                 # Dispatch is asynchronous: the host pads the next batch while this one runs.
                 emb = self._program(batch.shape)(
-                    self.params, b.input_ids, b.attention_mask, b.token_type_ids, prompt_length
+                    params, b.input_ids, b.attention_mask, b.token_type_ids, prompt_length
                 )
                 pending.append((batch.rows, emb))
                 bar.update(len(batch.rows))
