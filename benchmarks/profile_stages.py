@@ -1,0 +1,81 @@
+"""Where encode's time goes: tokenize, plan, pad, dispatch, wait for the device, copy back.
+
+    PYTHONPATH=. python benchmarks/profile_stages.py --minilm-dir .bench/minilm --corpus mix \
+        --texts 4096 --dtype bfloat16 --batch-size 512 --max-batch-tokens 32768
+
+Each stage of `Encoder.encode` is run on its own over the whole corpus (after a warm-up that
+compiles every program), so the sum shows whether a run is host- or device-bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_models
+import corpus as corpora
+
+import ferris_jax
+from ferris_jax.batching import plan_batches
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minilm-dir", type=Path)
+    p.add_argument("--corpus", default="mix")
+    p.add_argument("--texts", type=int, default=4096)
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--max-batch-tokens", type=int)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    texts = corpora.build(args.corpus, args.texts)
+    enc = ferris_jax.load(str(bench_models.minilm_dir(args.minilm_dir)), dtype=args.dtype)
+    enc.max_batch_tokens = args.max_batch_tokens
+    enc.encode(texts, batch_size=args.batch_size, show_progress_bar=False)  # compile
+    params = enc._flat_params()
+    policy = enc.bucket_policy(args.batch_size)
+    stages: dict[str, list[float]] = {}
+
+    @contextlib.contextmanager
+    def timed(name):
+        start = time.perf_counter()
+        yield
+        stages.setdefault(name, []).append(time.perf_counter() - start)
+
+    for _ in range(args.repeats):
+        with timed("tokenize"):
+            tok = enc.tokenizer.encode(texts)
+        with timed("plan"):
+            plan = plan_batches(tok.lengths, policy)
+        with timed("pad"):
+            batches = [enc.tokenizer.pad(tok, b.rows, b.shape) for b in plan]
+        programs = [enc._program(b.shape) for b in plan]
+        with timed("dispatch"):
+            outs = [
+                f(params, b.input_ids, b.attention_mask, b.token_type_ids, np.int32(0))
+                for f, b in zip(programs, batches, strict=True)
+            ]
+        with timed("device wait"):
+            for o in outs:
+                o.block_until_ready()
+        with timed("copy to host"):
+            [np.asarray(o) for o in outs]
+        with timed("encode (all)"):
+            enc.encode(texts, batch_size=args.batch_size, show_progress_bar=False)
+    print(f"{len(texts)} {args.corpus} texts, {int(tok.lengths.sum())} tokens, {len(plan)} "
+          f"batches, {enc.device}, {args.dtype}, batch {args.batch_size}, "
+          f"max_batch_tokens {args.max_batch_tokens}")  # fmt: skip
+    print("| stage | median ms |\n|---|---:|")
+    for name, ts in stages.items():
+        print(f"| {name} | {1e3 * float(np.median(ts)):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
