@@ -49,8 +49,9 @@ class Encoder:
         self._jitted = jax.jit(self._apply_flat)
         self._flat: tuple[tuple[jax.Array, ...], Any, nnx.State] | None = None
         self._programs: dict[tuple[int, int], Any] = {}
-        # Cap on padded tokens per batch: long texts then go in smaller batches. None: no cap.
-        self.max_batch_tokens: int | None = None
+        # Cap on padded tokens per batch: long texts then go in smaller batches (None: no cap).
+        # On CPU 2048 was faster on every corpus of benchmarks/run.py (BENCHMARKS.md).
+        self.max_batch_tokens: int | None = 2048 if self.device.platform == "cpu" else None
         self.compile_seconds = 0.0
         self.embedding_dimension = int(
             jax.eval_shape(

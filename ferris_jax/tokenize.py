@@ -149,6 +149,29 @@ def rebuild_as_transformers(
     tokenizer.normalizer, tokenizer.pre_tokenizer = rebuild(tokenizer, options)
 
 
+# A text longer than max_seq_length * _PREFIX_CHARS_PER_TOKEN characters (English text has 4-5
+# characters per token) is first tokenized from a prefix cut at whitespace. If that prefix
+# already overflows max_seq_length by _PREFIX_MARGIN tokens, its truncated tokens are the whole
+# text's (the pre-tokenizer splits at whitespace, so no token crosses the cut), and the rest of a
+# long document is never tokenized; otherwise the whole text is tokenized.
+_PREFIX_CHARS_PER_TOKEN = 6
+_PREFIX_MARGIN = 16
+_WHITESPACE = (" ", "\n", "\t", "\r")
+
+
+def _splits_at_whitespace(tokenizer: tokenizers.Tokenizer) -> bool:
+    """Whether no pre-tokenized piece ever spans a space, newline or tab."""
+    pre = tokenizer.pre_tokenizer
+    try:
+        pieces = [p for p, _ in pre.pre_tokenize_str("ab cd\nef\tgh")] if pre else []
+    except Exception:  # a pre-tokenizer that cannot run alone: take no shortcut
+        return False
+    words = ("ab", "cd", "ef", "gh")
+    return all(any(w in p for p in pieces) for w in words) and all(
+        sum(w in p for w in words) <= 1 for p in pieces
+    )
+
+
 class TextTokenizer:
     """A `tokenizers.Tokenizer` set up as sentence-transformers calls it: the pipeline
     transformers 5 builds for `tokenizer_class` (see `transformers_tokenizer_class`), truncation at
@@ -178,10 +201,31 @@ class TextTokenizer:
         self.special_ids = frozenset(
             i for i, tok in tokenizer.get_added_tokens_decoder().items() if tok.special
         )
+        self._prefix_chars = (
+            max_seq_length * _PREFIX_CHARS_PER_TOKEN if _splits_at_whitespace(tokenizer) else None
+        )
+        self._num_special = tokenizer.num_special_tokens_to_add(is_pair=False)
+
+    def _overflows_by_margin(self, encoding: tokenizers.Encoding) -> bool:
+        overflow = encoding.overflowing
+        return bool(overflow) and len(overflow[0].ids) - self._num_special >= _PREFIX_MARGIN
 
     def encode(self, texts: list[str]) -> Tokenized:
         """Token ids of each text (batched in Rust), truncated to max_seq_length."""
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
+        limit, parts, cut_rows = self._prefix_chars, texts, []
+        if limit is not None and any(len(t) > limit for t in texts):
+            parts = list(texts)
+            for i, text in enumerate(texts):
+                cut = max(text.rfind(c, 0, limit) for c in _WHITESPACE) if len(text) > limit else 0
+                if cut > 0:
+                    parts[i] = text[:cut]
+                    cut_rows.append(i)
+        encodings = self.tokenizer.encode_batch(parts, add_special_tokens=True)
+        redo = [i for i in cut_rows if not self._overflows_by_margin(encodings[i])]
+        if redo:  # the prefix was too short to decide: tokenize those texts whole
+            whole = self.tokenizer.encode_batch([texts[i] for i in redo], add_special_tokens=True)
+            for i, encoding in zip(redo, whole, strict=True):
+                encodings[i] = encoding
         ids = [e.ids for e in encodings]
         return Tokenized(
             ids=ids,

@@ -1,0 +1,64 @@
+"""Model-only throughput and FLOP utilisation: one compiled program, fixed shapes, no host work.
+
+    PYTHONPATH=. python benchmarks/model_only.py --minilm-dir .bench/minilm --model bert-base \
+        --shapes 256x128,512x128 --dtype bfloat16 --peak-tflops 989.4
+
+Times `Encoder`'s compiled program on device-resident inputs (median of --iters calls, each
+waited for), and reports TFLOP/s and MFU with the harness's FLOP formula.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_models
+
+import ferris_jax
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minilm-dir", type=Path)
+    p.add_argument("--model", default="bert-base", choices=list(bench_models.SPECS))
+    p.add_argument("--shapes", default="256x128,512x128")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--peak-tflops", type=float, default=989.4, help="H100 SXM dense bf16")
+    args = p.parse_args()
+    import jax
+
+    spec = bench_models.SPECS[args.model]
+    minilm = bench_models.minilm_dir(args.minilm_dir)
+    path = (
+        minilm if spec.real else bench_models.build_random(spec, minilm, Path(tempfile.mkdtemp()))
+    )
+    enc = ferris_jax.load(str(path), dtype=args.dtype, compilation_cache=False)
+    params = enc._flat_params()
+    print(f"{args.model} {args.dtype} on {enc.device}; {bench_models.FLOP_FORMULA}")
+    print("| shape | ms | TFLOP/s | MFU |\n|---|---:|---:|---:|")
+    for shape in args.shapes.split(","):
+        B, L = (int(n) for n in shape.split("x"))
+        ids = jax.device_put(np.full((B, L), 1000, np.int32), enc.device)
+        mask = jax.device_put(np.ones((B, L), np.int32), enc.device)
+        types = jax.device_put(np.zeros((B, L), np.int32), enc.device)
+        program, inputs = enc._program((B, L)), (params, ids, mask, types, np.int32(0))
+        program(*inputs).block_until_ready()
+        times = []
+        for _ in range(args.iters):
+            start = time.perf_counter()
+            program(*inputs).block_until_ready()
+            times.append(time.perf_counter() - start)
+        seconds = float(np.median(times))
+        tflops = bench_models.flops(spec, [(B, L)]) / seconds / 1e12
+        print(f"| {B}x{L} | {1e3 * seconds:.2f} | {tflops:.1f} | {tflops / args.peak_tflops:.1%} |")
+
+
+if __name__ == "__main__":
+    main()
