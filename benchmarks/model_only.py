@@ -40,7 +40,7 @@ def main() -> None:
         minilm if spec.real else bench_models.build_random(spec, minilm, Path(tempfile.mkdtemp()))
     )
     enc = ferris_jax.load(str(path), dtype=args.dtype, compilation_cache=False)
-    params = enc._flat_params()
+    params, _ = enc._flat_params()
     print(f"{args.model} {args.dtype} on {enc.device}; {bench_models.FLOP_FORMULA}")
     print("| shape | ms | TFLOP/s | MFU |\n|---|---:|---:|---:|")
     for shape in args.shapes.split(","):

@@ -39,7 +39,7 @@ def main() -> None:
     enc = ferris_jax.load(str(bench_models.minilm_dir(args.minilm_dir)), dtype=args.dtype)
     enc.max_batch_tokens = args.max_batch_tokens
     enc.encode(texts, batch_size=args.batch_size, show_progress_bar=False)  # compile
-    params = enc._flat_params()
+    params, _ = enc._flat_params()
     policy = enc.bucket_policy(args.batch_size)
     stages: dict[str, list[float]] = {}
 

@@ -7,9 +7,8 @@ import os
 import jax
 import jax.numpy as jnp
 
-from ferris_jax.backend import ENV_VAR as BACKEND_ENV_VAR
-from ferris_jax.backend import Backend, choose_platform, detect_platforms, select_backend
-from ferris_jax.checkpoint import DTYPES, load_checkpoint, resolve
+from ferris_jax import backend as backends
+from ferris_jax.checkpoint import load_checkpoint, parse_dtype, resolve
 from ferris_jax.compilation import enable_compilation_cache
 from ferris_jax.encoder import Encoder
 
@@ -46,24 +45,21 @@ def load(
         CheckpointError: the checkpoint is incomplete or inconsistent (the message names the file).
     """
     path, preset = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
-    dtype_name = jnp.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    if dtype_name not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    # The cache is on before the probe compiles, so a second process reuses the probe too.
-    platform = (
-        device.platform
-        if device is not None
-        else choose_platform(
-            detect_platforms(), backend or os.environ.get(BACKEND_ENV_VAR) or "auto"
-        )
-    )
+    dtype_name = jnp.dtype(parse_dtype(dtype)).name
+    if device is not None:
+        platform, available = backends.platform_of(device), None
+    else:
+        available = backends.detect_platforms()
+        platform = backends.choose_platform(available, backends.requested_backend(backend))
+    # The platform's dtype policy applies before the probe, which checks that dtype; the cache
+    # is on before the probe compiles, so a second process reuses the probe too.
+    dtype_name = backends.dtype_policy(platform).resolve(dtype_name, platform)
     if compilation_cache and platform != "METAL":  # jax-metal has no persistent cache
         enable_compilation_cache(None if compilation_cache is True else compilation_cache)
     if device is not None:
-        chosen = Backend(device.platform, device, requested="device")
+        chosen = backends.Backend(platform, device, requested="device")
     else:
-        chosen = select_backend(backend, dtype=dtype_name)
-    dtype_name = chosen.dtype_policy.resolve(dtype_name, chosen.platform)
+        chosen = backends.select_backend(backend, dtype=dtype_name, platforms=available)
     checkpoint = load_checkpoint(
         path, preset=preset, dtype=dtype_name, max_seq_length=max_seq_length, device=chosen.device
     )

@@ -115,7 +115,8 @@ class Backend:
 
 
 # ---------------------------------------------------------------- detection
-def _platform_of(device: jax.Device) -> str:
+def platform_of(device: jax.Device) -> str:
+    """The platform name of a device: "cuda" or "rocm" where JAX says "gpu"."""
     # CUDA and ROCm devices report platform "gpu"; the client knows which one it is.
     name = device.platform
     if name == "gpu":
@@ -128,7 +129,7 @@ def detect_platforms() -> dict[str, list[jax.Device]]:
     """Every platform JAX can initialise here -> its devices (an unknown plugin is included)."""
     found: dict[str, list[jax.Device]] = {}
     for device in jax.devices():  # the default backend, plugins included
-        found.setdefault(_platform_of(device), []).append(device)
+        found.setdefault(platform_of(device), []).append(device)
     for name in PREFERENCE:
         if name in found:
             continue
@@ -137,7 +138,7 @@ def detect_platforms() -> dict[str, list[jax.Device]]:
         except RuntimeError:  # that backend is not installed or failed to initialise
             continue
         if devices:
-            found.setdefault(_platform_of(devices[0]), list(devices))
+            found.setdefault(platform_of(devices[0]), list(devices))
     return found
 
 
@@ -200,7 +201,8 @@ def _probe_cases(dtype: jnp.dtype) -> list[tuple[str, Callable[..., jax.Array], 
     )
     from flax import nnx
 
-    graphdef, state = nnx.split(BertModel(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
+    with jax.default_device(jax.devices("cpu")[0]):  # not on the device being probed
+        graphdef, state = nnx.split(BertModel(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
     state = jax.tree.map(np.asarray, state)  # host arrays: placed on each device by jit
 
     def encoder(state, ids, mask):
@@ -220,7 +222,7 @@ def _probe_cases(dtype: jnp.dtype) -> list[tuple[str, Callable[..., jax.Array], 
 
 def _check(fn: Callable[..., jax.Array], args: tuple, device: jax.Device, dtype: jnp.dtype):
     """None if `fn` runs on `device` and matches the CPU, else (error message, max diff)."""
-    platform = _platform_of(device)
+    platform = platform_of(device)
     try:
         got = np.asarray(jax.device_get(jax.jit(fn)(*jax.device_put(args, device))), np.float32)
     except Exception as e:  # unsupported op, dtype or custom call
@@ -239,7 +241,7 @@ def probe_device(device: jax.Device, dtype: str = "float32") -> ProbeResult:
     The success path compiles one program per device; the per-op cases only run to
     diagnose a failure.
     """
-    platform = _platform_of(device)
+    platform = platform_of(device)
     start = time.perf_counter()
     *ops_cases, (encoder_name, encoder, encoder_args) = _probe_cases(jnp.dtype(dtype))
     error, diff = _check(encoder, encoder_args, device, jnp.dtype(dtype))
@@ -261,6 +263,11 @@ def _first_line(e: Exception) -> str:
 
 
 # ---------------------------------------------------------------- selection
+def requested_backend(backend: str | None = None) -> str:
+    """The backend asked for: the argument, else `$FERRIS_JAX_BACKEND`, else "auto"."""
+    return (backend or os.environ.get(ENV_VAR) or "auto").strip()
+
+
 _probe_cache: dict[tuple[str, str], ProbeResult] = {}
 _warned: set[tuple[str, str]] = set()
 
@@ -288,7 +295,7 @@ def select_backend(
         A Backend; on a failed probe its platform is "cpu" and `fallback_from` names the
         accelerator, after one BackendFallbackWarning for that platform in this process.
     """
-    requested = (backend or os.environ.get(ENV_VAR) or "auto").strip()
+    requested = requested_backend(backend)
     available = detect_platforms() if platforms is None else platforms
     platform = choose_platform(available, requested)
     device = available[platform][0]

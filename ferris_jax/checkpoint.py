@@ -321,7 +321,7 @@ def load_checkpoint(
     """Read a checkpoint directory strictly; raises CheckpointError naming the file at fault."""
     if not directory.is_dir():
         raise ModelNotFoundError(f"no such directory: {directory}")
-    dtype = _dtype(dtype)
+    dtype = parse_dtype(dtype)
     model_config = _read_json(directory / "config.json", required=True)
     try:
         family = family_for(model_config.get("model_type", "<missing>"))
@@ -406,7 +406,8 @@ def load_checkpoint(
     )
 
 
-def _dtype(dtype: str | jnp.dtype) -> jnp.dtype:
+def parse_dtype(dtype: str | jnp.dtype) -> jnp.dtype:
+    """One of DTYPES from a name or dtype; ValueError naming the allowed ones."""
     name = jnp.dtype(dtype).name if not isinstance(dtype, str) else dtype
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")

@@ -11,11 +11,12 @@ from ferris_jax import __version__
 
 
 def _cache_report() -> dict[str, Any]:
-    from ferris_jax.compilation import default_cache_dir
+    from ferris_jax.compilation import compilation_cache_dir, default_cache_dir
 
-    path = default_cache_dir()
+    path = compilation_cache_dir() or default_cache_dir()
     entries = sum(1 for p in path.iterdir() if p.is_file()) if path.is_dir() else 0
-    writable = os.access(path if path.exists() else path.parent, os.W_OK) or not path.exists()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    writable = os.access(existing, os.W_OK)
     return {"directory": str(path), "entries": entries, "writable": writable}
 
 
@@ -27,14 +28,15 @@ def report(backend: str | None = None, *, dtype: str = "float32") -> dict[str, A
     from ferris_jax import backend as backends
     from ferris_jax import ops
 
-    chosen = backends.select_backend(backend, dtype=dtype)
+    available = backends.detect_platforms()
+    chosen = backends.select_backend(backend, dtype=dtype, platforms=available)
     policy = chosen.dtype_policy
     return {
         "ferris_jax": __version__,
         "python": sys.version.split()[0],
         "system": f"{platform.system()} {platform.machine()}",
         "packages": backends.runtime_versions(),
-        "platforms": backends.describe(),
+        "platforms": backends.describe(available),
         "default_backend": jax.default_backend(),
         "requested": chosen.requested,
         "backend": chosen.platform,

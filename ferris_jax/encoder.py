@@ -18,7 +18,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from ferris_jax import ops
-from ferris_jax.backend import Backend
+from ferris_jax.backend import Backend, platform_of
 from ferris_jax.batching import BucketPolicy, plan_batches
 from ferris_jax.checkpoint import Checkpoint
 from ferris_jax.similarity import SIMILARITY_FUNCTIONS
@@ -43,11 +43,11 @@ class Encoder:
         self.tokenizer = checkpoint.tokenizer
         self.settings = checkpoint.settings
         self.device = device or next(iter(jax.tree.leaves(self.params))).devices().pop()
-        self.backend = backend or Backend(self.device.platform, self.device, requested="device")
+        self.backend = backend or Backend(platform_of(self.device), self.device, requested="device")
         # Compiled programs take the parameters as a flat tuple of arrays: flattening an
         # nnx.State on every call costs more than a small batch's compute.
-        self._jitted = jax.jit(self._apply_flat)
-        self._flat: tuple[tuple[jax.Array, ...], Any, nnx.State] | None = None
+        self._jitted = jax.jit(self._apply_flat, static_argnums=0)
+        self._flat: tuple[nnx.State, tuple[jax.Array, ...], Any] | None = None
         self._programs: dict[tuple[int, int], Any] = {}
         # Cap on padded tokens per batch: long texts then go in smaller batches (None: no cap).
         # On CPU 2048 was faster on every corpus of benchmarks/run.py (BENCHMARKS.md).
@@ -115,23 +115,24 @@ class Encoder:
             jnp.asarray(a), jnp.asarray(b)
         )
 
-    def _flat_params(self) -> tuple[jax.Array, ...]:
-        """`self.params` as a flat tuple (recomputed if `params` was replaced)."""
-        if self._flat is None or self._flat[2] is not self.params:
+    def _flat_params(self) -> tuple[tuple[jax.Array, ...], Any]:
+        """`self.params` as (leaves, treedef), recomputed only when `params` is replaced."""
+        if self._flat is None or self._flat[0] is not self.params:
             leaves, treedef = jax.tree.flatten(self.params)
-            if self._flat is not None and treedef != self._flat[1]:
-                self._programs.clear()  # a different parameter structure: recompile
-            self._flat = (tuple(leaves), treedef, self.params)
-        return self._flat[0]
+            if self._flat is not None and treedef != self._flat[2]:
+                self._programs.clear()  # programs are per parameter structure
+            self._flat = (self.params, tuple(leaves), treedef)
+        return self._flat[1], self._flat[2]
 
-    def _apply_flat(self, leaves: tuple[jax.Array, ...], *args: Any) -> jax.Array:
-        return self.apply(jax.tree.unflatten(self._flat[1], leaves), *args)
+    def _apply_flat(self, treedef: Any, leaves: tuple[jax.Array, ...], *args: Any) -> jax.Array:
+        return self.apply(jax.tree.unflatten(treedef, leaves), *args)
 
     def lower(self, shape: tuple[int, int]) -> jax.stages.Lowered:
         """The `apply` program for a `(batch, seq_len)` shape, lowered (`.as_text()`: StableHLO)."""
         spec = jax.ShapeDtypeStruct(shape, jnp.int32)
+        leaves, treedef = self._flat_params()
         return self._jitted.lower(
-            self._flat_params(), spec, spec, spec, jax.ShapeDtypeStruct((), jnp.int32)
+            treedef, leaves, spec, spec, spec, jax.ShapeDtypeStruct((), jnp.int32)
         )
 
     def bucket_policy(self, batch_size: int) -> BucketPolicy:
@@ -229,7 +230,7 @@ class Encoder:
             )
         prompt_length = np.int32(self.tokenizer.prompt_length(prompt))
         policy = self.bucket_policy(batch_size)
-        params = self._flat_params()
+        params, _ = self._flat_params()
         pending = []
         bar = tqdm(total=len(texts), unit="text", disable=show is False, delay=0 if show else 2.0)
         with bar:

@@ -167,3 +167,19 @@ def test_load_falls_back_end_to_end(tiny_st, monkeypatch):
 def test_load_rejects_an_unavailable_backend(tiny_st):
     with pytest.raises(ValueError, match="backend 'cuda' is not available here"):
         ferris_jax.load(tiny_st[0], backend="cuda")
+
+
+def test_dtype_policy_applies_before_the_probe(tiny_st, monkeypatch):
+    seen = []
+
+    def ok(device, dtype):
+        seen.append(dtype)
+        return ProbeResult("mps", True)
+
+    # "mps" is served by the CPU device here: only the choice and the probe are faked.
+    monkeypatch.setattr(backend, "detect_platforms", lambda: {"mps": [CPU], "cpu": [CPU]})
+    monkeypatch.setattr(backend, "probe_device", ok)
+    with pytest.warns(BackendFallbackWarning, match="bfloat16 is not used on mps"):
+        enc = ferris_jax.load(tiny_st[0], dtype="bfloat16", compilation_cache=False)
+    assert seen == ["float32"]
+    assert enc.backend.platform == "mps" and enc.checkpoint.dtype == jax.numpy.float32

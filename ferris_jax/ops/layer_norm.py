@@ -132,8 +132,9 @@ def resolve_impl(impl: str | None = None, platform: str | None = None) -> str:
     choice = _requested(impl)
     platform = platform or jax.default_backend()
     if platform == "gpu":  # jax's name for CUDA and ROCm alike; the lowering rules see which
-        version = jax.devices("gpu")[0].client.platform_version.lower()
-        platform = "rocm" if "rocm" in version else "cuda"
+        from ferris_jax.backend import platform_of
+
+        platform = platform_of(jax.devices("gpu")[0])
     if choice == "auto":
         return AUTO_IMPL.get(platform, _AUTO_DEFAULT)
     if choice == "pallas" and platform not in _PALLAS_GPU_PLATFORMS:
