@@ -11,6 +11,7 @@ from conftest import SENTENCES, make_sentence_transformer
 
 import ferris_jax
 from ferris_jax.models import mpnet
+from ferris_jax.models.bert import position_ids
 
 # Literal special tokens in text: "<pad>" becomes id 1, which MPNet's position ids skip.
 TEXTS = [*SENTENCES, "a <pad> inside the text", "<mask> token </s> and <s>", "x <mask>y"]
@@ -74,7 +75,9 @@ def test_position_ids_match_transformers():
 
     ids = np.random.default_rng(0).integers(0, 5, (6, 40)).astype(np.int32)  # many 1s
     want = create_position_ids_from_input_ids(torch.from_numpy(ids).long(), mpnet.PADDING_IDX)
-    np.testing.assert_array_equal(np.asarray(mpnet.position_ids(ids)), want.numpy())
+    cfg = mpnet.MPNetConfig.from_hf(dict(vocab_size=10, hidden_size=8, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=16))  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(position_ids(cfg, ids)), want.numpy())
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

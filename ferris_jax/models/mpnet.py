@@ -13,8 +13,8 @@ import numpy as np
 from flax import nnx
 
 from ferris_jax._compat import nnx_list
-from ferris_jax.models.bert import Layer
-from ferris_jax.models.layers import LayerNorm, embed
+from ferris_jax.models.bert import BertConfig, Embeddings, Layer
+from ferris_jax.models.layers import embed
 from ferris_jax.weights import EMBED, LINEAR, NORM, Rule
 
 # transformers' MPNetEmbeddings fixes padding_idx = 1 whatever config.pad_token_id says: tokens
@@ -28,34 +28,23 @@ MAX_DISTANCE = 128
 
 
 @dataclasses.dataclass(frozen=True)
-class MPNetConfig:
-    """The fields of a Hugging Face MPNet `config.json` that change the forward pass."""
+class MPNetConfig(BertConfig):
+    """BERT's fields plus the rows of the relative-bias table; no token types, and RoBERTa-style
+    positions counted from PADDING_IDX (transformers ignores config.pad_token_id there)."""
 
-    vocab_size: int
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    hidden_act: str = "gelu"
-    max_position_embeddings: int = 512
-    layer_norm_eps: float = 1e-12
     relative_attention_num_buckets: int = 32
 
     @classmethod
     def from_hf(cls, config: dict[str, Any]) -> MPNetConfig:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        cfg = cls(**{k: v for k, v in config.items() if k in fields})
+        fixed = {"type_vocab_size": 0, "pad_token_id": PADDING_IDX, "positions": "roberta"}
+        fields = {f.name for f in dataclasses.fields(cls)} - set(fixed)
+        cfg = cls(**{k: v for k, v in config.items() if k in fields}, **fixed)
         if cfg.relative_attention_num_buckets < NUM_BUCKETS:
             raise ValueError(
                 f"relative_attention_num_buckets={cfg.relative_attention_num_buckets} is below "
                 f"the {NUM_BUCKETS} buckets MPNet's position bias indexes (as transformers does)"
             )
         return cfg
-
-    @property
-    def max_tokens(self) -> int:
-        """The longest input the position table embeds: positions start at PADDING_IDX + 1."""
-        return self.max_position_embeddings - PADDING_IDX - 1
 
 
 def relative_position_bucket(
@@ -80,22 +69,6 @@ def relative_position_bucket(
     return ret + np.where(n < max_exact, n, large)
 
 
-def position_ids(input_ids: jax.Array) -> jax.Array:
-    """RoBERTa-style positions: real tokens count up from PADDING_IDX + 1, pad tokens get it."""
-    real = (input_ids != PADDING_IDX).astype(jnp.int32)
-    return jnp.cumsum(real, axis=1) * real + PADDING_IDX
-
-
-class Embeddings(nnx.Module):
-    def __init__(self, cfg: MPNetConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
-        self.word = embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype, rngs=rngs)
-        self.position = embed(cfg.max_position_embeddings, cfg.hidden_size, dtype=dtype, rngs=rngs)
-        self.norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, dtype=dtype)
-
-    def __call__(self, input_ids: jax.Array) -> jax.Array:
-        return self.norm(self.word(input_ids) + self.position(position_ids(input_ids)))
-
-
 class MPNetModel(nnx.Module):
     """`(input_ids, attention_mask, token_type_ids) -> last hidden state [B, L, D]`.
 
@@ -105,7 +78,7 @@ class MPNetModel(nnx.Module):
 
     def __init__(self, cfg: MPNetConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         self.config = cfg
-        self.embeddings = Embeddings(cfg, dtype=dtype, rngs=rngs)
+        self.embeddings = Embeddings(cfg, dtype=dtype, rngs=rngs)  # BERT's, without token types
         self.relative_attention_bias = embed(
             cfg.relative_attention_num_buckets, cfg.num_attention_heads, dtype=dtype, rngs=rngs
         )
@@ -126,7 +99,7 @@ class MPNetModel(nnx.Module):
         attention_mask: jax.Array,
         token_type_ids: jax.Array | None = None,
     ) -> jax.Array:
-        x = self.embeddings(input_ids)
+        x = self.embeddings(input_ids, None)
         bias = self.position_bias(input_ids.shape[1])  # computed once, shared by every layer
         mask = attention_mask.astype(bool)
         for layer in self.layers:
