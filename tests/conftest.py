@@ -13,6 +13,7 @@ os.environ.setdefault("FERRIS_JAX_CACHE_DIR", __import__("tempfile").mkdtemp(pre
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -39,6 +40,14 @@ SENTENCES = [
     "deep neural network attention layer norm",
     "food pizza bread cheese",
 ]
+
+
+def assert_embeddings_match(got: np.ndarray, want: np.ndarray) -> None:
+    """Float32 sentence embeddings equal to the reference's: cosine >= 0.99999, max abs <= 1e-5."""
+    assert got.shape == want.shape and got.dtype == np.float32
+    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    assert cos.min() >= 0.99999
+    assert np.abs(got - want).max() <= 1e-5
 
 
 def make_tokenizer_files(directory: Path, lowercase: bool = True) -> None:

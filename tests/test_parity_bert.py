@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SENTENCES, make_bert_checkpoint, make_sentence_transformer
+from conftest import (
+    SENTENCES,
+    assert_embeddings_match,
+    make_bert_checkpoint,
+    make_sentence_transformer,
+)
 
 import ferris_jax
 
@@ -84,13 +89,6 @@ def test_full_length_positions(tmp_path):
     assert np.abs(np.asarray(got)[0] - want.numpy()[0]).max() <= 1e-4
 
 
-def _assert_embeddings_match(got: np.ndarray, want: np.ndarray) -> None:
-    assert got.shape == want.shape and got.dtype == np.float32
-    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
-    assert cos.min() >= 0.99999
-    assert np.abs(got - want).max() <= 1e-5
-
-
 HEADS = {
     "mean-normalize": dict(pooling="mean", normalize=True),
     "cls": dict(pooling="cls"),
@@ -107,9 +105,7 @@ HEADS = {
 def test_encode_matches_sentence_transformers(tmp_path, name):
     path, st = make_sentence_transformer(tmp_path / name, **HEADS[name])
     enc = ferris_jax.load(path)
-    _assert_embeddings_match(
-        enc.encode(SENTENCES, batch_size=5), st.encode(SENTENCES, batch_size=5)
-    )
+    assert_embeddings_match(enc.encode(SENTENCES, batch_size=5), st.encode(SENTENCES, batch_size=5))
 
 
 @pytest.mark.parametrize("include_prompt", [True, False])
@@ -121,11 +117,11 @@ def test_prompts_match_sentence_transformers(tmp_path, include_prompt, pooling):
     )
     enc = ferris_jax.load(path)
     assert enc.prompts == prompts
-    _assert_embeddings_match(enc.encode_query(SENTENCES), st.encode_query(SENTENCES))
-    _assert_embeddings_match(
+    assert_embeddings_match(enc.encode_query(SENTENCES), st.encode_query(SENTENCES))
+    assert_embeddings_match(
         enc.encode(SENTENCES, prompt="search: "), st.encode(SENTENCES, prompt="search: ")
     )
-    _assert_embeddings_match(
+    assert_embeddings_match(
         enc.encode(SENTENCES, prompt_name="document"), st.encode(SENTENCES, prompt_name="document")
     )
 
@@ -136,15 +132,15 @@ def test_truncate_dim_and_normalize_embeddings(tmp_path):
     # A normalizing model stays normalized after Matryoshka truncation.
     got = enc.encode(SENTENCES, truncate_dim=8)
     want = st.encode(SENTENCES, truncate_dim=8, normalize_embeddings=True)
-    _assert_embeddings_match(got, want)
+    assert_embeddings_match(got, want)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-6)
 
     path, st = make_sentence_transformer(tmp_path / "raw", normalize=False)
     enc = ferris_jax.load(path)
-    _assert_embeddings_match(
+    assert_embeddings_match(
         enc.encode(SENTENCES, truncate_dim=12), st.encode(SENTENCES, truncate_dim=12)
     )
-    _assert_embeddings_match(
+    assert_embeddings_match(
         enc.encode(SENTENCES, normalize_embeddings=True),
         st.encode(SENTENCES, normalize_embeddings=True),
     )
@@ -154,7 +150,7 @@ def test_max_seq_length_from_sentence_transformers(tmp_path):
     path, st = make_sentence_transformer(tmp_path / "len", max_seq_length=12)
     enc = ferris_jax.load(path)
     assert enc.max_seq_length == st.max_seq_length == 12
-    _assert_embeddings_match(enc.encode(SENTENCES), st.encode(SENTENCES))
+    assert_embeddings_match(enc.encode(SENTENCES), st.encode(SENTENCES))
     assert ferris_jax.load(path, max_seq_length=8).max_seq_length == 8
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from checkpoints_distilbert import make_distilbert_checkpoint
-from conftest import SENTENCES, make_sentence_transformer
+from conftest import SENTENCES, assert_embeddings_match, make_sentence_transformer
 
 import ferris_jax
 
@@ -78,13 +78,6 @@ def test_tokens_match_the_transformers_tokenizer(checkpoint):
     assert got == want
 
 
-def _assert_embeddings_match(got: np.ndarray, want: np.ndarray) -> None:
-    assert got.shape == want.shape and got.dtype == np.float32
-    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
-    assert cos.min() >= 0.99999
-    assert np.abs(got - want).max() <= 1e-5
-
-
 HEADS = {
     "mean-normalize": dict(pooling="mean", normalize=True),
     "cls": dict(pooling="cls"),
@@ -97,14 +90,14 @@ def test_encode_matches_sentence_transformers(checkpoint, tmp_path, head):
     path, st = make_sentence_transformer(tmp_path / "st", backbone_dir=checkpoint, **HEADS[head])
     texts = SENTENCES + EXTRA_TEXTS
     got = ferris_jax.load(path).encode(texts, batch_size=5)
-    _assert_embeddings_match(got, st.encode(texts, batch_size=5))
+    assert_embeddings_match(got, st.encode(texts, batch_size=5))
 
 
 def test_padding_heavy_batch(checkpoint, tmp_path):
     path, st = make_sentence_transformer(tmp_path / "st", backbone_dir=checkpoint, normalize=True)
     texts = ["rain in tokyo and sun in paris " * 12] + ["hello", "a", "", "dog cat"] * 6
     got = ferris_jax.load(path).encode(texts, batch_size=32)
-    _assert_embeddings_match(got, st.encode(texts, batch_size=32))
+    assert_embeddings_match(got, st.encode(texts, batch_size=32))
 
 
 def test_checkpoint_with_prefix_and_mlm_head(checkpoint, tmp_path):

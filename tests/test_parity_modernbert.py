@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from checkpoints_modernbert import make_modernbert_checkpoint
-from conftest import SENTENCES, make_sentence_transformer
+from conftest import SENTENCES, assert_embeddings_match, make_sentence_transformer
 
 import ferris_jax
 from ferris_jax.models.modernbert import ModernBertConfig
@@ -119,13 +119,6 @@ def test_tokenization_matches_transformers(tmp_path):
     assert enc.tokenizer.pad_token_id == fast.pad_token_id != 0
 
 
-def _assert_embeddings_match(got: np.ndarray, want: np.ndarray) -> None:
-    assert got.shape == want.shape and got.dtype == np.float32
-    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
-    assert cos.min() >= 0.99999
-    assert np.abs(got - want).max() <= 1e-5
-
-
 # gte-modernbert-base pools [CLS]; nomic's modernbert-embed-base mean-pools and normalizes.
 HEADS = {
     "cls": dict(pooling="cls"),
@@ -140,8 +133,8 @@ def test_encode_matches_sentence_transformers(tmp_path, head, config):
     path, st = make_sentence_transformer(tmp_path / head, backbone_dir=backbone, **HEADS[head])
     enc = ferris_jax.load(path)
     texts = SENTENCES + PADDING_HEAVY + UNICODE
-    _assert_embeddings_match(enc.encode(texts, batch_size=6), st.encode(texts, batch_size=6))
-    _assert_embeddings_match(
+    assert_embeddings_match(enc.encode(texts, batch_size=6), st.encode(texts, batch_size=6))
+    assert_embeddings_match(
         enc.encode(PADDING_HEAVY, batch_size=len(PADDING_HEAVY)),
         st.encode(PADDING_HEAVY, batch_size=len(PADDING_HEAVY)),
     )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from checkpoints_mpnet import make_mpnet_checkpoint
-from conftest import SENTENCES, make_sentence_transformer
+from conftest import SENTENCES, assert_embeddings_match, make_sentence_transformer
 
 import ferris_jax
 from ferris_jax.models import mpnet
@@ -122,13 +122,6 @@ def test_tokenization_matches_transformers(tmp_path, post_processor):
     assert enc.tokenizer.pad_token_id == ref.pad_token_id == mpnet.PADDING_IDX
 
 
-def _assert_embeddings_match(got: np.ndarray, want: np.ndarray) -> None:
-    assert got.shape == want.shape and got.dtype == np.float32
-    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
-    assert cos.min() >= 0.99999
-    assert np.abs(got - want).max() <= 1e-5
-
-
 HEADS = {  # all-mpnet-base-v2: mean + Normalize; multi-qa-mpnet-base-dot-v1: CLS
     "mean-normalize": dict(pooling="mean", normalize=True),
     "cls": dict(pooling="cls"),
@@ -149,7 +142,7 @@ def test_encode_matches_sentence_transformers(tmp_path, name):
     enc = ferris_jax.load(path)
     assert enc.max_seq_length == st.max_seq_length == 158
     texts = [LONG, *TEXTS]  # padding-heavy batches, one past max_seq_length
-    _assert_embeddings_match(enc.encode(texts, batch_size=5), st.encode(texts, batch_size=5))
+    assert_embeddings_match(enc.encode(texts, batch_size=5), st.encode(texts, batch_size=5))
 
 
 def test_checkpoint_with_mpnet_prefix_and_lm_head(tmp_path):

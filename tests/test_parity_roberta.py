@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from checkpoints_roberta import make_roberta_checkpoint, make_xlm_roberta_checkpoint
-from conftest import SENTENCES, make_sentence_transformer
+from conftest import SENTENCES, assert_embeddings_match, make_sentence_transformer
 
 import ferris_jax
 
@@ -112,13 +112,6 @@ def test_full_length_positions(tmp_path):
         assert ferris_jax.load(path, max_seq_length=20).max_seq_length == 18
 
 
-def _assert_embeddings_match(got: np.ndarray, want: np.ndarray) -> None:
-    assert got.shape == want.shape and got.dtype == np.float32
-    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
-    assert cos.min() >= 0.99999
-    assert np.abs(got - want).max() <= 1e-5
-
-
 HEADS = {
     "mean-normalize": dict(pooling="mean", normalize=True),
     "cls": dict(pooling="cls"),
@@ -132,7 +125,7 @@ def test_encode_matches_sentence_transformers(checkpoint, tmp_path, head):
     path, st = make_sentence_transformer(tmp_path / "st", backbone_dir=backbone, **HEADS[head])
     texts = SENTENCES + EXTRA_TEXTS
     got = ferris_jax.load(path).encode(texts, batch_size=5)
-    _assert_embeddings_match(got, st.encode(texts, batch_size=5))
+    assert_embeddings_match(got, st.encode(texts, batch_size=5))
 
 
 def test_padding_heavy_batch(checkpoint, tmp_path):
@@ -142,7 +135,7 @@ def test_padding_heavy_batch(checkpoint, tmp_path):
     enc = ferris_jax.load(path)
     texts = ["rain in tokyo and sun in paris " * 12] + ["hello", "a", "", "dog cat"] * 6
     got = enc.encode(texts, batch_size=32)
-    _assert_embeddings_match(got, st.encode(texts, batch_size=32))
+    assert_embeddings_match(got, st.encode(texts, batch_size=32))
     alone = np.concatenate([enc.encode([t]) for t in texts[:5]])
     np.testing.assert_allclose(got[:5], alone, atol=1e-6)
 
