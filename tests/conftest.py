@@ -50,6 +50,24 @@ def assert_embeddings_match(got: np.ndarray, want: np.ndarray) -> None:
     assert np.abs(got - want).max() <= 1e-5
 
 
+def assert_masked_lm_loads_the_same(plain: Path, tmp_path: Path, texts: list[str]) -> None:
+    """The same weights saved as transformers' *ForMaskedLM (family prefix, LM head) load into
+    the same encoder: identical vectors."""
+    from transformers import AutoModelForMaskedLM
+
+    import ferris_jax
+
+    prefixed = tmp_path / "mlm"
+    AutoModelForMaskedLM.from_pretrained(str(plain)).save_pretrained(
+        str(prefixed), safe_serialization=True
+    )
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (prefixed / f).write_bytes((plain / f).read_bytes())
+    np.testing.assert_array_equal(
+        ferris_jax.load(prefixed).encode(texts), ferris_jax.load(plain).encode(texts)
+    )
+
+
 def make_tokenizer_files(directory: Path, lowercase: bool = True) -> None:
     """A WordPiece BERT tokenizer built with `tokenizers`, saved as transformers saves it."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors

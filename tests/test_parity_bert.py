@@ -9,6 +9,7 @@ import torch
 from conftest import (
     SENTENCES,
     assert_embeddings_match,
+    assert_masked_lm_loads_the_same,
     make_bert_checkpoint,
     make_sentence_transformer,
 )
@@ -170,17 +171,8 @@ def test_sharded_checkpoint_loads_the_same(tmp_path):
 
 def test_checkpoint_with_bert_prefix_and_pooler(tmp_path):
     """BertForMaskedLM-style names (`bert.` prefix, `cls.*` head) load into the same encoder."""
-    from transformers import BertForMaskedLM
-
     plain = make_bert_checkpoint(tmp_path / "plain")
-    mlm = BertForMaskedLM.from_pretrained(str(plain))
-    prefixed = tmp_path / "mlm"
-    mlm.save_pretrained(str(prefixed), safe_serialization=True)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        (prefixed / f).write_bytes((plain / f).read_bytes())
-    np.testing.assert_array_equal(
-        ferris_jax.load(prefixed).encode(SENTENCES), ferris_jax.load(plain).encode(SENTENCES)
-    )
+    assert_masked_lm_loads_the_same(plain, tmp_path, SENTENCES)
 
 
 def test_every_config_field_reaches_the_model(tmp_path):

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 import torch
 from checkpoints_distilbert import make_distilbert_checkpoint
-from conftest import SENTENCES, assert_embeddings_match, make_sentence_transformer
+from conftest import (
+    SENTENCES,
+    assert_embeddings_match,
+    assert_masked_lm_loads_the_same,
+    make_sentence_transformer,
+)
 
 import ferris_jax
 
@@ -102,16 +107,7 @@ def test_padding_heavy_batch(checkpoint, tmp_path):
 
 def test_checkpoint_with_prefix_and_mlm_head(checkpoint, tmp_path):
     """DistilBertForMaskedLM names (`distilbert.` prefix, `vocab_*` head) load the same."""
-    from transformers import DistilBertForMaskedLM
-
-    mlm = DistilBertForMaskedLM.from_pretrained(str(checkpoint))
-    prefixed = tmp_path / "mlm"
-    mlm.save_pretrained(str(prefixed), safe_serialization=True)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        (prefixed / f).write_bytes((checkpoint / f).read_bytes())
-    np.testing.assert_array_equal(
-        ferris_jax.load(prefixed).encode(SENTENCES), ferris_jax.load(checkpoint).encode(SENTENCES)
-    )
+    assert_masked_lm_loads_the_same(checkpoint, tmp_path, SENTENCES)
 
 
 def test_activation_reaches_the_model(checkpoint, tmp_path):

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import torch
 from checkpoints_modernbert import make_modernbert_checkpoint
-from conftest import SENTENCES, assert_embeddings_match, make_sentence_transformer
+from conftest import (
+    SENTENCES,
+    assert_embeddings_match,
+    assert_masked_lm_loads_the_same,
+    make_sentence_transformer,
+)
 
 import ferris_jax
 from ferris_jax.models.modernbert import ModernBertConfig
@@ -168,17 +173,8 @@ def test_hub_config_spelling_loads_the_same(tmp_path):
 
 def test_masked_lm_checkpoint_with_model_prefix(tmp_path):
     """ModernBertForMaskedLM names (`model.` prefix, `head.*`, `decoder.*`) load the encoder."""
-    from transformers import ModernBertForMaskedLM
-
     plain = make_modernbert_checkpoint(tmp_path / "plain", norm_bias=True)
-    mlm = ModernBertForMaskedLM.from_pretrained(str(plain))
-    prefixed = tmp_path / "mlm"
-    mlm.save_pretrained(str(prefixed), safe_serialization=True)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        (prefixed / f).write_bytes((plain / f).read_bytes())
-    np.testing.assert_array_equal(
-        ferris_jax.load(prefixed).encode(SENTENCES), ferris_jax.load(plain).encode(SENTENCES)
-    )
+    assert_masked_lm_loads_the_same(plain, tmp_path, SENTENCES)
 
 
 def test_every_config_field_reaches_the_model(tmp_path):

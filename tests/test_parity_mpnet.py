@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 import torch
 from checkpoints_mpnet import make_mpnet_checkpoint
-from conftest import SENTENCES, assert_embeddings_match, make_sentence_transformer
+from conftest import (
+    SENTENCES,
+    assert_embeddings_match,
+    assert_masked_lm_loads_the_same,
+    make_sentence_transformer,
+)
 
 import ferris_jax
 from ferris_jax.models import mpnet
@@ -147,17 +152,8 @@ def test_encode_matches_sentence_transformers(tmp_path, name):
 
 def test_checkpoint_with_mpnet_prefix_and_lm_head(tmp_path):
     """MPNetForMaskedLM names (`mpnet.` prefix, `lm_head.*`) load into the same encoder."""
-    from transformers import MPNetForMaskedLM
-
     plain = make_mpnet_checkpoint(tmp_path / "plain")
-    mlm = MPNetForMaskedLM.from_pretrained(str(plain))
-    prefixed = tmp_path / "mlm"
-    mlm.save_pretrained(str(prefixed), safe_serialization=True)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        (prefixed / f).write_bytes((plain / f).read_bytes())
-    np.testing.assert_array_equal(
-        ferris_jax.load(prefixed).encode(TEXTS), ferris_jax.load(plain).encode(TEXTS)
-    )
+    assert_masked_lm_loads_the_same(plain, tmp_path, TEXTS)
 
 
 def test_every_config_field_reaches_the_model(tmp_path):

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 import torch
 from checkpoints_roberta import make_roberta_checkpoint, make_xlm_roberta_checkpoint
-from conftest import SENTENCES, assert_embeddings_match, make_sentence_transformer
+from conftest import (
+    SENTENCES,
+    assert_embeddings_match,
+    assert_masked_lm_loads_the_same,
+    make_sentence_transformer,
+)
 
 import ferris_jax
 
@@ -142,17 +147,8 @@ def test_padding_heavy_batch(checkpoint, tmp_path):
 
 def test_checkpoint_with_prefix_and_lm_head(checkpoint, tmp_path):
     """*ForMaskedLM names (`roberta.` prefix, `lm_head.*`) load into the same encoder."""
-    from transformers import AutoModelForMaskedLM
-
     _, plain = checkpoint
-    mlm = AutoModelForMaskedLM.from_pretrained(str(plain))
-    prefixed = tmp_path / "mlm"
-    mlm.save_pretrained(str(prefixed), safe_serialization=True)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        (prefixed / f).write_bytes((plain / f).read_bytes())
-    np.testing.assert_array_equal(
-        ferris_jax.load(prefixed).encode(SENTENCES), ferris_jax.load(plain).encode(SENTENCES)
-    )
+    assert_masked_lm_loads_the_same(plain, tmp_path, SENTENCES)
 
 
 def test_every_config_field_reaches_the_model(checkpoint, tmp_path):
