@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--max-batch-tokens", type=int)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--latency-calls", type=int, default=200)
     args = p.parse_args()
     texts = corpora.build(args.corpus, args.texts)
     enc = ferris_jax.load(str(bench_models.minilm_dir(args.minilm_dir)), dtype=args.dtype)
@@ -75,6 +76,43 @@ def main() -> None:
     print("| stage | median ms |\n|---|---:|")
     for name, ts in stages.items():
         print(f"| {name} | {1e3 * float(np.median(ts)):.1f} |")
+    profile_single_query(enc, texts, args.latency_calls)
+
+
+def profile_single_query(enc, texts: list[str], calls: int) -> None:
+    """The same stages for one short text per call (the latency path), in microseconds."""
+    queries = [t for t in texts if len(t) < 80][:calls] or texts[:calls]
+    enc.precompile(1)
+    params, _ = enc._flat_params()
+    policy = enc.bucket_policy(1)
+    stages: dict[str, list[float]] = {}
+    for q in queries * 2:
+        t0 = time.perf_counter()
+        tok = enc.tokenizer.encode([q])
+        t1 = time.perf_counter()
+        (batch,) = plan_batches(tok.lengths, policy)
+        b = enc.tokenizer.pad(tok, batch.rows, batch.shape)
+        t2 = time.perf_counter()
+        out = enc._program(batch.shape)(
+            params, b.input_ids, b.attention_mask, b.token_type_ids, np.int32(0)
+        )
+        t3 = time.perf_counter()
+        out.block_until_ready()
+        t4 = time.perf_counter()
+        np.asarray(out)
+        t5 = time.perf_counter()
+        enc.encode(q)
+        t6 = time.perf_counter()
+        for name, seconds in (
+            ("tokenize", t1 - t0), ("plan + pad", t2 - t1), ("dispatch", t3 - t2),
+            ("device wait", t4 - t3), ("copy to host", t5 - t4), ("encode (all)", t6 - t5),
+        ):  # fmt: skip
+            stages.setdefault(name, []).append(seconds)
+    print(f"\nsingle query ({len(queries)} texts x 2, batch shape {batch.shape})")
+    print("| stage | median us | p99 us |\n|---|---:|---:|")
+    for name, ts in stages.items():
+        p50, p99 = np.percentile(ts, [50, 99]) * 1e6
+        print(f"| {name} | {p50:.0f} | {p99:.0f} |")
 
 
 if __name__ == "__main__":

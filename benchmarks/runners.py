@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 import time
 from pathlib import Path
@@ -34,6 +35,19 @@ class Skip(Exception):
     """A runner that cannot run here; the message says why in one line."""
 
 
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
 @dataclasses.dataclass(frozen=True)
 class FerrisVariant:
     """One ferris_jax configuration: `ferris_jax.load(**load_kwargs)`, `encode(**encode_kwargs)`."""
@@ -43,9 +57,10 @@ class FerrisVariant:
     encode_kwargs: dict[str, Any]
     max_batch_tokens: int | None = None  # Encoder.max_batch_tokens (token-budget batching)
     layer_norm: str | None = None  # ops.use_impl(...) while compiling: auto, xla, pallas
+    attention: str | None = None  # $FERRIS_JAX_ATTENTION while compiling: xla, jax, cudnn
 
 
-# Named variants beyond the "<dtype>-bs<N>[-tok<M>][-ln<impl>]" pattern.
+# Named variants beyond the "<dtype>-bs<N>[-tok<M>][-ln<impl>][-attn<impl>]" pattern.
 FERRIS_VARIANTS: dict[str, FerrisVariant] = {}
 
 
@@ -53,10 +68,12 @@ def ferris_variant(label: str) -> FerrisVariant:
     """The variant named `label`: a FERRIS_VARIANTS key, or "<f32|bf16|f16>-bs<batch size>"."""
     if label in FERRIS_VARIANTS:
         return FERRIS_VARIANTS[label]
-    m = re.fullmatch(r"(f32|fp32|bf16|f16|fp16)-bs(\d+)(?:-tok(\d+))?(?:-ln(\w+))?", label)
+    m = re.fullmatch(
+        r"(f32|fp32|bf16|f16|fp16)-bs(\d+)(?:-tok(\d+))?(?:-ln([a-z_]+))?(?:-attn([a-z]+))?", label
+    )
     if not m:
         raise SystemExit(
-            f"ferris variant {label!r}: use <f32|bf16|f16>-bs<N>[-tok<M>][-ln<impl>] "
+            f"ferris variant {label!r}: use <f32|bf16|f16>-bs<N>[-tok<M>][-ln<impl>][-attn<impl>] "
             f"or one of {sorted(FERRIS_VARIANTS)}"
         )
     return FerrisVariant(
@@ -65,6 +82,7 @@ def ferris_variant(label: str) -> FerrisVariant:
         {"batch_size": int(m[2])},
         int(m[3]) if m[3] else None,
         m[4],
+        m[5],
     )
 
 
@@ -115,6 +133,7 @@ class FerrisRunner:
         self.load_s = time.perf_counter() - start
         self.enc.max_batch_tokens = variant.max_batch_tokens
         self._layer_norm = variant.layer_norm
+        self._attention = variant.attention
         if (self.enc.device.platform == "cpu") != (device == "cpu"):
             raise SystemExit(f"{self.label}: asked for {device}, got {self.enc.device}")
         self.dtype = np.dtype(self.enc.checkpoint.dtype).name
@@ -132,6 +151,8 @@ class FerrisRunner:
             stack.enter_context(self._jax.default_matmul_precision(self._precision))
         if self._layer_norm is not None:
             stack.enter_context(ops.use_impl(self._layer_norm))
+        if self._attention is not None:
+            stack.enter_context(_env("FERRIS_JAX_ATTENTION", self._attention))
         return stack
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -22,9 +23,12 @@ from ferris_jax.backend import Backend, platform_of
 from ferris_jax.batching import BucketPolicy, plan_batches
 from ferris_jax.checkpoint import Checkpoint
 from ferris_jax.similarity import SIMILARITY_FUNCTIONS
-from ferris_jax.tokenize import TokenBatch, validate_texts
+from ferris_jax.tokenize import TokenBatch, Tokenized, validate_texts
 
 _DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
+# Texts tokenized per chunk: large enough for the tokenizer's own parallelism and full batches,
+# small enough that the device starts early and works while later chunks are tokenized.
+_CHUNK_TEXTS = 1024
 
 
 class Encoder:
@@ -49,6 +53,7 @@ class Encoder:
         self._jitted = jax.jit(self._apply_flat, static_argnums=0)
         self._flat: tuple[nnx.State, tuple[jax.Array, ...], Any] | None = None
         self._programs: dict[tuple[int, int], Any] = {}
+        self._tokenizer_thread: ThreadPoolExecutor | None = None
         # Cap on padded tokens per batch: long texts then go in smaller batches (None: no cap).
         # On CPU 2048 was faster on every corpus of benchmarks/run.py (BENCHMARKS.md).
         self.max_batch_tokens: int | None = 2048 if self.device.platform == "cpu" else None
@@ -216,34 +221,60 @@ class Encoder:
             out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out[0] if single else out
 
+    def _tokenized_chunks(
+        self, texts: list[str], chunk_size: int
+    ) -> Iterator[tuple[np.ndarray, Tokenized]]:
+        """(text indices, their tokens) in chunks, longest texts (by characters) first.
+
+        The next chunk is tokenized on a worker thread (the Rust tokenizer releases the GIL)
+        while the caller pads and dispatches this one; a job of one chunk uses no thread.
+        """
+        order = np.argsort(-np.fromiter(map(len, texts), np.int64, len(texts)), kind="stable")
+        chunks = [order[i : i + chunk_size] for i in range(0, len(order), chunk_size)]
+        encode = lambda rows: self.tokenizer.encode([texts[i] for i in rows])  # noqa: E731
+        if len(chunks) == 1:
+            yield chunks[0], encode(chunks[0])
+            return
+        if self._tokenizer_thread is None:
+            self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="ferris-tokenize")
+        future = self._tokenizer_thread.submit(encode, chunks[0])
+        for i, rows in enumerate(chunks):
+            tok = future.result()
+            if i + 1 < len(chunks):
+                future = self._tokenizer_thread.submit(encode, chunks[i + 1])
+            yield rows, tok
+
     def _embed_into(
         self, out: np.ndarray, texts: list[str], prompt: str, batch_size: int, show: bool | None
     ) -> None:
-        tok = self.tokenizer.encode(texts)
-        if tok.truncated.any():
-            first = int(np.argmax(tok.truncated))
-            warnings.warn(
-                f"{int(tok.truncated.sum())} of {len(texts)} texts exceed max_seq_length="
-                f"{self.max_seq_length} tokens and were truncated (first: index {first}); "
-                "enc.tokenize(texts).truncated flags each one",
-                stacklevel=3,
-            )
         prompt_length = np.int32(self.tokenizer.prompt_length(prompt))
         policy = self.bucket_policy(batch_size)
         params, _ = self._flat_params()
+        truncated = np.zeros(len(texts), dtype=bool)
         pending = []
         bar = tqdm(total=len(texts), unit="text", disable=show is False, delay=0 if show else 2.0)
         with bar:
-            for batch in plan_batches(tok.lengths, policy):
-                b = self.tokenizer.pad(tok, batch.rows, batch.shape)
-                # Dispatch is asynchronous: the host pads the next batch while this one runs.
-                emb = self._program(batch.shape)(
-                    params, b.input_ids, b.attention_mask, b.token_type_ids, prompt_length
-                )
-                pending.append((batch.rows, emb))
-                bar.update(len(batch.rows))
+            for indices, tok in self._tokenized_chunks(texts, max(_CHUNK_TEXTS, 2 * batch_size)):
+                truncated[indices] = tok.truncated
+                for batch in plan_batches(tok.lengths, policy):
+                    b = self.tokenizer.pad(tok, batch.rows, batch.shape)
+                    # Dispatch is asynchronous: the host pads the next batch while this one runs,
+                    # and each result starts its copy to the host as soon as it is computed.
+                    emb = self._program(batch.shape)(
+                        params, b.input_ids, b.attention_mask, b.token_type_ids, prompt_length
+                    )
+                    emb.copy_to_host_async()
+                    pending.append((indices[batch.rows], emb))
+                    bar.update(len(batch.rows))
             for rows, emb in pending:
                 out[rows] = np.asarray(emb, dtype=np.float32)[: len(rows)]
+        if truncated.any():
+            warnings.warn(
+                f"{int(truncated.sum())} of {len(texts)} texts exceed max_seq_length="
+                f"{self.max_seq_length} tokens and were truncated (first: index "
+                f"{int(np.argmax(truncated))}); enc.tokenize(texts).truncated flags each one",
+                stacklevel=3,
+            )
 
     def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray:
         """`encode` with the model's "query" prompt (if it has one)."""

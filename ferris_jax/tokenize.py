@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -25,12 +26,25 @@ class TokenBatch:
 
 @dataclasses.dataclass(frozen=True)
 class Tokenized:
-    """Unpadded token ids of n texts."""
+    """Unpadded token ids of n texts, concatenated: text i is `ids[starts[i]:][:lengths[i]]`."""
 
-    ids: list[list[int]]
-    type_ids: list[list[int]]
-    lengths: np.ndarray
-    truncated: np.ndarray
+    ids: np.ndarray  # [total] int32
+    type_ids: np.ndarray | None  # [total] int32; None when every type id is 0
+    starts: np.ndarray  # [n] int64
+    lengths: np.ndarray  # [n] int32, special tokens included
+    truncated: np.ndarray  # [n] bool
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def ids_per_text(self) -> list[list[int]]:
+        """The token ids of each text, as lists."""
+        return [a.tolist() for a in np.split(self.ids, np.cumsum(self.lengths)[:-1])]
+
+    def type_ids_per_text(self) -> list[list[int]]:
+        """The token type ids of each text, as lists."""
+        types = self.type_ids if self.type_ids is not None else np.zeros_like(self.ids)
+        return [a.tolist() for a in np.split(types, np.cumsum(self.lengths)[:-1])]
 
 
 def validate_texts(texts: Any) -> list[str]:
@@ -205,6 +219,9 @@ class TextTokenizer:
             max_seq_length * _PREFIX_CHARS_PER_TOKEN if _splits_at_whitespace(tokenizer) else None
         )
         self._num_special = tokenizer.num_special_tokens_to_add(is_pair=False)
+        # Type ids of a single text come from the post-processor's template (one per part);
+        # when the template gives every part 0 we skip reading them.
+        self._all_types_zero = not any(tokenizer.encode("a b").type_ids)
 
     def _overflows_by_margin(self, encoding: tokenizers.Encoding) -> bool:
         overflow = encoding.overflowing
@@ -220,20 +237,29 @@ class TextTokenizer:
                 if cut > 0:
                     parts[i] = text[:cut]
                     cut_rows.append(i)
-        encodings = self.tokenizer.encode_batch(parts, add_special_tokens=True)
+        # encode_batch_fast: the same ids without computing character offsets.
+        encodings = self.tokenizer.encode_batch_fast(parts, add_special_tokens=True)
         redo = [i for i in cut_rows if not self._overflows_by_margin(encodings[i])]
         if redo:  # the prefix was too short to decide: tokenize those texts whole
-            whole = self.tokenizer.encode_batch([texts[i] for i in redo], add_special_tokens=True)
+            whole = self.tokenizer.encode_batch_fast(
+                [texts[i] for i in redo], add_special_tokens=True
+            )
             for i, encoding in zip(redo, whole, strict=True):
                 encodings[i] = encoding
-        ids = [e.ids for e in encodings]
+        n = len(encodings)
+        lengths = np.fromiter(map(len, encodings), dtype=np.int32, count=n)
+        total = int(lengths.sum())
+
+        def flat(field: str) -> np.ndarray:
+            values = itertools.chain.from_iterable(getattr(e, field) for e in encodings)
+            return np.fromiter(values, dtype=np.int32, count=total)
+
         return Tokenized(
-            ids=ids,
-            type_ids=[e.type_ids for e in encodings],
-            lengths=np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids)),
-            truncated=np.fromiter(
-                (bool(e.overflowing) for e in encodings), dtype=bool, count=len(ids)
-            ),
+            ids=flat("ids"),
+            type_ids=None if self._all_types_zero else flat("type_ids"),
+            starts=np.cumsum(lengths, dtype=np.int64) - lengths,
+            lengths=lengths,
+            truncated=np.fromiter((len(e.overflowing) > 0 for e in encodings), bool, count=n),
         )
 
     def pad(self, tok: Tokenized, rows: Sequence[int], shape: tuple[int, int]) -> TokenBatch:
@@ -242,25 +268,27 @@ class TextTokenizer:
         Padding rows keep one unmasked pad token so no attention row is empty.
         """
         B, L = shape
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = tok.lengths[rows]
+        real = np.arange(L) < lengths[:, None]  # [n, L]
+        source = np.where(real, tok.starts[rows][:, None] + np.arange(L), 0)
         input_ids = np.full((B, L), self.pad_token_id, dtype=np.int32)
         token_type_ids = np.zeros((B, L), dtype=np.int32)
         attention_mask = np.zeros((B, L), dtype=np.int32)
-        for r, i in enumerate(rows):
-            n = len(tok.ids[i])
-            input_ids[r, :n] = tok.ids[i]
-            token_type_ids[r, :n] = tok.type_ids[i]
-            attention_mask[r, :n] = 1
-        attention_mask[len(rows) :, 0] = 1
-        rows = np.asarray(rows, dtype=np.int64)
-        return TokenBatch(
-            input_ids, attention_mask, token_type_ids, tok.lengths[rows], tok.truncated[rows]
-        )
+        n = len(rows)
+        if tok.ids.size:
+            input_ids[:n] = np.where(real, tok.ids[source], self.pad_token_id)
+            if tok.type_ids is not None:
+                token_type_ids[:n] = np.where(real, tok.type_ids[source], 0)
+        attention_mask[:n] = real
+        attention_mask[n:, 0] = 1
+        return TokenBatch(input_ids, attention_mask, token_type_ids, lengths, tok.truncated[rows])
 
     def __call__(self, texts: list[str], pad_to: int | None = None) -> TokenBatch:
         """Tokenize and pad to the longest text (or to `pad_to`)."""
         tok = self.encode(validate_texts(texts))
         L = max(pad_to or 0, int(tok.lengths.max(initial=1)))
-        return self.pad(tok, range(len(tok.ids)), (len(tok.ids), L))
+        return self.pad(tok, range(len(tok)), (len(tok), L))
 
     def prompt_length(self, prompt: str) -> int:
         """Tokens a prompt occupies at the start of a text, [CLS] included and a final special

@@ -35,7 +35,7 @@ def test_prefix_tokenization_equals_whole_text(tmp_path, family):
     texts = _long_texts()
     got = tok.encode(texts)
     whole = tok.tokenizer.encode_batch(texts, add_special_tokens=True)
-    assert got.ids == [e.ids for e in whole]
-    assert got.type_ids == [e.type_ids for e in whole]
+    assert got.ids_per_text() == [e.ids for e in whole]
+    assert got.type_ids_per_text() == [e.type_ids for e in whole]
     assert got.truncated.tolist() == [bool(e.overflowing) for e in whole]
     assert got.truncated[:4].all() and not got.truncated[-2:].any()

@@ -121,7 +121,7 @@ def test_tokenization_matches_transformers(tmp_path, post_processor):
     ref = AutoTokenizer.from_pretrained(str(path))
     texts = [*TEXTS, LONG]
     want = ref(texts, truncation=True, max_length=enc.max_seq_length)["input_ids"]
-    got = enc.tokenizer.encode(texts).ids
+    got = enc.tokenizer.encode(texts).ids_per_text()
     assert got == want
     assert got[1][0] == ref.cls_token_id == 0 and got[1][-1] == ref.sep_token_id == 2
     assert enc.tokenizer.pad_token_id == ref.pad_token_id == mpnet.PADDING_IDX

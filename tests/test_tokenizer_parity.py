@@ -49,7 +49,7 @@ def _three_ids(directory: Path, texts: list[str]) -> tuple[list, list, list]:
     from transformers import AutoTokenizer
 
     want = AutoTokenizer.from_pretrained(str(directory))(texts)["input_ids"]
-    got = load_tokenizer(directory, max_seq_length=10_000).encode(texts).ids
+    got = load_tokenizer(directory, max_seq_length=10_000).encode(texts).ids_per_text()
     raw = Tokenizer.from_file(str(directory / "tokenizer.json"))
     as_written = [e.ids for e in raw.encode_batch(texts)]
     return want, got, as_written

@@ -1,0 +1,81 @@
+"""The attention function against a float64 NumPy reference: padding masks, additive bias and
+sliding windows, in float32 and bfloat16, for our formulation ("xla") and JAX's ("jax")."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ferris_jax import ops
+
+B, L, N, DH = 3, 24, 4, 16
+
+
+def _inputs(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal((B, L, N, DH)) for _ in range(3))
+    lengths = np.array([L, 9, 1])  # a full row, a padded row, a padding row with one token
+    mask = np.arange(L)[None, :] < lengths[:, None]
+    bias = rng.standard_normal((1, N, L, L))
+    return q, k, v, mask, bias
+
+
+def _reference(q, k, v, mask, bias=None, window=None):
+    logits = np.einsum("bqnd,bknd->bnqk", q, k) / np.sqrt(DH)
+    if bias is not None:
+        logits = logits + bias
+    allowed = mask[:, None, None, :]
+    if window is not None:
+        i = np.arange(L)
+        allowed = allowed & (np.abs(i[:, None] - i[None, :]) <= window)
+    logits = np.where(allowed, logits, -np.inf)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    return np.einsum("bnqk,bknd->bqnd", weights, v)
+
+
+CASES = {"mask": {}, "bias": {"bias": True}, "window": {"window": 3}}
+TOLERANCE = {jnp.float32: 2e-6, jnp.bfloat16: 6e-2}
+
+
+@pytest.mark.parametrize("impl", ["xla", "jax"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_float64_reference(impl, dtype, case):
+    q, k, v, mask, bias = _inputs()
+    options = CASES[case]
+    bias = bias if options.get("bias") else None
+    window = options.get("window")
+    want = _reference(q, k, v, mask, bias, window)
+    cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    fn = jax.jit(lambda q, k, v, b: ops.attention(q, k, v, mask, b, window, impl=impl))
+    got = fn(cast(q), cast(k), cast(v), None if bias is None else cast(bias))
+    assert got.dtype == dtype and got.shape == (B, L, N, DH)
+    real = mask[:, :, None, None]  # outputs at padded query positions are never used
+    err = np.abs(np.where(real, np.asarray(got, np.float64) - want, 0)).max()
+    assert err <= TOLERANCE[dtype], err
+
+
+def test_gradients_match_jax_formulation():
+    q, k, v, mask, bias = _inputs(1)
+    w = np.random.default_rng(2).standard_normal((B, L, N, DH)) * mask[:, :, None, None]
+
+    def loss(impl):
+        f = lambda q, k, v: (ops.attention(q, k, v, mask, bias, impl=impl) * w).sum()  # noqa: E731
+        return jax.grad(f, argnums=(0, 1, 2))(*(jnp.asarray(a, jnp.float32) for a in (q, k, v)))
+
+    for ours, theirs in zip(loss("xla"), loss("jax"), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-5)
+
+
+def test_env_var_picks_the_implementation_and_unknown_names_fail(monkeypatch):
+    q, k, v, mask, _ = _inputs()
+    monkeypatch.setenv("FERRIS_JAX_ATTENTION", "flash")
+    with pytest.raises(ValueError, match="'flash'"):
+        ops.attention(q, k, v, mask)
+    monkeypatch.setenv("FERRIS_JAX_ATTENTION", "jax")
+    np.testing.assert_allclose(
+        ops.attention(q, k, v, mask), ops.attention(q, k, v, mask, impl="xla"), atol=2e-6
+    )
