@@ -35,10 +35,13 @@ def main() -> None:
     p.add_argument("--max-batch-tokens", type=int)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--latency-calls", type=int, default=200)
+    p.add_argument("--latency-only", action="store_true", help="skip the whole-corpus stages")
     args = p.parse_args()
     texts = corpora.build(args.corpus, args.texts)
     enc = ferris_jax.load(str(bench_models.minilm_dir(args.minilm_dir)), dtype=args.dtype)
     enc.max_batch_tokens = args.max_batch_tokens
+    if args.latency_only:
+        return profile_single_query(enc, texts, args.latency_calls)
     enc.encode(texts, batch_size=args.batch_size, show_progress_bar=False)  # compile
     params, _ = enc._flat_params()
     policy = enc.bucket_policy(args.batch_size)

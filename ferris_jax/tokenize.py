@@ -227,6 +227,12 @@ class TextTokenizer:
         overflow = encoding.overflowing
         return bool(overflow) and len(overflow[0].ids) - self._num_special >= _PREFIX_MARGIN
 
+    def _encode_batch(self, texts: list[str]) -> list[tokenizers.Encoding]:
+        if len(texts) == 1:  # one text: skip waking the tokenizer's thread pool (latency path)
+            return [self.tokenizer.encode(texts[0], add_special_tokens=True)]
+        # encode_batch_fast: the same ids without computing character offsets.
+        return self.tokenizer.encode_batch_fast(texts, add_special_tokens=True)
+
     def encode(self, texts: list[str]) -> Tokenized:
         """Token ids of each text (batched in Rust), truncated to max_seq_length."""
         limit, parts, cut_rows = self._prefix_chars, texts, []
@@ -237,13 +243,10 @@ class TextTokenizer:
                 if cut > 0:
                     parts[i] = text[:cut]
                     cut_rows.append(i)
-        # encode_batch_fast: the same ids without computing character offsets.
-        encodings = self.tokenizer.encode_batch_fast(parts, add_special_tokens=True)
+        encodings = self._encode_batch(parts)
         redo = [i for i in cut_rows if not self._overflows_by_margin(encodings[i])]
         if redo:  # the prefix was too short to decide: tokenize those texts whole
-            whole = self.tokenizer.encode_batch_fast(
-                [texts[i] for i in redo], add_special_tokens=True
-            )
+            whole = self._encode_batch([texts[i] for i in redo])
             for i, encoding in zip(redo, whole, strict=True):
                 encodings[i] = encoding
         n = len(encodings)

@@ -1,5 +1,6 @@
 """The attention function against a float64 NumPy reference: padding masks, additive bias and
-sliding windows, in float32 and bfloat16, for our formulation ("xla") and JAX's ("jax")."""
+sliding windows, in float32 and bfloat16, for our formulation ("einsum"), JAX's ("jax") and the
+per-platform choice ("auto")."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ CASES = {"mask": {}, "bias": {"bias": True}, "window": {"window": 3}}
 TOLERANCE = {jnp.float32: 2e-6, jnp.bfloat16: 6e-2}
 
 
-@pytest.mark.parametrize("impl", ["xla", "jax"])
+@pytest.mark.parametrize("impl", ["einsum", "jax", "auto"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_matches_float64_reference(impl, dtype, case):
@@ -66,7 +67,7 @@ def test_gradients_match_jax_formulation():
         f = lambda q, k, v: (ops.attention(q, k, v, mask, bias, impl=impl) * w).sum()  # noqa: E731
         return jax.grad(f, argnums=(0, 1, 2))(*(jnp.asarray(a, jnp.float32) for a in (q, k, v)))
 
-    for ours, theirs in zip(loss("xla"), loss("jax"), strict=True):
+    for ours, theirs in zip(loss("einsum"), loss("jax"), strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-5)
 
 
@@ -78,5 +79,13 @@ def test_env_var_picks_the_implementation_and_unknown_names_fail(monkeypatch):
         ops.attention(q, k, v, mask)
     monkeypatch.setenv("FERRIS_JAX_ATTENTION", "jax")
     np.testing.assert_allclose(
-        ops.attention(q, k, v, mask), ops.attention(q, k, v, mask, impl="xla"), atol=2e-6
+        ops.attention(q, k, v, mask), ops.attention(q, k, v, mask, impl="einsum"), atol=2e-6
     )
+
+
+def test_cudnn_request_off_cuda_runs_the_platforms_choice():
+    q, k, v = (jnp.asarray(a, jnp.bfloat16) for a in _inputs()[:3])
+    mask = _inputs()[3]
+    got = jax.jit(lambda q, k, v: ops.attention(q, k, v, mask, impl="cudnn"))(q, k, v)
+    want = ops.attention(q, k, v, mask, impl="einsum")
+    np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))

@@ -1,20 +1,24 @@
 """The one attention function of every model family.
 
-`impl` (or `$FERRIS_JAX_ATTENTION`) picks the formulation: "xla" (default: einsums in a
-heads-major layout, fused by XLA), "jax" (`jax.nn.dot_product_attention`'s XLA path, the
-reference) or "cudnn" (cuDNN fused attention with sequence lengths: half-precision CUDA only,
-no bias or window, and it reads `key_mask` as right padding, as our tokenizer pads; other
-calls use "xla").
+Two formulations of the same math, both fused by XLA: "einsum" (heads-major einsums, float32
+softmax normalized after the value product: 3x faster than "jax" on XLA:CPU) and "jax"
+(`jax.nn.dot_product_attention`'s XLA path: 10-15% faster on an H100), plus "cudnn" (cuDNN fused
+attention with sequence lengths; half-precision CUDA only, no bias or window, and it reads
+`key_mask` as right padding, as our tokenizer pads; elsewhere it means "auto"). "auto" picks
+per platform when the program is lowered (`AUTO_IMPL`, measured in BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
 import jax.numpy as jnp
 
-IMPLS = ("xla", "jax", "cudnn")
+IMPLS = ("auto", "einsum", "jax", "cudnn")
+AUTO_IMPL = {"cpu": "einsum", "cuda": "jax", "rocm": "jax"}
+_AUTO_DEFAULT = "einsum"  # Apple plugins, TPU and unknown platforms
 
 
 def attention(
@@ -34,33 +38,57 @@ def attention(
         bias: optional additive logits bias broadcastable to `[B, N, L, L]`.
         window: if set, query i attends only to keys j with |i - j| <= window (sliding-window
             local attention, as in ModernBERT's local layers).
-        impl: "xla", "jax" or "cudnn" (see the module docstring); default `$FERRIS_JAX_ATTENTION`
-            or "xla".
+        impl: one of `IMPLS` (see the module docstring); default `$FERRIS_JAX_ATTENTION`, else
+            "auto".
 
     Returns:
         `[B, L, N, Dh]` in query's dtype. Logits, softmax and its normalizer are float32.
     """
-    impl = impl or os.environ.get("FERRIS_JAX_ATTENTION") or "xla"
+    impl = impl or os.environ.get("FERRIS_JAX_ATTENTION") or "auto"
     if impl not in IMPLS:
         raise ValueError(f"attention impl {impl!r} is not one of {IMPLS}")
-    L, Dh = query.shape[1], query.shape[3]
-    local = None if window is None else (window, window)
+    args = (query, key, value, key_mask, bias, window)
+    if impl == "einsum":
+        return _einsum_attention(*args)
     if impl == "jax":
-        mask = key_mask[:, None, None, :]
-        return jax.nn.dot_product_attention(
-            query, key, value, bias=bias, mask=mask, local_window_size=local
-        )
-    half = query.dtype in (jnp.bfloat16, jnp.float16)
-    if impl == "cudnn" and half and bias is None and window is None and Dh % 8 == 0:
-        lengths = key_mask.sum(axis=-1, dtype=jnp.int32)
-        return jax.nn.dot_product_attention(
-            query,
-            key,
-            value,
-            query_seq_lengths=lengths,
-            key_value_seq_lengths=lengths,
-            implementation="cudnn",
-        )
+        return _jax_attention(*args)
+    Dh, half = query.shape[-1], query.dtype in (jnp.bfloat16, jnp.float16)
+    cudnn = impl == "cudnn" and half and bias is None and window is None and Dh % 8 == 0
+    branches = {p: _IMPL_FUNCTIONS[i] for p, i in AUTO_IMPL.items()}
+    if cudnn and _has_cuda():  # tracing cuDNN attention needs the CUDA runtime
+        branches["cuda"] = _cudnn_attention
+    return jax.lax.platform_dependent(*args, default=_IMPL_FUNCTIONS[_AUTO_DEFAULT], **branches)
+
+
+@functools.cache
+def _has_cuda() -> bool:
+    try:
+        return bool(jax.devices("cuda"))
+    except RuntimeError:
+        return False
+
+
+def _jax_attention(query, key, value, key_mask, bias, window):
+    local = None if window is None else (window, window)
+    return jax.nn.dot_product_attention(
+        query, key, value, bias=bias, mask=key_mask[:, None, None, :], local_window_size=local
+    )
+
+
+def _cudnn_attention(query, key, value, key_mask, bias, window):
+    lengths = key_mask.sum(axis=-1, dtype=jnp.int32)
+    return jax.nn.dot_product_attention(
+        query,
+        key,
+        value,
+        query_seq_lengths=lengths,
+        key_value_seq_lengths=lengths,
+        implementation="cudnn",
+    )
+
+
+def _einsum_attention(query, key, value, key_mask, bias, window):
+    L, Dh = query.shape[1], query.shape[3]
     # Heads-major layout: XLA:CPU runs these batched matmuls 3x faster than on [B, L, N, Dh]
     # (jax.nn.dot_product_attention's layout).
     q, k, v = (t.transpose(0, 2, 1, 3) for t in (query, key, value))
@@ -80,3 +108,6 @@ def attention(
     )
     out = out / weights.sum(axis=-1, keepdims=True)
     return out.transpose(0, 2, 1, 3).astype(query.dtype)
+
+
+_IMPL_FUNCTIONS = {"einsum": _einsum_attention, "jax": _jax_attention}
