@@ -1,11 +1,11 @@
 """The one attention function of every model family.
 
-Two formulations of the same math, both fused by XLA: "einsum" (heads-major einsums, float32
-softmax normalized after the value product: 3x faster than "jax" on XLA:CPU) and "jax"
-(`jax.nn.dot_product_attention`'s XLA path: 10-15% faster on an H100), plus "cudnn" (cuDNN fused
-attention with sequence lengths; half-precision CUDA only, no bias or window, and it reads
-`key_mask` as right padding, as our tokenizer pads; elsewhere it means "auto"). "auto" picks
-per platform when the program is lowered (`AUTO_IMPL`, measured in BENCHMARKS.md).
+Three formulations of the same math: "einsum" (heads-major einsums fused by XLA, float32 softmax
+normalized after the value product; 3x faster than "jax" on XLA:CPU), "jax"
+(`jax.nn.dot_product_attention`'s XLA path; 10-15% faster than "einsum" on an H100) and "cudnn"
+(cuDNN fused attention; CUDA in half precision without bias or window only, other calls fall back
+to "jax"; 1.3-2x faster than "jax" on an H100). "auto" picks per platform when the program is
+lowered (`AUTO_IMPL`; measurements in BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 IMPLS = ("auto", "einsum", "jax", "cudnn")
-AUTO_IMPL = {"cpu": "einsum", "cuda": "jax", "rocm": "jax"}
+AUTO_IMPL = {"cpu": "einsum", "cuda": "cudnn", "rocm": "jax"}
 _AUTO_DEFAULT = "einsum"  # Apple plugins, TPU and unknown platforms
 
 
@@ -52,12 +52,20 @@ def attention(
         return _einsum_attention(*args)
     if impl == "jax":
         return _jax_attention(*args)
-    Dh, half = query.shape[-1], query.dtype in (jnp.bfloat16, jnp.float16)
-    cudnn = impl == "cudnn" and half and bias is None and window is None and Dh % 8 == 0
-    branches = {p: _IMPL_FUNCTIONS[i] for p, i in AUTO_IMPL.items()}
-    if cudnn and _has_cuda():  # tracing cuDNN attention needs the CUDA runtime
-        branches["cuda"] = _cudnn_attention
-    return jax.lax.platform_dependent(*args, default=_IMPL_FUNCTIONS[_AUTO_DEFAULT], **branches)
+    per_platform = {**AUTO_IMPL, "cuda": "cudnn"} if impl == "cudnn" else AUTO_IMPL
+    branches = {p: _function(name, *args) for p, name in per_platform.items()}
+    return jax.lax.platform_dependent(*args, default=_function(_AUTO_DEFAULT, *args), **branches)
+
+
+def _function(name, query, key, value, key_mask, bias, window):
+    """The function for impl `name` on these arguments ("cudnn" falls back to "jax")."""
+    if name == "cudnn":
+        half = query.dtype in (jnp.bfloat16, jnp.float16)
+        # Tracing cuDNN attention needs the CUDA runtime, so only a CUDA process gets it.
+        if half and bias is None and window is None and query.shape[-1] % 8 == 0 and _has_cuda():
+            return _cudnn_attention
+        return _jax_attention
+    return {"einsum": _einsum_attention, "jax": _jax_attention}[name]
 
 
 @functools.cache
@@ -76,11 +84,15 @@ def _jax_attention(query, key, value, key_mask, bias, window):
 
 
 def _cudnn_attention(query, key, value, key_mask, bias, window):
-    lengths = key_mask.sum(axis=-1, dtype=jnp.int32)
+    # Sequence lengths up to each row's last real token let cuDNN skip trailing padding; the
+    # mask itself still applies, so any mask (not only right padding) gives the exact result.
+    L = key_mask.shape[-1]
+    lengths = (L - jnp.argmax(key_mask[:, ::-1], axis=-1)).astype(jnp.int32)
     return jax.nn.dot_product_attention(
         query,
         key,
         value,
+        mask=key_mask[:, None, None, :],
         query_seq_lengths=lengths,
         key_value_seq_lengths=lengths,
         implementation="cudnn",
@@ -108,6 +120,3 @@ def _einsum_attention(query, key, value, key_mask, bias, window):
     )
     out = out / weights.sum(axis=-1, keepdims=True)
     return out.transpose(0, 2, 1, 3).astype(query.dtype)
-
-
-_IMPL_FUNCTIONS = {"einsum": _einsum_attention, "jax": _jax_attention}
