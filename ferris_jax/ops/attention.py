@@ -86,13 +86,13 @@ def _jax_attention(query, key, value, key_mask, bias, window):
 def _cudnn_attention(query, key, value, key_mask, bias, window):
     # Sequence lengths up to each row's last real token let cuDNN skip trailing padding; the
     # mask itself still applies, so any mask (not only right padding) gives the exact result.
-    L = key_mask.shape[-1]
+    B, L = key_mask.shape
     lengths = (L - jnp.argmax(key_mask[:, ::-1], axis=-1)).astype(jnp.int32)
     return jax.nn.dot_product_attention(
         query,
         key,
         value,
-        mask=key_mask[:, None, None, :],
+        mask=jnp.broadcast_to(key_mask[:, None, None, :], (B, 1, L, L)),  # cuDNN wants [B,1,L,L]
         query_seq_lengths=lengths,
         key_value_seq_lengths=lengths,
         implementation="cudnn",
