@@ -228,18 +228,22 @@ def run_corpus(runs: list, texts: list[str], rounds: int, peaks: DevicePeak) -> 
     return results
 
 
-def latency(runs: list, texts: list[str]) -> dict[str, dict]:
-    """Single-text `encode` latency, runners taking turns call by call; p50/p99 in ms. Each
-    runner first encodes every text once untimed (ferris compiles one program per length)."""
+def latency(runs: list, texts: list[str], rounds: int = 2) -> dict[str, dict]:
+    """Single-text `encode` latency, p50/p99 in ms. Runners take turns in blocks of all texts
+    (`rounds` blocks each), not call by call: a library's worker threads keep spinning for a
+    while after each call (torch's OpenMP pool, XLA:CPU's), and per-call turns would charge
+    that to the other library. Each runner first encodes every text once untimed (ferris
+    compiles one program per length)."""
     for r in runs:
         for t in texts:
             r.encode_one(t)
     times: dict[str, list[float]] = {r.label: [] for r in runs}
-    for t in texts:
+    for _ in range(rounds):
         for r in runs:
-            start = time.perf_counter()
-            r.encode_one(t)
-            times[r.label].append(time.perf_counter() - start)
+            for t in texts:
+                start = time.perf_counter()
+                r.encode_one(t)
+                times[r.label].append(time.perf_counter() - start)
     return {
         label: {
             "calls": len(ts),
