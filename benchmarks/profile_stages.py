@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from ferris_jax.batching import plan_batches
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minilm-dir", type=Path)
+    p.add_argument("--model", default="minilm", choices=list(bench_models.SPECS))
     p.add_argument("--corpus", default="mix")
     p.add_argument("--texts", type=int, default=4096)
     p.add_argument("--dtype", default="bfloat16")
@@ -39,7 +41,11 @@ def main() -> None:
     p.add_argument("--latency-only", action="store_true", help="skip the whole-corpus stages")
     args = p.parse_args()
     texts = corpora.build(args.corpus, args.texts)
-    enc = ferris_jax.load(str(bench_models.minilm_dir(args.minilm_dir)), dtype=args.dtype)
+    spec = bench_models.SPECS[args.model]
+    path = bench_models.minilm_dir(args.minilm_dir)
+    if not spec.real:  # random weights of the spec's size, built here
+        path = bench_models.build_random(spec, path, Path(tempfile.mkdtemp()))
+    enc = ferris_jax.load(str(path), dtype=args.dtype)
     enc.max_batch_tokens = args.max_batch_tokens
     if args.latency_only:
         return profile_single_query(enc, texts, args.latency_calls)
@@ -74,8 +80,8 @@ def main() -> None:
             [np.asarray(o) for o in outs]
         with timed("encode (all)"):
             enc.encode(texts, batch_size=args.batch_size, show_progress_bar=False)
-    print(f"{len(texts)} {args.corpus} texts, {int(tok.lengths.sum())} tokens, {len(plan)} "
-          f"batches, {enc.device}, {args.dtype}, batch {args.batch_size}, "
+    print(f"{args.model}: {len(texts)} {args.corpus} texts, {int(tok.lengths.sum())} tokens, "
+          f"{len(plan)} batches, {enc.device}, {args.dtype}, batch {args.batch_size}, "
           f"max_batch_tokens {args.max_batch_tokens}")  # fmt: skip
     print("| stage | median ms |\n|---|---:|")
     for name, ts in stages.items():
