@@ -4,7 +4,7 @@ Three formulations of the same math: "einsum" (heads-major einsums fused by XLA,
 normalized after the value product; 3x faster than "jax" on XLA:CPU), "jax"
 (`jax.nn.dot_product_attention`'s XLA path; 10-15% faster than "einsum" on an H100) and "cudnn"
 (cuDNN fused attention; CUDA in half precision without bias or window only, other calls fall back
-to "jax"; 1.3-2x faster than "jax" on an H100). "auto" picks per platform when the program is
+to "jax"; 1.2-1.8x faster than "jax" on an H100). "auto" picks per platform when the program is
 lowered (`AUTO_IMPL`; measurements in BENCHMARKS.md).
 """
 
