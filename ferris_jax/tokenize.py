@@ -39,12 +39,14 @@ class Tokenized:
 
     def ids_per_text(self) -> list[list[int]]:
         """The token ids of each text, as lists."""
-        return [a.tolist() for a in np.split(self.ids, np.cumsum(self.lengths)[:-1])]
+        return self._per_text(self.ids)
 
     def type_ids_per_text(self) -> list[list[int]]:
         """The token type ids of each text, as lists."""
-        types = self.type_ids if self.type_ids is not None else np.zeros_like(self.ids)
-        return [a.tolist() for a in np.split(types, np.cumsum(self.lengths)[:-1])]
+        return self._per_text(self.type_ids if self.type_ids is not None else 0 * self.ids)
+
+    def _per_text(self, flat: np.ndarray) -> list[list[int]]:
+        return [flat[s : s + n].tolist() for s, n in zip(self.starts, self.lengths, strict=True)]
 
 
 def validate_texts(texts: Any) -> list[str]:

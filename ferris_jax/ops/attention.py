@@ -53,11 +53,13 @@ def attention(
     if impl == "jax":
         return _jax_attention(*args)
     per_platform = {**AUTO_IMPL, "cuda": "cudnn"} if impl == "cudnn" else AUTO_IMPL
-    branches = {p: _function(name, *args) for p, name in per_platform.items()}
-    return jax.lax.platform_dependent(*args, default=_function(_AUTO_DEFAULT, *args), **branches)
+    branches = {p: _implementation(name, *args) for p, name in per_platform.items()}
+    return jax.lax.platform_dependent(
+        *args, default=_implementation(_AUTO_DEFAULT, *args), **branches
+    )
 
 
-def _function(name, query, key, value, key_mask, bias, window):
+def _implementation(name, query, key, value, key_mask, bias, window):
     """The function for impl `name` on these arguments ("cudnn" falls back to "jax")."""
     if name == "cudnn":
         half = query.dtype in (jnp.bfloat16, jnp.float16)
