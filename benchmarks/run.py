@@ -304,8 +304,8 @@ def measure_model(args, spec, path: Path, texts: dict, corpus_stats: dict, peaks
             rec = res[r.label]
             agree[r.label].append(agreement(rec["output"], ref_out))
             median = statistics.median(rec["seconds"])
-            computed = sum(B * L for B, L in rec["shapes"])
-            model_flops = bench_models.flops(spec, rec["shapes"])
+            computed = sum(shape[0] * shape[1] for shape in rec["shapes"])  # (B, L[, K])
+            model_flops = bench_models.flops(spec, [shape[:2] for shape in rec["shapes"]])
             peak = None
             if peaks_tflops:
                 key = "half" if r.dtype in ("bfloat16", "float16") else "float32"

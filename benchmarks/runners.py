@@ -56,11 +56,12 @@ class FerrisVariant:
     load_kwargs: dict[str, Any]
     encode_kwargs: dict[str, Any]
     max_batch_tokens: int | None = None  # Encoder.max_batch_tokens (token-budget batching)
+    pack_length: int | str | None = None  # Encoder.pack_length; "off": one text per row
     layer_norm: str | None = None  # ops.use_impl(...) while compiling: auto, xla, pallas
-    attention: str | None = None  # $FERRIS_JAX_ATTENTION while compiling: xla, jax, cudnn
+    attention: str | None = None  # $FERRIS_JAX_ATTENTION while compiling: einsum, jax, cudnn
 
 
-# Named variants beyond the "<dtype>-bs<N>[-tok<M>][-ln<impl>][-attn<impl>]" pattern.
+# Named variants beyond the "<dtype>-bs<N>[-tok<M>][-pack<P>][-ln<impl>][-attn<impl>]" pattern.
 FERRIS_VARIANTS: dict[str, FerrisVariant] = {}
 
 
@@ -69,11 +70,14 @@ def ferris_variant(label: str) -> FerrisVariant:
     if label in FERRIS_VARIANTS:
         return FERRIS_VARIANTS[label]
     m = re.fullmatch(
-        r"(f32|fp32|bf16|f16|fp16)-bs(\d+)(?:-tok(\d+))?(?:-ln([a-z_]+))?(?:-attn([a-z]+))?", label
+        r"(f32|fp32|bf16|f16|fp16)-bs(\d+)(?:-tok(\d+))?(?:-pack(\d+|off))?(?:-ln([a-z_]+))?"
+        r"(?:-attn([a-z]+))?",
+        label,
     )
     if not m:
         raise SystemExit(
-            f"ferris variant {label!r}: use <f32|bf16|f16>-bs<N>[-tok<M>][-ln<impl>][-attn<impl>] "
+            f"ferris variant {label!r}: use "
+            "<f32|bf16|f16>-bs<N>[-tok<M>][-pack<P>|-packoff][-ln<impl>][-attn<impl>] "
             f"or one of {sorted(FERRIS_VARIANTS)}"
         )
     return FerrisVariant(
@@ -81,8 +85,9 @@ def ferris_variant(label: str) -> FerrisVariant:
         {"dtype": DTYPE_NAMES[m[1]]},
         {"batch_size": int(m[2])},
         int(m[3]) if m[3] else None,
-        m[4],
+        m[4] if m[4] in (None, "off") else int(m[4]),
         m[5],
+        m[6],
     )
 
 
@@ -132,6 +137,8 @@ class FerrisRunner:
         )
         self.load_s = time.perf_counter() - start
         self.enc.max_batch_tokens = variant.max_batch_tokens
+        if variant.pack_length is not None:  # else the encoder's own default
+            self.enc.pack_length = None if variant.pack_length == "off" else variant.pack_length
         self._layer_norm = variant.layer_norm
         self._attention = variant.attention
         if (self.enc.device.platform == "cpu") != (device == "cpu"):
@@ -166,7 +173,7 @@ class FerrisRunner:
     def encode_recording(self, texts: list[str]) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """`encode`, recording each batch's compiled shape. Wraps the encoder's private
         `_program(shape)` lookup, which `encode` calls once per batch (instrumentation only)."""
-        shapes: list[tuple[int, int]] = []
+        shapes: list[tuple[int, ...]] = []
         program = self.enc._program
 
         def recording(shape):
@@ -268,7 +275,7 @@ class SentenceTransformersRunner:
 
     def encode_recording(self, texts: list[str]) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """`encode`, recording the padded input_ids shape the first module gets for each batch."""
-        shapes: list[tuple[int, int]] = []
+        shapes: list[tuple[int, ...]] = []
 
         def hook(module, args):
             shapes.append(tuple(int(s) for s in args[0]["input_ids"].shape))

@@ -2,6 +2,8 @@
 
 Texts are sorted by token length so each batch pads little; each batch is then padded up to
 the nearest shape of a small fixed grid, so a whole job compiles only a handful of programs.
+Packed batches (`plan_packed`) put several texts in one row, back to back, so short texts fill
+the padding a row of one text would leave.
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ class BucketPolicy:
             raise ValueError(f"no bucket holds {rows} rows of {longest} tokens in {self}")
         return B, L
 
+    def segments_for(self, seq_length: int) -> int:
+        """The most texts a packed row of `seq_length` tokens holds (one per 8 tokens)."""
+        return max(1, seq_length // 8)
+
     @property
     def max_programs(self) -> int:
         return len(self.batch_sizes) * len(self.seq_lengths)
@@ -86,4 +92,60 @@ def plan_batches(lengths: np.ndarray, policy: BucketPolicy) -> list[Batch]:
         rows = order[start : start + policy.rows_for(L)]
         batches.append(Batch(rows, policy.shape_for(len(rows), int(lengths[rows].max()))))
         start += len(rows)
+    return batches
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedBatch:
+    """Texts packed back to back in rows: text `texts[i]` fills row `row[i]` from column
+    `offset[i]` on and is segment `segment[i]` (1..K) of that row."""
+
+    texts: np.ndarray
+    row: np.ndarray
+    offset: np.ndarray
+    segment: np.ndarray
+    shape: tuple[int, int, int]  # (B, L, K): rows, row length, texts per row at most
+
+
+def plan_packed(lengths: np.ndarray, policy: BucketPolicy, min_length: int) -> list[PackedBatch]:
+    """Pack texts into rows of at least `min_length` tokens (a grid length).
+
+    Each row starts with the longest text left and is topped up with the shortest ones while
+    they fit; a batch takes `policy.rows_for(L)` rows, L being the bucket of its longest text.
+    """
+    order = np.argsort(-lengths, kind="stable").tolist()
+    size = np.maximum(lengths, 1).tolist()  # an empty text still gets a slot of its own
+    min_length = min(min_length, policy.seq_lengths[-1])
+    batches, head, tail = [], 0, len(order) - 1
+    while head <= tail:
+        _, L = policy.shape_for(1, max(size[order[head]], min_length))
+        K = policy.segments_for(L)
+        texts, row, offset, segment = [], [], [], []
+        rows = 0
+        while rows < policy.rows_for(L) and head <= tail:
+            placed = [order[head]]
+            used = size[order[head]]
+            head += 1
+            while head <= tail and len(placed) < K and used + size[order[tail]] <= L:
+                placed.append(order[tail])
+                used += size[order[tail]]
+                tail -= 1
+            column = 0
+            for k, i in enumerate(placed, start=1):
+                texts.append(i)
+                row.append(rows)
+                offset.append(column)
+                segment.append(k)
+                column += size[i]
+            rows += 1
+        B, _ = policy.shape_for(rows, L)
+        batches.append(
+            PackedBatch(
+                np.asarray(texts, np.int64),
+                np.asarray(row, np.int64),
+                np.asarray(offset, np.int64),
+                np.asarray(segment, np.int64),
+                (B, L, K),
+            )
+        )
     return batches

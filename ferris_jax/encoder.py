@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ferris_jax import ops
 from ferris_jax.backend import Backend, platform_of
-from ferris_jax.batching import BucketPolicy, plan_batches
+from ferris_jax.batching import BucketPolicy, plan_batches, plan_packed
 from ferris_jax.checkpoint import Checkpoint
 from ferris_jax.similarity import SIMILARITY_FUNCTIONS
 from ferris_jax.tokenize import TokenBatch, Tokenized, validate_texts
@@ -51,12 +51,17 @@ class Encoder:
         # Compiled programs take the parameters as a flat tuple of arrays: flattening an
         # nnx.State on every call costs more than a small batch's compute.
         self._jitted = jax.jit(self._apply_flat, static_argnums=0)
+        self._jitted_packed = jax.jit(self._apply_packed_flat, static_argnums=(0, 1))
         self._flat: tuple[nnx.State, tuple[jax.Array, ...], Any] | None = None
-        self._programs: dict[tuple[int, int], Any] = {}
+        self._programs: dict[tuple[int, ...], Any] = {}
         self._tokenizer_thread: ThreadPoolExecutor | None = None
         # Cap on padded tokens per batch: long texts then go in smaller batches (None: no cap).
         # On CPU 2048 was faster on every corpus of benchmarks/run.py (BENCHMARKS.md).
         self.max_batch_tokens: int | None = 2048 if self.device.platform == "cpu" else None
+        # Pack several texts into rows of at least this many tokens (None: one text per row).
+        # Max pooling has no packed form (it would need a [B, K, L, D] intermediate).
+        self.pack_length: int | None = None
+        self.can_pack = "max" not in checkpoint.head.pooling.modes
         self.compile_seconds = 0.0
         self.embedding_dimension = int(
             jax.eval_shape(
@@ -84,6 +89,33 @@ class Encoder:
         model = nnx.merge(self.graphdef, params)
         return model(input_ids, attention_mask, token_type_ids, prompt_length)
 
+    def apply_packed(
+        self,
+        params: nnx.State,
+        input_ids: jax.Array,
+        segment_ids: jax.Array,
+        positions: jax.Array,
+        token_type_ids: jax.Array | None,
+        prompt_length: jax.Array | int,
+        num_segments: int,
+    ) -> jax.Array:
+        """Pure: embeddings `[B, K, E]` of texts packed K = `num_segments` per row at most.
+
+        Args:
+            input_ids, token_type_ids: `[B, L]`, several texts back to back in each row.
+            segment_ids: `[B, L]`, 1..K numbering the texts of a row, 0 for padding.
+            positions: `[B, L]`, each token's index within its own text.
+            prompt_length, num_segments: as in `apply`; K static.
+
+        Slot `[b, k]` holds the embedding of segment k + 1 of row b (garbage where that
+        segment is empty). Each text sees only its own tokens, so it gets the vector `apply`
+        gives it alone in a row.
+        """
+        model = nnx.merge(self.graphdef, params)
+        return model.packed(
+            input_ids, segment_ids, positions, token_type_ids, prompt_length, num_segments
+        )
+
     def token_embeddings(
         self,
         params: nnx.State,
@@ -105,8 +137,9 @@ class Encoder:
         return dict(self.settings.prompts)
 
     @property
-    def compiled_programs(self) -> list[tuple[int, int]]:
-        """The (batch, sequence) shapes compiled so far in this process."""
+    def compiled_programs(self) -> list[tuple[int, ...]]:
+        """The shapes compiled so far in this process: (batch, sequence), and (batch,
+        sequence, texts per row) for packed batches."""
         return sorted(self._programs)
 
     def tokenize(self, texts: str | Sequence[str], prompt: str | None = None) -> TokenBatch:
@@ -132,13 +165,22 @@ class Encoder:
     def _apply_flat(self, treedef: Any, leaves: tuple[jax.Array, ...], *args: Any) -> jax.Array:
         return self.apply(jax.tree.unflatten(treedef, leaves), *args)
 
-    def lower(self, shape: tuple[int, int]) -> jax.stages.Lowered:
-        """The `apply` program for a `(batch, seq_len)` shape, lowered (`.as_text()`: StableHLO)."""
-        spec = jax.ShapeDtypeStruct(shape, jnp.int32)
+    def _apply_packed_flat(
+        self, treedef: Any, num_segments: int, leaves: tuple[jax.Array, ...], *args: Any
+    ) -> jax.Array:
+        return self.apply_packed(jax.tree.unflatten(treedef, leaves), *args, num_segments)
+
+    def lower(self, shape: tuple[int, ...]) -> jax.stages.Lowered:
+        """The `apply` program for a `(batch, seq_len)` shape, or the `apply_packed` one for
+        `(batch, seq_len, texts_per_row)`, lowered (`.as_text()`: StableHLO)."""
+        spec = jax.ShapeDtypeStruct(shape[:2], jnp.int32)
+        scalar = jax.ShapeDtypeStruct((), jnp.int32)
         leaves, treedef = self._flat_params()
-        return self._jitted.lower(
-            treedef, leaves, spec, spec, spec, jax.ShapeDtypeStruct((), jnp.int32)
-        )
+        if len(shape) == 3:
+            return self._jitted_packed.lower(
+                treedef, shape[2], leaves, spec, spec, spec, spec, scalar
+            )
+        return self._jitted.lower(treedef, leaves, spec, spec, spec, scalar)
 
     def bucket_policy(self, batch_size: int) -> BucketPolicy:
         """The shapes `encode(batch_size=...)` uses (see `max_batch_tokens`)."""
@@ -146,7 +188,7 @@ class Encoder:
             batch_size, self.max_seq_length, max_batch_tokens=self.max_batch_tokens
         )
 
-    def _program(self, shape: tuple[int, int]):
+    def _program(self, shape: tuple[int, ...]):
         if shape not in self._programs:
             start = time.perf_counter()
             self._programs[shape] = self.lower(shape).compile()
@@ -156,8 +198,16 @@ class Encoder:
     def precompile(self, batch_size: int = 32, seq_lengths: Sequence[int] | None = None) -> None:
         """Compile the programs for these shapes now (e.g. at start-up of a service)."""
         policy = self.bucket_policy(batch_size)
-        for L in seq_lengths or policy.seq_lengths:
-            self._program(policy.shape_for(policy.rows_for(L), L))
+        packing = self._packing()
+        shortest = min(packing or 0, policy.seq_lengths[-1])
+        lengths = seq_lengths or [L for L in policy.seq_lengths if shortest <= L]
+        for L in lengths:
+            shape = policy.shape_for(policy.rows_for(L), L)
+            self._program((*shape, policy.segments_for(L)) if packing else shape)
+
+    def _packing(self) -> int | None:
+        """The packed row length `encode` uses now (None: one text per row)."""
+        return self.pack_length if self.can_pack else None
 
     def _resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str:
         if prompt is not None:
@@ -253,21 +303,39 @@ class Encoder:
         truncated = np.zeros(len(texts), dtype=bool)
         pending = []
         bar = tqdm(total=len(texts), unit="text", disable=show is False, delay=0 if show else 2.0)
+        packing = self._packing()
         with bar:
             for indices, tok in self._tokenized_chunks(texts, max(_CHUNK_TEXTS, 2 * batch_size)):
                 truncated[indices] = tok.truncated
+                # Dispatch is asynchronous: the host pads the next batch while this one runs,
+                # and each result starts its copy to the host as soon as it is computed.
+                if packing:
+                    for batch in plan_packed(tok.lengths, policy, packing):
+                        b = self.tokenizer.pad_packed(tok, batch)
+                        emb = self._program(batch.shape)(
+                            params,
+                            b.input_ids,
+                            b.segment_ids,
+                            b.positions,
+                            b.token_type_ids,
+                            prompt_length,
+                        )
+                        emb.copy_to_host_async()
+                        slots = batch.row * batch.shape[2] + batch.segment - 1
+                        pending.append((indices[batch.texts], emb, slots))
+                        bar.update(len(batch.texts))
+                    continue
                 for batch in plan_batches(tok.lengths, policy):
                     b = self.tokenizer.pad(tok, batch.rows, batch.shape)
-                    # Dispatch is asynchronous: the host pads the next batch while this one runs,
-                    # and each result starts its copy to the host as soon as it is computed.
                     emb = self._program(batch.shape)(
                         params, b.input_ids, b.attention_mask, b.token_type_ids, prompt_length
                     )
                     emb.copy_to_host_async()
-                    pending.append((indices[batch.rows], emb))
+                    pending.append((indices[batch.rows], emb, slice(len(batch.rows))))
                     bar.update(len(batch.rows))
-            for rows, emb in pending:
-                out[rows] = np.asarray(emb, dtype=np.float32)[: len(rows)]
+            for rows, emb, slots in pending:
+                vectors = np.asarray(emb, dtype=np.float32)
+                out[rows] = vectors.reshape(-1, vectors.shape[-1])[slots]
         if truncated.any():
             warnings.warn(
                 f"{int(truncated.sum())} of {len(texts)} texts exceed max_seq_length="

@@ -53,37 +53,56 @@ class PoolingConfig:
         return cls(modes=modes, include_prompt=bool(config.get("include_prompt", True)))
 
 
-def pool(hidden: jax.Array, mask: jax.Array, mode: PoolingMode) -> jax.Array:
-    """Pool `hidden [B, L, D]` where `mask [B, L]` is set, in float32. Returns `[B, D]`.
+def pool(
+    hidden: jax.Array, mask: jax.Array, mode: PoolingMode, positions: jax.Array | None = None
+) -> jax.Array:
+    """Pool `hidden [B, L, D]` where `mask` is set, in float32.
 
-    Matches sentence-transformers' padded (right-padding) path, including its all-masked edge cases.
+    Args:
+        mask: `[B, L]` (one text per row; returns `[B, D]`) or `[B, K, L]` (K texts packed per
+            row, one mask per text; returns `[B, K, D]`).
+        positions: `[B, L]` index of each token within its text, for "weightedmean"'s weights;
+            None means 0..L-1 in every row.
+
+    Matches sentence-transformers' padded (right-padding) path, including its all-masked edge
+    cases.
     """
-    B, L, _D = hidden.shape
-    x = hidden.astype(jnp.float32)
-    keep = mask.astype(bool)
-    m = keep.astype(jnp.float32)[..., None]
-    rows = jnp.arange(B)
-    if (
-        mode == "cls"
-    ):  # the first pooled position: [CLS], or the first token after an excluded prompt
-        return x[rows, jnp.argmax(keep, axis=1)]
+    if mask.ndim == 2:
+        return pool(hidden, mask[:, None], mode, positions)[:, 0]
+    L = hidden.shape[1]
+    x = hidden.astype(jnp.float32)  # [B, L, D]
+    keep = mask.astype(bool)  # [B, K, L]
+    m = keep.astype(jnp.float32)
+
+    def at(index: jax.Array) -> jax.Array:  # [B, K] token indices -> [B, K, D]
+        return jnp.take_along_axis(x, index[..., None], axis=1)
+
+    if mode == "cls":  # the first pooled position: [CLS], or the first token after a prompt
+        return at(jnp.argmax(keep, axis=-1))
     if mode == "max":
-        return jnp.max(jnp.where(keep[..., None], x, -jnp.inf), axis=1)
+        return jnp.max(jnp.where(keep[..., None], x[:, None], -jnp.inf), axis=2)
     if mode == "lasttoken":
-        from_end = jnp.where(keep.any(axis=1), jnp.argmax(keep[:, ::-1], axis=1), L - 1)
-        return (x * m)[rows, L - 1 - from_end]
+        from_end = jnp.where(keep.any(axis=-1), jnp.argmax(keep[..., ::-1], axis=-1), L - 1)
+        last = L - 1 - from_end
+        return at(last) * jnp.take_along_axis(m, last[..., None], axis=-1)
     if mode == "weightedmean":
-        m = m * jnp.arange(1, L + 1, dtype=jnp.float32)[None, :, None]
-    summed = jnp.sum(x * m, axis=1)
-    count = jnp.maximum(jnp.sum(m, axis=1), 1e-9)
+        weights = jnp.arange(L)[None] if positions is None else positions
+        m = m * (weights.astype(jnp.float32) + 1)[:, None, :]
+    summed = jnp.einsum("bkl,bld->bkd", m, x, precision=jax.lax.Precision.HIGHEST)
+    count = jnp.maximum(jnp.sum(m, axis=-1), 1e-9)[..., None]
     if mode == "mean_sqrt_len_tokens":
         return summed / jnp.sqrt(count)
     return summed / count
 
 
-def pool_all(hidden: jax.Array, mask: jax.Array, config: PoolingConfig) -> jax.Array:
-    """Every configured mode, concatenated as sentence-transformers does: `[B, k*D]`."""
-    outs = [pool(hidden, mask, mode) for mode in config.modes]
+def pool_all(
+    hidden: jax.Array,
+    mask: jax.Array,
+    config: PoolingConfig,
+    positions: jax.Array | None = None,
+) -> jax.Array:
+    """Every configured mode, concatenated as sentence-transformers does: `[B, (K,) k*D]`."""
+    outs = [pool(hidden, mask, mode, positions) for mode in config.modes]
     return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
 
 

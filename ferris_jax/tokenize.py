@@ -12,6 +12,8 @@ import numpy as np
 import tokenizers
 from tokenizers import normalizers, pre_tokenizers
 
+from ferris_jax.batching import PackedBatch
+
 
 @dataclasses.dataclass(frozen=True)
 class TokenBatch:
@@ -22,6 +24,17 @@ class TokenBatch:
     token_type_ids: np.ndarray  # [B, L] int32
     lengths: np.ndarray  # [n] tokens per text, special tokens included
     truncated: np.ndarray  # [n] bool: the text was cut at max_seq_length
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedTokenBatch:
+    """Texts packed back to back in rows (see `batching.plan_packed`), as the model consumes
+    them; padding has segment 0."""
+
+    input_ids: np.ndarray  # [B, L] int32
+    token_type_ids: np.ndarray  # [B, L] int32
+    segment_ids: np.ndarray  # [B, L] int32: 1..K, the text's number within its row
+    positions: np.ndarray  # [B, L] int32: each token's index within its text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,6 +301,27 @@ class TextTokenizer:
         attention_mask[:n] = real
         attention_mask[n:, 0] = 1
         return TokenBatch(input_ids, attention_mask, token_type_ids, lengths, tok.truncated[rows])
+
+    def pad_packed(self, tok: Tokenized, batch: PackedBatch) -> PackedTokenBatch:
+        """The texts of a packed batch, placed in its rows."""
+        B, L, _ = batch.shape
+        lengths = tok.lengths[batch.texts]
+        text = np.repeat(np.arange(len(lengths)), lengths)  # the text of each placed token
+        position = np.arange(text.size) - (np.cumsum(lengths) - lengths)[text]
+        target = (batch.row * L + batch.offset)[text] + position
+        source = tok.starts[batch.texts][text] + position
+        input_ids = np.full(B * L, self.pad_token_id, dtype=np.int32)
+        token_type_ids = np.zeros(B * L, dtype=np.int32)
+        segment_ids = np.zeros(B * L, dtype=np.int32)
+        positions = np.zeros(B * L, dtype=np.int32)
+        input_ids[target] = tok.ids[source]
+        if tok.type_ids is not None:
+            token_type_ids[target] = tok.type_ids[source]
+        segment_ids[target] = batch.segment[text]
+        positions[target] = position
+        return PackedTokenBatch(
+            *(a.reshape(B, L) for a in (input_ids, token_type_ids, segment_ids, positions))
+        )
 
     def __call__(self, texts: list[str], pad_to: int | None = None) -> TokenBatch:
         """Tokenize and pad to the longest text (or to `pad_to`)."""

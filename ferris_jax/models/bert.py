@@ -48,13 +48,21 @@ class BertConfig:
         return cls(**{k: v for k, v in config.items() if k in fields})
 
 
-def position_ids(cfg: BertConfig, input_ids: jax.Array) -> jax.Array:
-    """Position of each token, `[1, L]` (BERT) or `[B, L]` (RoBERTa: counts only non-pad tokens,
-    as transformers' `create_position_ids_from_input_ids`)."""
+def position_ids(
+    cfg: BertConfig, input_ids: jax.Array, positions: jax.Array | None = None
+) -> jax.Array:
+    """Rows of the position table for each token, `[1, L]` or `[B, L]`.
+
+    `positions` (`[B, L]`, each token's index within its own text, for packed rows) is None for
+    one text per row: then BERT numbers 0..L-1, RoBERTa counts only non-pad tokens as
+    transformers' `create_position_ids_from_input_ids` does.
+    """
     if cfg.positions == "roberta":
-        real = (input_ids != cfg.pad_token_id).astype(jnp.int32)
-        return jnp.cumsum(real, axis=1) * real + cfg.pad_token_id
-    return jnp.arange(input_ids.shape[1])[None]
+        real = input_ids != cfg.pad_token_id
+        if positions is None:
+            return jnp.cumsum(real, axis=1, dtype=jnp.int32) * real + cfg.pad_token_id
+        return jnp.where(real, positions + cfg.pad_token_id + 1, cfg.pad_token_id)
+    return jnp.arange(input_ids.shape[1])[None] if positions is None else positions
 
 
 class Embeddings(nnx.Module):
@@ -71,8 +79,13 @@ class Embeddings(nnx.Module):
         )
         self.norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, dtype=dtype)
 
-    def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
-        x = self.word(input_ids) + self.position(position_ids(self.config, input_ids))
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        token_type_ids: jax.Array | None,
+        positions: jax.Array | None = None,
+    ) -> jax.Array:
+        x = self.word(input_ids) + self.position(position_ids(self.config, input_ids, positions))
         if self.token_type is not None:
             x = x + self.token_type(token_type_ids)
         return self.norm(x)
@@ -97,7 +110,11 @@ class Layer(nnx.Module):
 
 
 class BertModel(nnx.Module):
-    """`(input_ids, attention_mask, token_type_ids) -> last hidden state [B, L, D]`."""
+    """`(input_ids, attention_mask, token_type_ids, positions) -> last hidden state [B, L, D]`.
+
+    `attention_mask` is `[B, L]` (real tokens) or `[B, L, L]` (which keys each query sees, for
+    packed rows; then `positions` gives each token's index within its text).
+    """
 
     def __init__(self, cfg: BertConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         self.config = cfg
@@ -111,10 +128,11 @@ class BertModel(nnx.Module):
         input_ids: jax.Array,
         attention_mask: jax.Array,
         token_type_ids: jax.Array | None = None,
+        positions: jax.Array | None = None,
     ) -> jax.Array:
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids)
+        x = self.embeddings(input_ids, token_type_ids, positions)
         mask = attention_mask.astype(bool)
         for layer in self.layers:
             x = layer(x, mask)

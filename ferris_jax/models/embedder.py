@@ -74,7 +74,34 @@ class SentenceEmbedder(nnx.Module):
         pool_mask = attention_mask.astype(bool)
         if not self.head.pooling.include_prompt:  # prompt tokens (with [CLS]) do not count
             pool_mask &= jnp.arange(input_ids.shape[1])[None, :] >= prompt_length
-        x = pool_all(hidden, pool_mask, self.head.pooling)
+        return self._head(pool_all(hidden, pool_mask, self.head.pooling))
+
+    def packed(
+        self,
+        input_ids: jax.Array,
+        segment_ids: jax.Array,
+        positions: jax.Array,
+        token_type_ids: jax.Array | None,
+        prompt_length: jax.Array | int,
+        num_segments: int,
+    ) -> jax.Array:
+        """Embeddings `[B, K, E]` of up to K = `num_segments` texts packed in each row.
+
+        `segment_ids [B, L]` numbers the texts of a row 1..K (0: padding) and `positions [B, L]`
+        gives each token's index within its text. A text attends only to its own tokens and is
+        pooled over them, so its vector equals the one-text-per-row result.
+        """
+        same_text = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, L, L]
+        hidden = self.backbone(input_ids, same_text, token_type_ids, positions)
+        slots = jnp.arange(1, num_segments + 1)[None, :, None]
+        pool_mask = segment_ids[:, None, :] == slots  # [B, K, L]
+        if not self.head.pooling.include_prompt:
+            pool_mask &= (positions >= prompt_length)[:, None, :]
+        return self._head(pool_all(hidden, pool_mask, self.head.pooling, positions))
+
+    def _head(self, pooled: jax.Array) -> jax.Array:
+        """Dense layers and Normalize on pooled vectors `[..., D]`."""
+        x = pooled
         for layer, cfg in zip(self.dense, self.head.dense, strict=False):
             x = ops.activation(cfg.activation)(layer(x))
         return l2_normalize(x) if self.head.normalize else x

@@ -89,12 +89,12 @@ class Attention(nnx.Module):
         self.theta = cfg.local_rope_theta if local else cfg.global_rope_theta
         self.window = cfg.local_attention // 2 if local else None
 
-    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array, positions: jax.Array | None) -> jax.Array:
         B, L, D = x.shape
         qkv = self.qkv(x).reshape(B, L, 3, self.num_heads, D // self.num_heads)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        q = ops.rotary_embedding(q, self.theta)
-        k = ops.rotary_embedding(k, self.theta)
+        q = ops.rotary_embedding(q, self.theta, positions)
+        k = ops.rotary_embedding(k, self.theta, positions)
         y = ops.attention(q, k, v, mask, window=self.window)
         return self.out(y.reshape(B, L, D))
 
@@ -127,14 +127,16 @@ class Layer(nnx.Module):
         self.mlp_norm = _norm(cfg, dtype)
         self.mlp = GeGLU(cfg, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array, positions: jax.Array | None) -> jax.Array:
         h = x if self.attn_norm is None else self.attn_norm(x)
-        x = x + self.attn(h, mask)
+        x = x + self.attn(h, mask, positions)
         return x + self.mlp(self.mlp_norm(x))
 
 
 class ModernBertModel(nnx.Module):
-    """`(input_ids, attention_mask, token_type_ids) -> last hidden state [B, L, D]`."""
+    """`(input_ids, attention_mask, token_type_ids, positions) -> last hidden state [B, L, D]`
+    (arguments as `BertModel`'s; sliding windows count in-row distances, which equal in-text
+    distances for packed texts)."""
 
     def __init__(self, cfg: ModernBertConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         self.config = cfg
@@ -150,12 +152,13 @@ class ModernBertModel(nnx.Module):
         input_ids: jax.Array,
         attention_mask: jax.Array,
         token_type_ids: jax.Array | None = None,
+        positions: jax.Array | None = None,
     ) -> jax.Array:
         del token_type_ids  # ModernBERT has no segment embeddings
         x = self.embedding_norm(self.embeddings(input_ids))
         mask = attention_mask.astype(bool)
         for layer in self.layers:
-            x = layer(x, mask)
+            x = layer(x, mask, positions)
         return self.final_norm(x)
 
 

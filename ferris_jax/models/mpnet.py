@@ -70,9 +70,12 @@ def relative_position_bucket(
 
 
 class MPNetModel(nnx.Module):
-    """`(input_ids, attention_mask, token_type_ids) -> last hidden state [B, L, D]`.
+    """`(input_ids, attention_mask, token_type_ids, positions) -> last hidden state [B, L, D]`
+    (arguments as `BertModel`'s).
 
-    MPNet has no token types; `token_type_ids` is accepted for the common signature and unused,
+    The relative bias uses in-row distances, equal to in-text distances for packed texts (each
+    text's tokens are contiguous and texts do not see each other). MPNet has no token types;
+    `token_type_ids` is accepted for the common signature and unused,
     as transformers' MPNetModel does not take it.
     """
 
@@ -98,8 +101,9 @@ class MPNetModel(nnx.Module):
         input_ids: jax.Array,
         attention_mask: jax.Array,
         token_type_ids: jax.Array | None = None,
+        positions: jax.Array | None = None,
     ) -> jax.Array:
-        x = self.embeddings(input_ids, None)
+        x = self.embeddings(input_ids, None, positions)
         bias = self.position_bias(input_ids.shape[1])  # computed once, shared by every layer
         mask = attention_mask.astype(bool)
         for layer in self.layers:

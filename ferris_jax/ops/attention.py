@@ -25,7 +25,7 @@ def attention(
     query: jax.Array,
     key: jax.Array,
     value: jax.Array,
-    key_mask: jax.Array,
+    mask: jax.Array,
     bias: jax.Array | None = None,
     window: int | None = None,
     impl: str | None = None,
@@ -34,7 +34,8 @@ def attention(
 
     Args:
         query, key, value: `[B, L, N, Dh]`.
-        key_mask: `[B, L]` bool, True for real tokens (padding keys get no weight).
+        mask: `[B, L]` bool, True for real tokens (padding keys get no weight), or `[B, L, L]`
+            bool, True where query i may attend key j (several texts packed in one row).
         bias: optional additive logits bias broadcastable to `[B, N, L, L]`.
         window: if set, query i attends only to keys j with |i - j| <= window (sliding-window
             local attention, as in ModernBERT's local layers).
@@ -47,7 +48,7 @@ def attention(
     impl = impl or os.environ.get("FERRIS_JAX_ATTENTION") or "auto"
     if impl not in IMPLS:
         raise ValueError(f"attention impl {impl!r} is not one of {IMPLS}")
-    args = (query, key, value, key_mask, bias, window)
+    args = (query, key, value, mask, bias, window)
     if impl == "einsum":
         return _einsum_attention(*args)
     if impl == "jax":
@@ -59,7 +60,7 @@ def attention(
     )
 
 
-def _implementation(name, query, key, value, key_mask, bias, window):
+def _implementation(name, query, key, value, mask, bias, window):
     """The function for impl `name` on these arguments ("cudnn" falls back to "jax")."""
     if name == "cudnn":
         half = query.dtype in (jnp.bfloat16, jnp.float16)
@@ -78,30 +79,36 @@ def _has_cuda() -> bool:
         return False
 
 
-def _jax_attention(query, key, value, key_mask, bias, window):
+def _pair_mask(mask: jax.Array) -> jax.Array:
+    """A `[B, L]` key mask or `[B, L, L]` pair mask as `[B, 1, L or 1, L]` (heads broadcast)."""
+    return mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]
+
+
+def _jax_attention(query, key, value, mask, bias, window):
     local = None if window is None else (window, window)
     return jax.nn.dot_product_attention(
-        query, key, value, bias=bias, mask=key_mask[:, None, None, :], local_window_size=local
+        query, key, value, bias=bias, mask=_pair_mask(mask), local_window_size=local
     )
 
 
-def _cudnn_attention(query, key, value, key_mask, bias, window):
-    # Sequence lengths up to each row's last real token let cuDNN skip trailing padding; the
+def _cudnn_attention(query, key, value, mask, bias, window):
+    # Sequence lengths up to each row's last real key let cuDNN skip trailing padding; the
     # mask itself still applies, so any mask (not only right padding) gives the exact result.
-    B, L = key_mask.shape
-    lengths = (L - jnp.argmax(key_mask[:, ::-1], axis=-1)).astype(jnp.int32)
+    B, L = mask.shape[0], mask.shape[-1]
+    any_query = mask if mask.ndim == 2 else mask.any(axis=1)
+    lengths = (L - jnp.argmax(any_query[:, ::-1], axis=-1)).astype(jnp.int32)
     return jax.nn.dot_product_attention(
         query,
         key,
         value,
-        mask=jnp.broadcast_to(key_mask[:, None, None, :], (B, 1, L, L)),  # cuDNN wants [B,1,L,L]
+        mask=jnp.broadcast_to(_pair_mask(mask), (B, 1, L, L)),  # cuDNN wants [B, 1, L, L]
         query_seq_lengths=lengths,
         key_value_seq_lengths=lengths,
         implementation="cudnn",
     )
 
 
-def _einsum_attention(query, key, value, key_mask, bias, window):
+def _einsum_attention(query, key, value, mask, bias, window):
     L, Dh = query.shape[1], query.shape[3]
     # Heads-major layout: XLA:CPU runs these batched matmuls 3x faster than on [B, L, N, Dh]
     # (jax.nn.dot_product_attention's layout).
@@ -110,7 +117,7 @@ def _einsum_attention(query, key, value, key_mask, bias, window):
     logits = logits * jnp.float32(Dh**-0.5)
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
-    allowed = key_mask[:, None, None, :]
+    allowed = _pair_mask(mask)
     if window is not None:
         i = jnp.arange(L)
         allowed = allowed & (jnp.abs(i[:, None] - i[None, :]) <= window)[None, None]

@@ -1,0 +1,146 @@
+"""Packed batches: several texts per row, each seeing only itself, give every text the vector
+it gets alone (and sentence-transformers' vector)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SENTENCES, WORDS, assert_embeddings_match, make_sentence_transformer
+from families import CHECKPOINT_BUILDERS
+
+import ferris_jax
+from ferris_jax.batching import BucketPolicy, plan_packed
+from ferris_jax.tokenize import Tokenized
+
+
+def _texts(n: int = 40, seed: int = 0) -> list[str]:
+    """Lengths from empty to past max_seq_length, so rows mix long and short texts."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.choice([0, 1, 2, 3, 5, 8, 13, 30, 60, 200], size=n)
+    return [" ".join(rng.choice(WORDS, size=k)) for k in sizes]
+
+
+@pytest.mark.parametrize("min_length", [1, 16, 64, 1000])
+@pytest.mark.parametrize("budget", [None, 256])
+def test_plan_packed_places_every_text_once_within_its_row(min_length, budget):
+    rng = np.random.default_rng(min_length)
+    lengths = np.concatenate([rng.integers(0, 129, 300), [0, 1, 2, 128, 128]])
+    policy = BucketPolicy.for_limits(16, 128, max_batch_tokens=budget)
+    batches = plan_packed(lengths, policy, min_length)
+    placed = np.concatenate([b.texts for b in batches])
+    assert sorted(placed.tolist()) == list(range(len(lengths)))
+    for b in batches:
+        B, L, K = b.shape
+        assert L in policy.seq_lengths and min(min_length, 128) <= L
+        assert B in policy.batch_sizes and max(budget or B * L, L) >= B * L
+        assert policy.segments_for(L) == K and b.segment.min() >= 1 and b.segment.max() <= K
+        assert b.row.max() < B
+        for r in np.unique(b.row):
+            mine = b.row == r
+            sizes = np.maximum(lengths[b.texts[mine]], 1)
+            order = np.argsort(b.offset[mine])
+            # back to back from column 0, numbered 1..k, inside the row
+            np.testing.assert_array_equal(
+                b.offset[mine][order], np.cumsum(sizes[order]) - sizes[order]
+            )
+            assert sorted(b.segment[mine].tolist()) == list(range(1, mine.sum() + 1))
+            assert sizes.sum() <= L
+
+
+def test_pad_packed_puts_each_text_at_its_offset(tiny_st):
+    enc = ferris_jax.load(tiny_st[0])
+    tok = Tokenized(
+        ids=np.arange(100, 109, dtype=np.int32),
+        type_ids=np.array([0, 0, 0, 1, 1, 0, 0, 0, 0], np.int32),
+        starts=np.array([0, 3, 5]),
+        lengths=np.array([3, 2, 4], np.int32),
+        truncated=np.zeros(3, bool),
+    )
+    (batch,) = plan_packed(tok.lengths, BucketPolicy.for_limits(2, 16), 16)
+    assert batch.shape == (2, 16, 2)
+    b = enc.tokenizer.pad_packed(tok, batch)
+    pad = [enc.tokenizer.pad_token_id]
+    # row 0: the longest text (2), then the shortest (1); row 1: text 0
+    np.testing.assert_array_equal(
+        b.input_ids, [[105, 106, 107, 108, 103, 104, *pad * 10], [100, 101, 102, *pad * 13]]
+    )
+    np.testing.assert_array_equal(b.segment_ids[0, :7], [1, 1, 1, 1, 2, 2, 0])
+    np.testing.assert_array_equal(b.segment_ids[1, :4], [1, 1, 1, 0])
+    np.testing.assert_array_equal(b.positions[0, :7], [0, 1, 2, 3, 0, 1, 0])
+    np.testing.assert_array_equal(b.token_type_ids[0, :7], [0, 0, 0, 0, 1, 1, 0])
+    assert not b.segment_ids[:, 7:].any() and not b.positions[1, 3:].any()
+
+
+HEADS = {
+    "mean-normalize": dict(pooling="mean", normalize=True),
+    "cls": dict(pooling="cls"),
+    "mean_sqrt_len": dict(pooling="mean_sqrt_len_tokens"),
+    "weightedmean": dict(pooling="weightedmean"),
+    "lasttoken": dict(pooling="lasttoken"),
+    "cls+mean+dense2": dict(pooling=["cls", "mean"], dense=(40, 24)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("include_prompt", [True, False])
+def test_packed_encode_matches_sentence_transformers(tmp_path, name, include_prompt):
+    prompts = {"query": "query: "}
+    path, st = make_sentence_transformer(
+        tmp_path / name, include_prompt=include_prompt, prompts=prompts, **HEADS[name]
+    )
+    enc = ferris_jax.load(path)
+    enc.pack_length = 64
+    texts = SENTENCES + _texts(20)
+    assert_embeddings_match(enc.encode(texts, batch_size=4), st.encode(texts, batch_size=4))
+    assert_embeddings_match(enc.encode_query(texts), st.encode_query(texts))
+    assert any(len(shape) == 3 for shape in enc.compiled_programs)  # it did pack
+
+
+@pytest.mark.parametrize("family", sorted(CHECKPOINT_BUILDERS))
+def test_every_family_packed_equals_one_text_per_row(tmp_path, family):
+    """Positions restart and attention stays inside each text, for every family (absolute,
+    RoBERTa-style, relative-bias and rotary positions, sliding windows)."""
+    path = CHECKPOINT_BUILDERS[family](tmp_path / family)
+    enc = ferris_jax.load(path, max_seq_length=48, compilation_cache=False)
+    texts = _texts(60, seed=1)
+    alone = enc.encode(texts, batch_size=8)
+    enc.pack_length = 48
+    packed = enc.encode(texts, batch_size=8)
+    assert any(len(shape) == 3 for shape in enc.compiled_programs)
+    assert_embeddings_match(packed, alone)
+
+
+def test_max_pooling_keeps_one_text_per_row(tmp_path):
+    path, st = make_sentence_transformer(tmp_path / "max", pooling="max")
+    enc = ferris_jax.load(path)
+    enc.pack_length = 64
+    assert not enc.can_pack
+    assert_embeddings_match(enc.encode(SENTENCES), st.encode(SENTENCES))
+    assert all(len(shape) == 2 for shape in enc.compiled_programs)
+
+
+def test_precompile_covers_packed_shapes(tiny_st):
+    enc = ferris_jax.load(tiny_st[0], compilation_cache=False)
+    enc.pack_length = 32
+    enc.precompile(batch_size=4)
+    policy = enc.bucket_policy(4)
+    lengths = [L for L in policy.seq_lengths if L >= 32]
+    assert enc.compiled_programs == [(4, L, policy.segments_for(L)) for L in lengths]
+    enc.encode(_texts(30), batch_size=4)  # full batches reuse them; only partial ones add
+    assert all(len(s) == 3 and s[1] >= 32 for s in enc.compiled_programs)
+
+
+@pytest.mark.slow
+def test_real_minilm_packed_matches_sentence_transformers(minilm, minilm_path):
+    from sentence_transformers import SentenceTransformer
+    from test_parity_minilm import varied_texts
+
+    texts = varied_texts(300, seed=3)
+    want = SentenceTransformer(str(minilm_path), device="cpu").encode(texts, batch_size=32)
+    minilm.pack_length = 64
+    try:
+        got = minilm.encode(texts)
+        assert any(len(shape) == 3 for shape in minilm.compiled_programs)
+    finally:
+        minilm.pack_length = None
+    assert_embeddings_match(got, want)
