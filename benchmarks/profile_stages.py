@@ -66,7 +66,7 @@ def main() -> None:
         with timed("plan"):
             plan = plan_batches(tok.lengths, policy)
         with timed("pad"):
-            batches = [enc.tokenizer.pad(tok, b.rows, b.shape) for b in plan]
+            batches = [enc.tokenizer.pad(tok, b.texts, b.shape) for b in plan]
         programs = [enc._program(b.shape) for b in plan]
         with timed("dispatch"):
             outs = [
@@ -101,7 +101,7 @@ def profile_single_query(enc, texts: list[str], calls: int) -> None:
         tok = enc.tokenizer.encode([q])
         t1 = time.perf_counter()
         (batch,) = plan_batches(tok.lengths, policy)
-        b = enc.tokenizer.pad(tok, batch.rows, batch.shape)
+        b = enc.tokenizer.pad(tok, batch.texts, batch.shape)
         t2 = time.perf_counter()
         program = enc._program(batch.shape)
         out = program(params, b.input_ids, b.attention_mask, b.token_type_ids, np.int32(0))

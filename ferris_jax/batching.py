@@ -68,6 +68,10 @@ class BucketPolicy:
             raise ValueError(f"no bucket holds {rows} rows of {longest} tokens in {self}")
         return B, L
 
+    def is_full(self, batch: Batch | PackedBatch) -> bool:
+        """Whether `batch` uses every row a batch of its length may have."""
+        return batch.rows_used >= self.rows_for(batch.shape[1])
+
     def segments_for(self, seq_length: int) -> int:
         """The most texts a packed row of `seq_length` tokens holds (one per 8 tokens)."""
         return max(1, seq_length // 8)
@@ -79,8 +83,14 @@ class BucketPolicy:
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
-    rows: np.ndarray  # indices into the input texts
-    shape: tuple[int, int]
+    """Texts `texts` (indices into the planned lengths), one per row, padded to `shape`."""
+
+    texts: np.ndarray
+    shape: tuple[int, int]  # (B, L)
+
+    @property
+    def rows_used(self) -> int:
+        return len(self.texts)
 
 
 def plan_batches(lengths: np.ndarray, policy: BucketPolicy) -> list[Batch]:
@@ -105,6 +115,10 @@ class PackedBatch:
     offset: np.ndarray
     segment: np.ndarray
     shape: tuple[int, int, int]  # (B, L, K): rows, row length, texts per row at most
+
+    @property
+    def rows_used(self) -> int:
+        return int(self.row.max()) + 1
 
 
 def plan_packed(lengths: np.ndarray, policy: BucketPolicy, min_length: int) -> list[PackedBatch]:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ferris_jax import ops
 from ferris_jax.backend import Backend, platform_of
-from ferris_jax.batching import BucketPolicy, plan_batches, plan_packed
+from ferris_jax.batching import Batch, BucketPolicy, PackedBatch, plan_batches, plan_packed
 from ferris_jax.checkpoint import Checkpoint
 from ferris_jax.similarity import SIMILARITY_FUNCTIONS
 from ferris_jax.tokenize import TokenBatch, Tokenized, validate_texts
@@ -272,15 +272,20 @@ class Encoder:
         return out[0] if single else out
 
     def _tokenized_chunks(
-        self, texts: list[str], chunk_size: int
+        self, texts: list[str], chunk_size: int, strided: bool
     ) -> Iterator[tuple[np.ndarray, Tokenized]]:
-        """(text indices, their tokens) in chunks, longest texts (by characters) first.
+        """(text indices, their tokens) in chunks cut from the texts' order by character length:
+        consecutive runs, longest first, or (`strided`, for packing) every n-th text, so each
+        chunk has short texts to fill the rows its long ones start.
 
         The next chunk is tokenized on a worker thread (the Rust tokenizer releases the GIL)
         while the caller pads and dispatches this one; a job of one chunk uses no thread.
         """
         order = np.argsort(-np.fromiter(map(len, texts), np.int64, len(texts)), kind="stable")
-        chunks = [order[i : i + chunk_size] for i in range(0, len(order), chunk_size)]
+        n = -(-len(order) // chunk_size)
+        chunks = [
+            order[i::n] if strided else order[i * chunk_size :][:chunk_size] for i in range(n)
+        ]
         encode = lambda rows: self.tokenizer.encode([texts[i] for i in rows])  # noqa: E731
         if len(chunks) == 1:
             yield chunks[0], encode(chunks[0])
@@ -294,6 +299,34 @@ class Encoder:
                 future = self._tokenizer_thread.submit(encode, chunks[i + 1])
             yield rows, tok
 
+    def _planned_batches(
+        self, texts: list[str], policy: BucketPolicy, chunk_size: int, packing: int | None
+    ) -> Iterator[tuple[np.ndarray, Tokenized, Batch | PackedBatch]]:
+        """(text indices, their tokens, a batch over them) for every batch of the job.
+
+        A chunk's last batch, when not full, is carried over and planned again with the next
+        chunk's texts, so only the job's very last batch is padded with empty rows.
+        """
+        carry: tuple[np.ndarray, Tokenized] | None = None
+        chunks = self._tokenized_chunks(texts, chunk_size, strided=packing is not None)
+        upcoming = next(chunks)
+        while upcoming is not None:
+            indices, tok = upcoming
+            upcoming = next(chunks, None)
+            if carry is not None:
+                indices = np.concatenate([carry[0], indices])
+                tok = Tokenized.concat([carry[1], tok])
+            if packing:
+                plan = plan_packed(tok.lengths, policy, packing)
+            else:
+                plan = plan_batches(tok.lengths, policy)
+            carry = None
+            if upcoming is not None and not policy.is_full(plan[-1]):
+                rest = plan.pop().texts
+                carry = indices[rest], tok.take(rest)
+            for batch in plan:
+                yield indices, tok, batch
+
     def _embed_into(
         self, out: np.ndarray, texts: list[str], prompt: str, batch_size: int, show: bool | None
     ) -> None:
@@ -304,35 +337,25 @@ class Encoder:
         pending = []
         bar = tqdm(total=len(texts), unit="text", disable=show is False, delay=0 if show else 2.0)
         packing = self._packing()
+        chunk_size = max(_CHUNK_TEXTS, 2 * batch_size)
         with bar:
-            for indices, tok in self._tokenized_chunks(texts, max(_CHUNK_TEXTS, 2 * batch_size)):
-                truncated[indices] = tok.truncated
+            for indices, tok, batch in self._planned_batches(texts, policy, chunk_size, packing):
                 # Dispatch is asynchronous: the host pads the next batch while this one runs,
                 # and each result starts its copy to the host as soon as it is computed.
-                if packing:
-                    for batch in plan_packed(tok.lengths, policy, packing):
-                        b = self.tokenizer.pad_packed(tok, batch)
-                        emb = self._program(batch.shape)(
-                            params,
-                            b.input_ids,
-                            b.segment_ids,
-                            b.positions,
-                            b.token_type_ids,
-                            prompt_length,
-                        )
-                        emb.copy_to_host_async()
-                        slots = batch.row * batch.shape[2] + batch.segment - 1
-                        pending.append((indices[batch.texts], emb, slots))
-                        bar.update(len(batch.texts))
-                    continue
-                for batch in plan_batches(tok.lengths, policy):
-                    b = self.tokenizer.pad(tok, batch.rows, batch.shape)
-                    emb = self._program(batch.shape)(
-                        params, b.input_ids, b.attention_mask, b.token_type_ids, prompt_length
-                    )
-                    emb.copy_to_host_async()
-                    pending.append((indices[batch.rows], emb, slice(len(batch.rows))))
-                    bar.update(len(batch.rows))
+                if isinstance(batch, PackedBatch):
+                    b = self.tokenizer.pad_packed(tok, batch)
+                    args = (b.input_ids, b.segment_ids, b.positions, b.token_type_ids)
+                    slots = batch.row * batch.shape[2] + batch.segment - 1
+                else:
+                    b = self.tokenizer.pad(tok, batch.texts, batch.shape)
+                    args = (b.input_ids, b.attention_mask, b.token_type_ids)
+                    slots = slice(len(batch.texts))
+                emb = self._program(batch.shape)(params, *args, prompt_length)
+                emb.copy_to_host_async()
+                rows = indices[batch.texts]
+                truncated[rows] = tok.truncated[batch.texts]
+                pending.append((rows, emb, slots))
+                bar.update(len(rows))
             for rows, emb, slots in pending:
                 vectors = np.asarray(emb, dtype=np.float32)
                 out[rows] = vectors.reshape(-1, vectors.shape[-1])[slots]

@@ -58,6 +58,31 @@ class Tokenized:
         """The token type ids of each text, as lists."""
         return self._per_text(self.type_ids if self.type_ids is not None else 0 * self.ids)
 
+    def take(self, rows: np.ndarray) -> Tokenized:
+        """The texts `rows`, in that order, as their own compact `Tokenized`."""
+        lengths = self.lengths[rows]
+        text = np.repeat(np.arange(len(lengths)), lengths)
+        starts = np.cumsum(lengths, dtype=np.int64) - lengths
+        source = self.starts[rows][text] + np.arange(text.size) - starts[text]
+        type_ids = None if self.type_ids is None else self.type_ids[source]
+        return Tokenized(self.ids[source], type_ids, starts, lengths, self.truncated[rows])
+
+    @staticmethod
+    def concat(parts: Sequence[Tokenized]) -> Tokenized:
+        """The texts of all `parts`, in order."""
+        sizes = [p.ids.size for p in parts]
+        offsets = np.cumsum([0, *sizes[:-1]], dtype=np.int64)
+        typed = any(p.type_ids is not None for p in parts)
+        return Tokenized(
+            np.concatenate([p.ids for p in parts]),
+            np.concatenate([p.type_ids if p.type_ids is not None else 0 * p.ids for p in parts])
+            if typed
+            else None,
+            np.concatenate([p.starts + o for p, o in zip(parts, offsets, strict=True)]),
+            np.concatenate([p.lengths for p in parts]),
+            np.concatenate([p.truncated for p in parts]),
+        )
+
     def _per_text(self, flat: np.ndarray) -> list[list[int]]:
         return [flat[s : s + n].tolist() for s, n in zip(self.starts, self.lengths, strict=True)]
 

@@ -31,11 +31,11 @@ def test_plan_sorts_by_length_and_covers_every_text():
     lengths = np.random.default_rng(0).integers(2, 256, size=1000)
     policy = BucketPolicy.for_limits(32, 256)
     plan = plan_batches(lengths, policy)
-    rows = np.concatenate([b.rows for b in plan])
+    rows = np.concatenate([b.texts for b in plan])
     assert sorted(rows.tolist()) == list(range(1000))
     assert all(np.all(np.diff(lengths[rows]) <= 0) for _ in [0])  # longest first
     for b in plan:
-        assert b.shape[0] >= len(b.rows) and b.shape[1] >= lengths[b.rows].max()
+        assert b.shape[0] >= len(b.texts) and b.shape[1] >= lengths[b.texts].max()
     assert len({b.shape for b in plan}) <= len(policy.seq_lengths) + 1
 
 
@@ -44,7 +44,7 @@ def test_token_budget_shrinks_batches_of_long_texts_only():
     assert [policy.rows_for(L) for L in (16, 64, 96, 128, 256)] == [32, 32, 16, 16, 8]
     lengths = np.array([256] * 20 + [100] * 20 + [10] * 70)
     plan = plan_batches(lengths, policy)
-    assert sorted(np.concatenate([b.rows for b in plan]).tolist()) == list(range(110))
+    assert sorted(np.concatenate([b.texts for b in plan]).tolist()) == list(range(110))
     for b in plan:
         assert b.shape[0] * b.shape[1] <= 2048 or b.shape[0] == 1
         assert b.shape[0] in policy.batch_sizes and b.shape[1] in policy.seq_lengths

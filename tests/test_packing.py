@@ -144,3 +144,33 @@ def test_real_minilm_packed_matches_sentence_transformers(minilm, minilm_path):
     finally:
         minilm.pack_length = None
     assert_embeddings_match(got, want)
+
+
+def test_tokenized_take_and_concat_round_trip(tiny_st):
+    enc = ferris_jax.load(tiny_st[0], compilation_cache=False)
+    tok = enc.tokenizer.encode(_texts(30))
+    picked = np.array([5, 0, 29, 7])
+    part = tok.take(picked)
+    assert part.ids_per_text() == [tok.ids_per_text()[i] for i in picked]
+    joined = type(tok).concat([tok.take(np.arange(10)), tok.take(np.arange(10, 30))])
+    assert joined.ids_per_text() == tok.ids_per_text()
+    assert joined.type_ids_per_text() == tok.type_ids_per_text()
+
+
+@pytest.mark.parametrize("pack_length", [None, 32])
+def test_jobs_of_many_chunks_carry_partial_batches_over(tiny_st, pack_length):
+    """Past one chunk of texts, a chunk's partial last batch joins the next chunk: every text
+    still gets its own vector, and only the job's last batch has fewer rows than allowed."""
+    enc = ferris_jax.load(tiny_st[0], compilation_cache=False)
+    enc.pack_length = pack_length
+    texts = _texts(2600, seed=4)
+    want = np.concatenate(
+        [enc.encode(texts[i : i + 500], batch_size=16) for i in range(0, 2600, 500)]
+    )
+    shapes = []
+    program = enc._program
+    enc._program = lambda shape: shapes.append(shape) or program(shape)
+    got = enc.encode(texts, batch_size=16)
+    assert_embeddings_match(got, want)
+    policy = enc.bucket_policy(16)
+    assert sum(s[0] < policy.rows_for(s[1]) for s in shapes) <= 1
