@@ -29,6 +29,12 @@ _DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 # Texts tokenized per chunk: large enough for the tokenizer's own parallelism and full batches,
 # small enough that the device starts early and works while later chunks are tokenized.
 _CHUNK_TEXTS = 1024
+# Packed row length per platform (Encoder.pack_length), measured best with benchmarks/run.py
+# (BENCHMARKS.md); other platforms get the CPU's. Packing trades host work for device work: on
+# an H100 it only pays for models that keep the device busy (bert-base +20-35%; all-MiniLM-L6,
+# whose GPU time is mostly tokenizing, -5% to -24% on sentences), hence a size floor there.
+PACK_LENGTH = {"cpu": 64, "cuda": 128}
+PACK_MIN_PARAMS = {"cuda": 50_000_000}
 
 
 class Encoder:
@@ -60,7 +66,13 @@ class Encoder:
         self.max_batch_tokens: int | None = 2048 if self.device.platform == "cpu" else None
         # Pack several texts into rows of at least this many tokens (None: one text per row).
         # Max pooling has no packed form (it would need a [B, K, L, D] intermediate).
-        self.pack_length: int | None = None
+        platform = self.device.platform
+        n_params = sum(x.size for x in jax.tree.leaves(self.params))
+        self.pack_length: int | None = (
+            PACK_LENGTH.get(platform, PACK_LENGTH["cpu"])
+            if n_params >= PACK_MIN_PARAMS.get(platform, 0)
+            else None
+        )
         self.can_pack = "max" not in checkpoint.head.pooling.modes
         self.compile_seconds = 0.0
         self.embedding_dimension = int(
@@ -196,14 +208,15 @@ class Encoder:
         return self._programs[shape]
 
     def precompile(self, batch_size: int = 32, seq_lengths: Sequence[int] | None = None) -> None:
-        """Compile the programs for these shapes now (e.g. at start-up of a service)."""
+        """Compile the programs full batches of these lengths use now (e.g. at a service's
+        start-up): one text per row for every length, and packed rows from `pack_length` on."""
         policy = self.bucket_policy(batch_size)
         packing = self._packing()
-        shortest = min(packing or 0, policy.seq_lengths[-1])
-        lengths = seq_lengths or [L for L in policy.seq_lengths if shortest <= L]
-        for L in lengths:
+        for L in seq_lengths or policy.seq_lengths:
             shape = policy.shape_for(policy.rows_for(L), L)
-            self._program((*shape, policy.segments_for(L)) if packing else shape)
+            self._program(shape)
+            if packing and min(packing, policy.seq_lengths[-1]) <= L:
+                self._program((*shape, policy.segments_for(L)))
 
     def _packing(self) -> int | None:
         """The packed row length `encode` uses now (None: one text per row)."""

@@ -9,7 +9,7 @@ from conftest import SENTENCES, WORDS, assert_embeddings_match, make_sentence_tr
 from families import CHECKPOINT_BUILDERS
 
 import ferris_jax
-from ferris_jax.batching import BucketPolicy, plan_packed
+from ferris_jax.batching import Batch, BucketPolicy, PackedBatch, plan_packed
 from ferris_jax.tokenize import Tokenized
 
 
@@ -29,12 +29,17 @@ def test_plan_packed_places_every_text_once_within_its_row(min_length, budget):
     batches = plan_packed(lengths, policy, min_length)
     placed = np.concatenate([b.texts for b in batches])
     assert sorted(placed.tolist()) == list(range(len(lengths)))
+    assert any(isinstance(b, PackedBatch) for b in batches)
     for b in batches:
-        B, L, K = b.shape
-        assert L in policy.seq_lengths and min(min_length, 128) <= L
+        B, L = b.shape[:2]
+        assert L in policy.seq_lengths and lengths[b.texts].max() <= L
         assert B in policy.batch_sizes and max(budget or B * L, L) >= B * L
+        if isinstance(b, Batch):  # no row would have held a second text
+            assert len(b.texts) <= B and policy.shape_for(1, lengths[b.texts].max())[1] == L
+            continue
+        K = b.shape[2]
         assert policy.segments_for(L) == K and b.segment.min() >= 1 and b.segment.max() <= K
-        assert b.row.max() < B
+        assert b.row.max() < B and b.segment.max() >= 2
         for r in np.unique(b.row):
             mine = b.row == r
             sizes = np.maximum(lengths[b.texts[mine]], 1)
@@ -47,6 +52,14 @@ def test_plan_packed_places_every_text_once_within_its_row(min_length, budget):
             assert sizes.sum() <= L
 
 
+def test_a_single_text_is_not_packed():
+    policy = BucketPolicy.for_limits(32, 256)
+    (batch,) = plan_packed(np.array([9]), policy, 64)
+    assert isinstance(batch, Batch) and batch.shape == (1, 16)
+    (batch,) = plan_packed(np.array([9, 5, 3]), policy, 64)
+    assert isinstance(batch, PackedBatch) and batch.shape == (2, 24, 2)  # 17 tokens: bucket 24
+
+
 def test_pad_packed_puts_each_text_at_its_offset(tiny_st):
     enc = ferris_jax.load(tiny_st[0])
     tok = Tokenized(
@@ -56,13 +69,13 @@ def test_pad_packed_puts_each_text_at_its_offset(tiny_st):
         lengths=np.array([3, 2, 4], np.int32),
         truncated=np.zeros(3, bool),
     )
-    (batch,) = plan_packed(tok.lengths, BucketPolicy.for_limits(2, 16), 16)
-    assert batch.shape == (2, 16, 2)
+    (batch,) = plan_packed(tok.lengths, BucketPolicy.for_limits(2, 24, min_seq_length=24), 24)
+    assert batch.shape == (2, 24, 2)
     b = enc.tokenizer.pad_packed(tok, batch)
     pad = [enc.tokenizer.pad_token_id]
     # row 0: the longest text (2), then the shortest (1); row 1: text 0
     np.testing.assert_array_equal(
-        b.input_ids, [[105, 106, 107, 108, 103, 104, *pad * 10], [100, 101, 102, *pad * 13]]
+        b.input_ids, [[105, 106, 107, 108, 103, 104, *pad * 18], [100, 101, 102, *pad * 21]]
     )
     np.testing.assert_array_equal(b.segment_ids[0, :7], [1, 1, 1, 1, 2, 2, 0])
     np.testing.assert_array_equal(b.segment_ids[1, :4], [1, 1, 1, 0])
@@ -102,12 +115,21 @@ def test_every_family_packed_equals_one_text_per_row(tmp_path, family):
     RoBERTa-style, relative-bias and rotary positions, sliding windows)."""
     path = CHECKPOINT_BUILDERS[family](tmp_path / family)
     enc = ferris_jax.load(path, max_seq_length=48, compilation_cache=False)
-    texts = _texts(60, seed=1)
+    # literal pad tokens inside texts: RoBERTa-style positions skip them
+    texts = [*_texts(60, seed=1), "a <pad> inside [PAD] the text", "<pad> [PAD] first"]
+    enc.pack_length = None
     alone = enc.encode(texts, batch_size=8)
     enc.pack_length = 48
     packed = enc.encode(texts, batch_size=8)
     assert any(len(shape) == 3 for shape in enc.compiled_programs)
     assert_embeddings_match(packed, alone)
+
+
+def test_packing_is_on_by_default_where_measured_faster(tiny_st):
+    from ferris_jax.encoder import PACK_LENGTH
+
+    enc = ferris_jax.load(tiny_st[0], compilation_cache=False)
+    assert enc.pack_length == PACK_LENGTH["cpu"] and enc.can_pack
 
 
 def test_max_pooling_keeps_one_text_per_row(tmp_path):
@@ -124,10 +146,12 @@ def test_precompile_covers_packed_shapes(tiny_st):
     enc.pack_length = 32
     enc.precompile(batch_size=4)
     policy = enc.bucket_policy(4)
-    lengths = [L for L in policy.seq_lengths if L >= 32]
-    assert enc.compiled_programs == [(4, L, policy.segments_for(L)) for L in lengths]
+    packed = [(4, L, policy.segments_for(L)) for L in policy.seq_lengths if L >= 32]
+    padded = [(4, L) for L in policy.seq_lengths]
+    assert enc.compiled_programs == sorted(packed + padded)
     enc.encode(_texts(30), batch_size=4)  # full batches reuse them; only partial ones add
-    assert all(len(s) == 3 and s[1] >= 32 for s in enc.compiled_programs)
+    added = set(enc.compiled_programs) - set(packed + padded)
+    assert all(s[0] < 4 for s in added)
 
 
 @pytest.mark.slow
@@ -137,12 +161,12 @@ def test_real_minilm_packed_matches_sentence_transformers(minilm, minilm_path):
 
     texts = varied_texts(300, seed=3)
     want = SentenceTransformer(str(minilm_path), device="cpu").encode(texts, batch_size=32)
-    minilm.pack_length = 64
+    default, minilm.pack_length = minilm.pack_length, 64
     try:
         got = minilm.encode(texts)
         assert any(len(shape) == 3 for shape in minilm.compiled_programs)
     finally:
-        minilm.pack_length = None
+        minilm.pack_length = default
     assert_embeddings_match(got, want)
 
 

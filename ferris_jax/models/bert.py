@@ -59,9 +59,12 @@ def position_ids(
     """
     if cfg.positions == "roberta":
         real = input_ids != cfg.pad_token_id
-        if positions is None:
-            return jnp.cumsum(real, axis=1, dtype=jnp.int32) * real + cfg.pad_token_id
-        return jnp.where(real, positions + cfg.pad_token_id + 1, cfg.pad_token_id)
+        count = jnp.cumsum(real, axis=1, dtype=jnp.int32)
+        if positions is not None:  # restart the count at each text's first column
+            start = jnp.arange(input_ids.shape[1])[None] - positions
+            before = jnp.take_along_axis(count, jnp.maximum(start - 1, 0), axis=1)
+            count = count - jnp.where(start > 0, before, 0)
+        return count * real + cfg.pad_token_id
     return jnp.arange(input_ids.shape[1])[None] if positions is None else positions
 
 
