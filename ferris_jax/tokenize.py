@@ -58,12 +58,19 @@ class Tokenized:
         """The token type ids of each text, as lists."""
         return self._per_text(self.type_ids if self.type_ids is not None else 0 * self.ids)
 
+    def token_sources(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the tokens of texts `rows`, in order: (which of `rows` each belongs to, its index
+        within its text, its index into `ids`)."""
+        lengths = self.lengths[rows]
+        text = np.repeat(np.arange(len(lengths)), lengths)
+        position = np.arange(text.size) - (np.cumsum(lengths, dtype=np.int64) - lengths)[text]
+        return text, position, self.starts[rows][text] + position
+
     def take(self, rows: np.ndarray) -> Tokenized:
         """The texts `rows`, in that order, as their own compact `Tokenized`."""
         lengths = self.lengths[rows]
-        text = np.repeat(np.arange(len(lengths)), lengths)
         starts = np.cumsum(lengths, dtype=np.int64) - lengths
-        source = self.starts[rows][text] + np.arange(text.size) - starts[text]
+        _, _, source = self.token_sources(rows)
         type_ids = None if self.type_ids is None else self.type_ids[source]
         return Tokenized(self.ids[source], type_ids, starts, lengths, self.truncated[rows])
 
@@ -330,11 +337,8 @@ class TextTokenizer:
     def pad_packed(self, tok: Tokenized, batch: PackedBatch) -> PackedTokenBatch:
         """The texts of a packed batch, placed in its rows."""
         B, L, _ = batch.shape
-        lengths = tok.lengths[batch.texts]
-        text = np.repeat(np.arange(len(lengths)), lengths)  # the text of each placed token
-        position = np.arange(text.size) - (np.cumsum(lengths) - lengths)[text]
+        text, position, source = tok.token_sources(batch.texts)
         target = (batch.row * L + batch.offset)[text] + position
-        source = tok.starts[batch.texts][text] + position
         input_ids = np.full(B * L, self.pad_token_id, dtype=np.int32)
         token_type_ids = np.zeros(B * L, dtype=np.int32)
         segment_ids = np.zeros(B * L, dtype=np.int32)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import SENTENCES, WORDS, assert_embeddings_match, make_sentence_transformer
 from families import CHECKPOINT_BUILDERS
+from test_parity_bert import HEADS as BERT_HEADS
 
 import ferris_jax
 from ferris_jax.batching import Batch, BucketPolicy, PackedBatch, plan_packed
@@ -84,14 +85,8 @@ def test_pad_packed_puts_each_text_at_its_offset(tiny_st):
     assert not b.segment_ids[:, 7:].any() and not b.positions[1, 3:].any()
 
 
-HEADS = {
-    "mean-normalize": dict(pooling="mean", normalize=True),
-    "cls": dict(pooling="cls"),
-    "mean_sqrt_len": dict(pooling="mean_sqrt_len_tokens"),
-    "weightedmean": dict(pooling="weightedmean"),
-    "lasttoken": dict(pooling="lasttoken"),
-    "cls+mean+dense2": dict(pooling=["cls", "mean"], dense=(40, 24)),
-}
+# sentence-transformers heads of the BERT parity tests, but max pooling (never packed)
+HEADS = {name: head for name, head in BERT_HEADS.items() if "max" not in name}
 
 
 @pytest.mark.parametrize("name", sorted(HEADS))
