@@ -8,10 +8,12 @@ Pooling, Normalize), written to a directory that both ferris_jax and sentence-tr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -129,3 +131,13 @@ def weights_dtype(path: Path) -> str:
             header = json.loads(f.read(header_len))
         dtypes |= {v["dtype"] for k, v in header.items() if k != "__metadata__"}
     return ",".join(sorted(d for d in dtypes if d.startswith(("F", "BF"))))
+
+
+@contextlib.contextmanager
+def model_dir(spec: ModelSpec, minilm: Path, seed: int = 0) -> Iterator[Path]:
+    """`spec`'s model directory: MiniLM itself, or a random-weight copy removed on exit."""
+    if spec.real:
+        yield minilm
+        return
+    with tempfile.TemporaryDirectory(prefix=f"ferris-bench-{spec.name}-") as tmp:
+        yield build_random(spec, minilm, Path(tmp), seed)

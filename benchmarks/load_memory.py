@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,19 +31,16 @@ def main() -> None:
     p.add_argument("--dtype", default="float32")
     args = p.parse_args()
     spec = bench_models.SPECS[args.model]
-    minilm = bench_models.minilm_dir(args.minilm_dir)
-    path = (
-        minilm if spec.real else bench_models.build_random(spec, minilm, Path(tempfile.mkdtemp()))
-    )
-    size = sum(f.stat().st_size for f in Path(path).rglob("*.safetensors")) / 2**20
-    import jax.numpy as jnp
+    with bench_models.model_dir(spec, bench_models.minilm_dir(args.minilm_dir)) as path:
+        size = sum(f.stat().st_size for f in Path(path).rglob("*.safetensors")) / 2**20
+        import jax.numpy as jnp
 
-    jnp.ones(1).block_until_ready()  # the runtime's own memory is not the load's
-    import ferris_jax
+        jnp.ones(1).block_until_ready()  # the runtime's own memory is not the load's
+        import ferris_jax
 
-    before, start = _status_mib("VmRSS"), time.perf_counter()
-    ferris_jax.load(str(path), dtype=args.dtype, compilation_cache=False)
-    seconds = time.perf_counter() - start
+        before, start = _status_mib("VmRSS"), time.perf_counter()
+        ferris_jax.load(str(path), dtype=args.dtype, compilation_cache=False)
+        seconds = time.perf_counter() - start
     peak, after = _status_mib("VmHWM") - before, _status_mib("VmRSS") - before
     print(f"{args.model} ({args.dtype}): checkpoint {size:.0f} MiB, load {seconds:.2f} s, "
           f"peak +{peak:.0f} MiB ({peak / size:.2f}x), after load +{after:.0f} MiB")  # fmt: skip

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,11 +35,8 @@ def main() -> None:
     import jax
 
     spec = bench_models.SPECS[args.model]
-    minilm = bench_models.minilm_dir(args.minilm_dir)
-    path = (
-        minilm if spec.real else bench_models.build_random(spec, minilm, Path(tempfile.mkdtemp()))
-    )
-    enc = ferris_jax.load(str(path), dtype=args.dtype, compilation_cache=False)
+    with bench_models.model_dir(spec, bench_models.minilm_dir(args.minilm_dir)) as path:
+        enc = ferris_jax.load(str(path), dtype=args.dtype, compilation_cache=False)
     params, _ = enc._flat_params()
     print(f"{args.model} {args.dtype} on {enc.device}; {bench_models.FLOP_FORMULA}")
     print("| shape | ms | TFLOP/s | MFU |\n|---|---:|---:|---:|")

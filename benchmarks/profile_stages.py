@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,10 +41,8 @@ def main() -> None:
     args = p.parse_args()
     texts = corpora.build(args.corpus, args.texts)
     spec = bench_models.SPECS[args.model]
-    path = bench_models.minilm_dir(args.minilm_dir)
-    if not spec.real:  # random weights of the spec's size, built here
-        path = bench_models.build_random(spec, path, Path(tempfile.mkdtemp()))
-    enc = ferris_jax.load(str(path), dtype=args.dtype)
+    with bench_models.model_dir(spec, bench_models.minilm_dir(args.minilm_dir)) as path:
+        enc = ferris_jax.load(str(path), dtype=args.dtype)
     enc.max_batch_tokens = args.max_batch_tokens
     if args.latency_only:
         return profile_single_query(enc, texts, args.latency_calls)

@@ -16,6 +16,7 @@ report on stdout and, with --out, every number as JSON.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
 import datetime
@@ -556,6 +557,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cudnn.allow_tf32 = args.tf32
     minilm = bench_models.minilm_dir(args.minilm_dir)
     workdir = Path(tempfile.mkdtemp(prefix="ferris-bench-models-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # also when a run fails
     model_paths, specs = {}, {}
     for name in args.models.split(","):
         spec = specs[name] = bench_models.SPECS[name]
@@ -589,7 +591,6 @@ def main(argv: list[str] | None = None) -> dict:
         )
         rows += model_rows
         log(f"{name}: done; peak host RSS so far {startup.peak_rss_mb():.0f} MiB")
-    shutil.rmtree(workdir, ignore_errors=True)
 
     rec = {
         "date": datetime.date.today().isoformat(),

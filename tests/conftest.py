@@ -3,12 +3,18 @@ sentence-transformers write themselves (the references, not us, produce every fi
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # no test may touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Tests (and the notebook kernel they start) get their own persistent compilation cache.
-os.environ.setdefault("FERRIS_JAX_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="ferris-xla-"))
+# Tests (and the notebook kernel they start) get their own persistent compilation cache,
+# removed when the run ends.
+if "FERRIS_JAX_CACHE_DIR" not in os.environ:
+    os.environ["FERRIS_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="ferris-xla-")
+    atexit.register(shutil.rmtree, os.environ["FERRIS_JAX_CACHE_DIR"], ignore_errors=True)
 
 from pathlib import Path
 
