@@ -9,6 +9,7 @@ the padding a row of one text would leave.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -31,6 +32,7 @@ class BucketPolicy:
     max_batch_tokens: int | None = None  # cap on B * L: long texts go in smaller batches
 
     @classmethod
+    @functools.lru_cache(maxsize=64)  # policies are immutable; encode asks on every call
     def for_limits(
         cls,
         max_batch_size: int,

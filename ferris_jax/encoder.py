@@ -6,6 +6,7 @@ around it (validation, prompts, tokenization, bucketing, compiled-program cache,
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -348,10 +349,12 @@ class Encoder:
         params, _ = self._flat_params()
         truncated = np.zeros(len(texts), dtype=bool)
         pending = []
-        bar = tqdm(total=len(texts), unit="text", disable=show is False, delay=0 if show else 2.0)
-        packing = self._packing()
+        # A job of one batch gets no bar unless asked for: even a disabled one costs ~50 us.
+        hide = show is False or (show is None and len(texts) <= batch_size)
+        bar = None if hide else tqdm(total=len(texts), unit="text", delay=0 if show else 2.0)
+        packing = self._packing() if len(texts) > 1 else None  # one text never shares a row
         chunk_size = max(_CHUNK_TEXTS, 2 * batch_size)
-        with bar:
+        with bar or contextlib.nullcontext():
             for indices, tok, batch in self._planned_batches(texts, policy, chunk_size, packing):
                 # Dispatch is asynchronous: the host pads the next batch while this one runs,
                 # and each result starts its copy to the host as soon as it is computed.
@@ -364,11 +367,13 @@ class Encoder:
                     args = (b.input_ids, b.attention_mask, b.token_type_ids)
                     slots = slice(len(batch.texts))
                 emb = self._program(batch.shape)(params, *args, prompt_length)
-                emb.copy_to_host_async()
+                if self.device.platform != "cpu":  # a CPU result already is in host memory
+                    emb.copy_to_host_async()
                 rows = indices[batch.texts]
                 truncated[rows] = tok.truncated[batch.texts]
                 pending.append((rows, emb, slots))
-                bar.update(len(rows))
+                if bar is not None:
+                    bar.update(len(rows))
             for rows, emb, slots in pending:
                 vectors = np.asarray(emb, dtype=np.float32)
                 out[rows] = vectors.reshape(-1, vectors.shape[-1])[slots]

@@ -94,3 +94,15 @@ def test_second_process_uses_the_persistent_cache(tiny_st, tmp_path):
     assert runs[0]["misses"] >= runs[0]["programs"] >= 1
     assert runs[1]["hits"] >= runs[1]["programs"] and runs[1]["misses"] == 0
     assert any((tmp_path / "xla").iterdir())
+
+
+def test_progress_bar_only_when_asked_or_for_jobs_of_several_batches(tiny_st, capsys):
+    import ferris_jax
+
+    path, _ = tiny_st
+    enc = ferris_jax.load(path)
+    enc.encode(SENTENCES[:3], batch_size=32, show_progress_bar=True)
+    assert "3/3" in capsys.readouterr().err
+    enc.encode(SENTENCES[:3], batch_size=32)  # one batch: no bar, not even a delayed one
+    enc.encode(SENTENCES[:3], batch_size=1, show_progress_bar=False)
+    assert capsys.readouterr().err == ""
