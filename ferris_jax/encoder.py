@@ -261,7 +261,8 @@ class Encoder:
             prompt: a literal prompt string to prepend (overrides prompt_name).
             truncate_dim: keep the first k dimensions (Matryoshka); re-normalized if the model
                 normalizes or `normalize_embeddings` is True.
-            show_progress_bar: None shows a bar only for jobs that last more than two seconds.
+            show_progress_bar: None shows a bar only for jobs of several batches that last more
+                than two seconds.
         """
         single = isinstance(texts, str)
         texts = validate_texts(texts)
