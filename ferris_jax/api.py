@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 
-from ferris_jax import backend as backends
-from ferris_jax.checkpoint import load_checkpoint, parse_dtype, resolve
-from ferris_jax.compilation import enable_compilation_cache
 from ferris_jax.encoder import Encoder
+from ferris_jax.loading import load_checkpoint, resolve
+from ferris_jax.ops.impl import check_impls
+from ferris_jax.platforms import defaults_for, parse_dtype, platform_of
+from ferris_jax.runtime import backend as backends
+from ferris_jax.runtime.compilation import enable_compilation_cache
 
 
 def load(
@@ -23,6 +26,7 @@ def load(
     revision: str | None = None,
     cache_dir: str | None = None,
     compilation_cache: bool | str | os.PathLike = True,
+    impls: Mapping[str, str] | None = None,
 ) -> Encoder:
     """Load a sentence-embedding model.
 
@@ -39,22 +43,26 @@ def load(
         revision, cache_dir: passed to huggingface_hub for hub ids.
         compilation_cache: True (default directory), False, or a directory for JAX's
             persistent compilation cache.
+        impls: how this encoder's programs implement ops, e.g. `{"layer_norm": "xla",
+            "attention": "einsum"}` (see `ferris_jax.ops.impl`); ops left out follow
+            `ops.use_impl(...)` and the environment, else "auto" (the platform's choice).
 
     Raises:
         ModelNotFoundError: the name resolves to nothing on this machine.
         CheckpointError: the checkpoint is incomplete or inconsistent (the message names the file).
     """
+    impls = check_impls(impls or {})
     path, preset = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
     dtype_name = jnp.dtype(parse_dtype(dtype)).name
     if device is not None:
-        platform, available = backends.platform_of(device), None
+        platform, available = platform_of(device), None
     else:
         available = backends.detect_platforms()
         platform = backends.choose_platform(available, backends.requested_backend(backend))
     # The platform's dtype policy applies before the probe, which checks that dtype; the cache
     # is on before the probe compiles, so a second process reuses the probe too.
-    dtype_name = backends.dtype_policy(platform).resolve(dtype_name, platform)
-    if compilation_cache and platform != "METAL":  # jax-metal has no persistent cache
+    dtype_name = defaults_for(platform).dtypes.resolve(dtype_name, platform)
+    if compilation_cache and defaults_for(platform).compilation_cache:
         enable_compilation_cache(None if compilation_cache is True else compilation_cache)
     if device is not None:
         chosen = backends.Backend(platform, device, requested="device")
@@ -63,4 +71,4 @@ def load(
     checkpoint = load_checkpoint(
         path, preset=preset, dtype=dtype_name, max_seq_length=max_seq_length, device=chosen.device
     )
-    return Encoder(checkpoint, device=chosen.device, backend=chosen)
+    return Encoder(checkpoint, device=chosen.device, backend=chosen, impls=impls)

@@ -1,4 +1,5 @@
-"""The one bucket policy: which (batch, sequence) shapes get compiled, and how texts fill them.
+"""The one bucket policy: which (batch, sequence) shapes get compiled, how texts fill them, and
+padding token ids into those shapes.
 
 Texts are sorted by token length so each batch pads little; each batch is then padded up to
 the nearest shape of a small fixed grid, so a whole job compiles only a handful of programs.
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 
 import numpy as np
+
+from ferris_jax.tokenize import Tokenized
 
 
 def _grid(limit: int, start: int) -> tuple[int, ...]:
@@ -176,3 +180,68 @@ def plan_packed(
             )
         )
     return batches
+
+
+# ---------------------------------------------------------------- padding
+@dataclasses.dataclass(frozen=True)
+class TokenBatch:
+    """A padded batch as the model consumes it; rows past `len(lengths)` are padding rows."""
+
+    input_ids: np.ndarray  # [B, L] int32
+    attention_mask: np.ndarray  # [B, L] int32
+    token_type_ids: np.ndarray  # [B, L] int32
+    lengths: np.ndarray  # [n] tokens per text, special tokens included
+    truncated: np.ndarray  # [n] bool: the text was cut at max_seq_length
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedTokenBatch:
+    """Texts packed back to back in rows (see `batching.plan_packed`), as the model consumes
+    them; padding has segment 0."""
+
+    input_ids: np.ndarray  # [B, L] int32
+    token_type_ids: np.ndarray  # [B, L] int32
+    segment_ids: np.ndarray  # [B, L] int32: 1..K, the text's number within its row
+    positions: np.ndarray  # [B, L] int32: each token's index within its text
+
+
+def pad(tok: Tokenized, rows: Sequence[int], shape: tuple[int, int], pad_id: int) -> TokenBatch:
+    """Texts `rows` of `tok` padded (right, with `pad_id`) into a `shape = (B, L)` batch.
+
+    Padding rows keep one unmasked pad token so no attention row is empty.
+    """
+    B, L = shape
+    rows = np.asarray(rows, dtype=np.int64)
+    lengths = tok.lengths[rows]
+    real = np.arange(L) < lengths[:, None]  # [n, L]
+    source = np.where(real, tok.starts[rows][:, None] + np.arange(L), 0)
+    input_ids = np.full((B, L), pad_id, dtype=np.int32)
+    token_type_ids = np.zeros((B, L), dtype=np.int32)
+    attention_mask = np.zeros((B, L), dtype=np.int32)
+    n = len(rows)
+    if tok.ids.size:
+        input_ids[:n] = np.where(real, tok.ids[source], pad_id)
+        if tok.type_ids is not None:
+            token_type_ids[:n] = np.where(real, tok.type_ids[source], 0)
+    attention_mask[:n] = real
+    attention_mask[n:, 0] = 1
+    return TokenBatch(input_ids, attention_mask, token_type_ids, lengths, tok.truncated[rows])
+
+
+def pad_packed(tok: Tokenized, batch: PackedBatch, pad_id: int) -> PackedTokenBatch:
+    """The texts of a packed batch, placed in its rows (padding: `pad_id`, segment 0)."""
+    B, L, _ = batch.shape
+    text, position, source = tok.token_sources(batch.texts)
+    target = (batch.row * L + batch.offset)[text] + position
+    input_ids = np.full(B * L, pad_id, dtype=np.int32)
+    token_type_ids = np.zeros(B * L, dtype=np.int32)
+    segment_ids = np.zeros(B * L, dtype=np.int32)
+    positions = np.zeros(B * L, dtype=np.int32)
+    input_ids[target] = tok.ids[source]
+    if tok.type_ids is not None:
+        token_type_ids[target] = tok.type_ids[source]
+    segment_ids[target] = batch.segment[text]
+    positions[target] = position
+    return PackedTokenBatch(
+        *(a.reshape(B, L) for a in (input_ids, token_type_ids, segment_ids, positions))
+    )

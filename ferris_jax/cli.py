@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from ferris_jax import __version__
+from ferris_jax.files import atomic_write, split_lines
 
 PROG = "ferris-jax"
 FORMATS = ("npy", "jsonl")
@@ -169,14 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------- input and output
-def split_lines(text: str) -> list[str]:
-    """One text per line: strip each line's ending (\\n or \\r\\n) only, keep blank lines."""
-    lines = text.split("\n")
-    if lines[-1] == "":  # the newline ending the last line starts no new text
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
-
-
 def read_texts(source: str | None) -> list[str]:
     """The texts of a file, or of stdin for None or '-'."""
     if source in (None, "-"):
@@ -242,43 +234,10 @@ def write_npy(stream: IO[bytes], embeddings: Any) -> None:
 
 
 def write_atomic(path: str, fmt: str, embeddings: Any) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path`.
-
-    Readers see the old file or the complete new one, never a partial one; the temporary
-    file is removed on any failure.
-    """
-    target = Path(path)
+    """Write `path` atomically: readers see the old file or the complete new one."""
     binary = fmt == "npy"
-    text_args = {} if binary else {"encoding": "utf-8", "newline": "\n"}
-    f = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by the with below)
-        "wb" if binary else "w",
-        dir=target.parent,
-        prefix=f".{target.name}.",
-        suffix=".tmp",
-        delete=False,
-        **text_args,
-    )
-    try:
-        with f:
-            (write_npy if binary else write_jsonl)(f, embeddings)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(f.name, _new_file_mode(target))
-        os.replace(f.name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(f.name)
-        raise
-
-
-def _new_file_mode(target: Path) -> int:
-    """The old file's mode, else what open() would give (temporary files are created 0600)."""
-    try:
-        return target.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+    with atomic_write(path, binary=binary) as f:
+        (write_npy if binary else write_jsonl)(f, embeddings)
 
 
 def write_stdout(fmt: str, embeddings: Any) -> None:
@@ -382,7 +341,7 @@ def _human(value: Any) -> str:
 def _models(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from ferris_jax.presets import list_presets
+    from ferris_jax.loading.presets import list_presets
 
     presets = list_presets()
     if args.json:

@@ -11,7 +11,7 @@ from ferris_jax import __version__
 
 
 def _cache_report() -> dict[str, Any]:
-    from ferris_jax.compilation import compilation_cache_dir, default_cache_dir
+    from ferris_jax.runtime.compilation import compilation_cache_dir, default_cache_dir
 
     path = compilation_cache_dir() or default_cache_dir()
     entries = sum(1 for p in path.iterdir() if p.is_file()) if path.is_dir() else 0
@@ -25,8 +25,8 @@ def report(backend: str | None = None, *, dtype: str = "float32") -> dict[str, A
     LayerNorm path on it and the persistent compilation cache."""
     import jax
 
-    from ferris_jax import backend as backends
     from ferris_jax import ops
+    from ferris_jax.runtime import backend as backends
 
     available = backends.detect_platforms()
     chosen = backends.select_backend(backend, dtype=dtype, platforms=available)

@@ -1,16 +1,17 @@
-"""The Encoder: texts -> tokens -> bucketed batches -> device -> vectors.
+"""The Encoder: a loaded model and the thin shell around its pure functions.
 
-`Encoder.apply(params, ...)` is the pure functional core; `encode(...)` is the imperative shell
-around it (validation, prompts, tokenization, bucketing, compiled-program cache, ordering).
+`Encoder.apply(params, ...)` is the functional core (`programs.embed`); `encode(...)` validates
+its arguments, resolves prompts and gathers what the public `Pipeline` yields (tokenize ->
+plan -> pad -> dispatch) into one array in input order. Per-platform defaults come from the
+platform table (`platforms.PLATFORM_DEFAULTS`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
+import dataclasses
 import warnings
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -19,27 +20,23 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from ferris_jax import ops
-from ferris_jax.backend import Backend, platform_of
-from ferris_jax.batching import Batch, BucketPolicy, PackedBatch, plan_batches, plan_packed
-from ferris_jax.checkpoint import Checkpoint
+from ferris_jax import ops, programs
+from ferris_jax.batching import BucketPolicy, TokenBatch, pad
+from ferris_jax.loading.checkpoint import Checkpoint
+from ferris_jax.ops.impl import check_impls, requested_impls
+from ferris_jax.pipeline import EmbeddedBatch, Pipeline
+from ferris_jax.platforms import platform_of
+from ferris_jax.programs import Programs
+from ferris_jax.runtime.backend import Backend
 from ferris_jax.similarity import SIMILARITY_FUNCTIONS
-from ferris_jax.tokenize import TokenBatch, Tokenized, validate_texts
+from ferris_jax.tokenize import validate_texts
 
 _DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
-# Texts tokenized per chunk: large enough for the tokenizer's own parallelism and full batches,
-# small enough that the device starts early and works while later chunks are tokenized.
-_CHUNK_TEXTS = 1024
-# Packed row length per platform (Encoder.pack_length), measured best with benchmarks/run.py
-# (BENCHMARKS.md); other platforms get the CPU's. Packing trades host work for device work: on
-# an H100 it only pays for models that keep the device busy (bert-base +20-35%; all-MiniLM-L6,
-# whose GPU time is mostly tokenizing, -5% to -24% on sentences), hence a size floor there.
-PACK_LENGTH = {"cpu": 64, "cuda": 128}
-PACK_MIN_PARAMS = {"cuda": 50_000_000}
 
 
 class Encoder:
-    """A loaded sentence-embedding model. Build with `ferris_jax.load(...)`."""
+    """A loaded sentence-embedding model. Build with `ferris_jax.load(...)`; `close()` (or a
+    `with` block) stops its tokenizer thread."""
 
     def __init__(
         self,
@@ -47,6 +44,7 @@ class Encoder:
         *,
         device: jax.Device | None = None,
         backend: Backend | None = None,
+        impls: Mapping[str, str] | None = None,
     ):
         self.checkpoint = checkpoint
         self.graphdef = checkpoint.graphdef
@@ -55,27 +53,20 @@ class Encoder:
         self.settings = checkpoint.settings
         self.device = device or next(iter(jax.tree.leaves(self.params))).devices().pop()
         self.backend = backend or Backend(platform_of(self.device), self.device, requested="device")
-        # Compiled programs take the parameters as a flat tuple of arrays: flattening an
-        # nnx.State on every call costs more than a small batch's compute.
-        self._jitted = jax.jit(self._apply_flat, static_argnums=0)
-        self._jitted_packed = jax.jit(self._apply_packed_flat, static_argnums=(0, 1))
-        self._flat: tuple[nnx.State, tuple[jax.Array, ...], Any] | None = None
-        self._programs: dict[tuple[int, ...], Any] = {}
-        self._tokenizer_thread: ThreadPoolExecutor | None = None
+        # How LayerNorm and attention are implemented in this encoder's programs, e.g.
+        # {"attention": "einsum"}; ops left out follow `ops.use_impl` / the environment.
+        self.impls: dict[str, str] = check_impls(impls or {})
+        self.programs = Programs(self.graphdef)
+        self.pipeline = Pipeline(self.tokenizer, self.programs)
+        defaults = self.backend.defaults
         # Cap on padded tokens per batch: long texts then go in smaller batches (None: no cap).
-        # On CPU 2048 was faster on every corpus of benchmarks/run.py (BENCHMARKS.md).
-        self.max_batch_tokens: int | None = 2048 if self.device.platform == "cpu" else None
+        self.max_batch_tokens: int | None = defaults.max_batch_tokens
         # Pack several texts into rows of at least this many tokens (None: one text per row).
-        # Max pooling has no packed form (it would need a [B, K, L, D] intermediate).
-        platform = self.device.platform
         n_params = sum(x.size for x in jax.tree.leaves(self.params))
         self.pack_length: int | None = (
-            PACK_LENGTH.get(platform, PACK_LENGTH["cpu"])
-            if n_params >= PACK_MIN_PARAMS.get(platform, 0)
-            else None
+            defaults.pack_length if n_params >= defaults.pack_min_params else None
         )
-        self.can_pack = "max" not in checkpoint.head.pooling.modes
-        self.compile_seconds = 0.0
+        self.can_pack = checkpoint.head.pooling.can_pack
         self.embedding_dimension = int(
             jax.eval_shape(
                 self.apply, self.params, *[jax.ShapeDtypeStruct((1, 2), jnp.int32)] * 3
@@ -99,8 +90,9 @@ class Encoder:
             prompt_length: leading tokens excluded from pooling when the model's pooling has
                 `include_prompt=False` (see `Tokenizer.prompt_length`).
         """
-        model = nnx.merge(self.graphdef, params)
-        return model(input_ids, attention_mask, token_type_ids, prompt_length)
+        return programs.embed(
+            self.graphdef, params, input_ids, attention_mask, token_type_ids, prompt_length
+        )
 
     def apply_packed(
         self,
@@ -124,9 +116,15 @@ class Encoder:
         segment is empty). Each text sees only its own tokens, so it gets the vector `apply`
         gives it alone in a row.
         """
-        model = nnx.merge(self.graphdef, params)
-        return model.packed(
-            input_ids, segment_ids, positions, token_type_ids, prompt_length, num_segments
+        return programs.embed_packed(
+            self.graphdef,
+            params,
+            input_ids,
+            segment_ids,
+            positions,
+            token_type_ids,
+            prompt_length,
+            num_segments,
         )
 
     def token_embeddings(
@@ -137,13 +135,26 @@ class Encoder:
         token_type_ids: jax.Array | None = None,
     ) -> jax.Array:
         """Pure: the backbone's last hidden state `[B, L, D]`."""
-        model = nnx.merge(self.graphdef, params)
-        return model.token_embeddings(input_ids, attention_mask, token_type_ids)
+        return programs.token_embeddings(
+            self.graphdef, params, input_ids, attention_mask, token_type_ids
+        )
 
     # ------------------------------------------------------------ imperative shell
     @property
     def max_seq_length(self) -> int:
+        """Tokens per text at most (longer texts are truncated); settable, as in
+        sentence-transformers, up to the model's position limit."""
         return self.settings.max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        limit = self.checkpoint.max_positions
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            raise ValueError(f"max_seq_length must be an integer >= 2, got {value!r}")
+        if limit is not None and value > limit:
+            raise ValueError(f"max_seq_length {value} exceeds the model's {limit} positions")
+        self.settings = dataclasses.replace(self.settings, max_seq_length=value)
+        self.tokenizer.set_max_seq_length(value)
 
     @property
     def prompts(self) -> dict[str, str]:
@@ -153,12 +164,24 @@ class Encoder:
     def compiled_programs(self) -> list[tuple[int, ...]]:
         """The shapes compiled so far in this process: (batch, sequence), and (batch,
         sequence, texts per row) for packed batches."""
-        return sorted(self._programs)
+        return self.programs.shapes
+
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds spent compiling this encoder's programs so far."""
+        return self.programs.compile_seconds
+
+    def requested_impls(self) -> tuple[tuple[str, str], ...]:
+        """The implementation choice this encoder's programs are compiled with now: its own
+        `impls`, then `ops.use_impl` blocks and the environment, else "auto"."""
+        return requested_impls(self.impls)
 
     def tokenize(self, texts: str | Sequence[str], prompt: str | None = None) -> TokenBatch:
         """The padded batch `encode` would feed for these texts (padded to the longest)."""
         texts = validate_texts(texts)
-        return self.tokenizer([(prompt or "") + t for t in texts])
+        tok = self.tokenizer.encode([(prompt or "") + t for t in texts])
+        longest = int(tok.lengths.max(initial=1))
+        return pad(tok, np.arange(len(tok)), (len(tok), longest), self.tokenizer.pad_token_id)
 
     def similarity(self, a: Any, b: Any) -> jax.Array:
         """The model's similarity function (`similarity_fn_name`) between two sets of embeddings."""
@@ -166,34 +189,10 @@ class Encoder:
             jnp.asarray(a), jnp.asarray(b)
         )
 
-    def _flat_params(self) -> tuple[tuple[jax.Array, ...], Any]:
-        """`self.params` as (leaves, treedef), recomputed only when `params` is replaced."""
-        if self._flat is None or self._flat[0] is not self.params:
-            leaves, treedef = jax.tree.flatten(self.params)
-            if self._flat is not None and treedef != self._flat[2]:
-                self._programs.clear()  # programs are per parameter structure
-            self._flat = (self.params, tuple(leaves), treedef)
-        return self._flat[1], self._flat[2]
-
-    def _apply_flat(self, treedef: Any, leaves: tuple[jax.Array, ...], *args: Any) -> jax.Array:
-        return self.apply(jax.tree.unflatten(treedef, leaves), *args)
-
-    def _apply_packed_flat(
-        self, treedef: Any, num_segments: int, leaves: tuple[jax.Array, ...], *args: Any
-    ) -> jax.Array:
-        return self.apply_packed(jax.tree.unflatten(treedef, leaves), *args, num_segments)
-
     def lower(self, shape: tuple[int, ...]) -> jax.stages.Lowered:
         """The `apply` program for a `(batch, seq_len)` shape, or the `apply_packed` one for
         `(batch, seq_len, texts_per_row)`, lowered (`.as_text()`: StableHLO)."""
-        spec = jax.ShapeDtypeStruct(shape[:2], jnp.int32)
-        scalar = jax.ShapeDtypeStruct((), jnp.int32)
-        leaves, treedef = self._flat_params()
-        if len(shape) == 3:
-            return self._jitted_packed.lower(
-                treedef, shape[2], leaves, spec, spec, spec, spec, scalar
-            )
-        return self._jitted.lower(treedef, leaves, spec, spec, spec, scalar)
+        return self.programs.lower(self.params, shape, self.requested_impls())
 
     def bucket_policy(self, batch_size: int) -> BucketPolicy:
         """The shapes `encode(batch_size=...)` uses (see `max_batch_tokens`)."""
@@ -201,25 +200,19 @@ class Encoder:
             batch_size, self.max_seq_length, max_batch_tokens=self.max_batch_tokens
         )
 
-    def _program(self, shape: tuple[int, ...]):
-        if shape not in self._programs:
-            start = time.perf_counter()
-            self._programs[shape] = self.lower(shape).compile()
-            self.compile_seconds += time.perf_counter() - start
-        return self._programs[shape]
-
     def precompile(self, batch_size: int = 32, seq_lengths: Sequence[int] | None = None) -> None:
         """Compile the programs full batches of these lengths use now (e.g. at a service's
         start-up): one text per row for every length, and packed rows from `pack_length` on."""
         policy = self.bucket_policy(batch_size)
-        packing = self._packing()
+        packing = self.packing()
+        impls = self.requested_impls()
         for L in seq_lengths or policy.seq_lengths:
             shape = policy.shape_for(policy.rows_for(L), L)
-            self._program(shape)
+            self.programs.get(self.params, shape, impls)
             if packing and min(packing, policy.seq_lengths[-1]) <= L:
-                self._program((*shape, policy.segments_for(L)))
+                self.programs.get(self.params, (*shape, policy.segments_for(L)), impls)
 
-    def _packing(self) -> int | None:
+    def packing(self) -> int | None:
         """The packed row length `encode` uses now (None: one text per row)."""
         return self.pack_length if self.can_pack else None
 
@@ -240,6 +233,31 @@ class Encoder:
             )
         return self.settings.prompts[name]
 
+    def embed_batches(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 32,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        on_batch: Callable[[EmbeddedBatch], Any] | None = None,
+    ) -> Iterator[EmbeddedBatch]:
+        """Embed texts batch by batch, in the order the pipeline runs them (not input order):
+        each `EmbeddedBatch` says which texts it holds (`indices`) and has their vectors on the
+        device (`vectors()`) or on the host (`numpy()`). `encode` is this, gathered."""
+        texts = validate_texts(texts)
+        _check_positive_int("batch_size", batch_size)
+        prompt_text = self._resolve_prompt(prompt_name, prompt)
+        return self.pipeline.run(
+            [prompt_text + t for t in texts],
+            self.params,
+            policy=self.bucket_policy(int(batch_size)),
+            impls=self.requested_impls(),
+            prompt_length=self.tokenizer.prompt_length(prompt_text),
+            packing=self.packing() if len(texts) > 1 else None,  # one text never shares a row
+            copy_to_host=self.backend.platform != "cpu",  # a CPU result already is on the host
+            on_batch=on_batch,
+        )
+
     def encode(
         self,
         texts: str | Sequence[str],
@@ -249,6 +267,7 @@ class Encoder:
         prompt: str | None = None,
         truncate_dim: int | None = None,
         show_progress_bar: bool | None = None,
+        on_batch: Callable[[EmbeddedBatch], Any] | None = None,
     ) -> np.ndarray:
         """Embed texts; float32 numpy `[n, E]` in input order (`[E]` for a single string).
 
@@ -263,128 +282,45 @@ class Encoder:
                 normalizes or `normalize_embeddings` is True.
             show_progress_bar: None shows a bar only for jobs of several batches that last more
                 than two seconds.
+            on_batch: called with each `EmbeddedBatch` right after it is dispatched (e.g. to
+                record batch shapes).
         """
         single = isinstance(texts, str)
         texts = validate_texts(texts)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        _check_positive_int("batch_size", batch_size)
         if truncate_dim is not None and not (
             isinstance(truncate_dim, int) and 0 < truncate_dim <= self.embedding_dimension
         ):
             raise ValueError(
                 f"truncate_dim must be in 1..{self.embedding_dimension}, got {truncate_dim!r}"
             )
-        prompt_text = self._resolve_prompt(prompt_name, prompt)
         out = np.empty((len(texts), self.embedding_dimension), dtype=np.float32)
-        if texts:
-            self._embed_into(
-                out, [prompt_text + t for t in texts], prompt_text, batch_size, show_progress_bar
+        truncated = np.zeros(len(texts), dtype=bool)
+        # A job of one batch gets no bar unless asked for: even a disabled one costs ~50 us.
+        show = show_progress_bar
+        hide = show is False or (show is None and len(texts) <= batch_size)
+        bar = None if hide else tqdm(total=len(texts), unit="text", delay=0 if show else 2.0)
+        with bar or contextlib.nullcontext():
+            pending = []
+            for batch in self.embed_batches(texts, batch_size, prompt_name, prompt, on_batch):
+                truncated[batch.indices] = batch.truncated
+                pending.append(batch)
+                if bar is not None:
+                    bar.update(len(batch.indices))
+            for batch in pending:
+                out[batch.indices] = batch.numpy()
+        if truncated.any():
+            warnings.warn(
+                f"{int(truncated.sum())} of {len(texts)} texts exceed max_seq_length="
+                f"{self.max_seq_length} tokens and were truncated (first: index "
+                f"{int(np.argmax(truncated))}); enc.tokenize(texts).truncated flags each one",
+                stacklevel=2,
             )
         if truncate_dim is not None:
             out = out[:, :truncate_dim]
         if normalize_embeddings or (truncate_dim is not None and self.checkpoint.head.normalize):
             out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out[0] if single else out
-
-    def _tokenized_chunks(
-        self, texts: list[str], chunk_size: int, strided: bool
-    ) -> Iterator[tuple[np.ndarray, Tokenized]]:
-        """(text indices, their tokens) in chunks cut from the texts' order by character length:
-        consecutive runs, longest first, or (`strided`, for packing) every n-th text, so each
-        chunk has short texts to fill the rows its long ones start.
-
-        The next chunk is tokenized on a worker thread (the Rust tokenizer releases the GIL)
-        while the caller pads and dispatches this one; a job of one chunk uses no thread.
-        """
-        order = np.argsort(-np.fromiter(map(len, texts), np.int64, len(texts)), kind="stable")
-        n = -(-len(order) // chunk_size)
-        chunks = [
-            order[i::n] if strided else order[i * chunk_size :][:chunk_size] for i in range(n)
-        ]
-        encode = lambda rows: self.tokenizer.encode([texts[i] for i in rows])  # noqa: E731
-        if len(chunks) == 1:
-            yield chunks[0], encode(chunks[0])
-            return
-        if self._tokenizer_thread is None:
-            self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="ferris-tokenize")
-        future = self._tokenizer_thread.submit(encode, chunks[0])
-        for i, rows in enumerate(chunks):
-            tok = future.result()
-            if i + 1 < len(chunks):
-                future = self._tokenizer_thread.submit(encode, chunks[i + 1])
-            yield rows, tok
-
-    def _planned_batches(
-        self, texts: list[str], policy: BucketPolicy, chunk_size: int, packing: int | None
-    ) -> Iterator[tuple[np.ndarray, Tokenized, Batch | PackedBatch]]:
-        """(text indices, their tokens, a batch over them) for every batch of the job.
-
-        A chunk's last batch, when not full, is carried over and planned again with the next
-        chunk's texts, so only the job's very last batch is padded with empty rows.
-        """
-        carry: tuple[np.ndarray, Tokenized] | None = None
-        chunks = self._tokenized_chunks(texts, chunk_size, strided=packing is not None)
-        upcoming = next(chunks)
-        while upcoming is not None:
-            indices, tok = upcoming
-            upcoming = next(chunks, None)
-            if carry is not None:
-                indices = np.concatenate([carry[0], indices])
-                tok = Tokenized.concat([carry[1], tok])
-            if packing:
-                plan = plan_packed(tok.lengths, policy, packing)
-            else:
-                plan = plan_batches(tok.lengths, policy)
-            carry = None
-            if upcoming is not None and not policy.is_full(plan[-1]):
-                rest = plan.pop().texts
-                carry = indices[rest], tok.take(rest)
-            for batch in plan:
-                yield indices, tok, batch
-
-    def _embed_into(
-        self, out: np.ndarray, texts: list[str], prompt: str, batch_size: int, show: bool | None
-    ) -> None:
-        prompt_length = np.int32(self.tokenizer.prompt_length(prompt))
-        policy = self.bucket_policy(batch_size)
-        params, _ = self._flat_params()
-        truncated = np.zeros(len(texts), dtype=bool)
-        pending = []
-        # A job of one batch gets no bar unless asked for: even a disabled one costs ~50 us.
-        hide = show is False or (show is None and len(texts) <= batch_size)
-        bar = None if hide else tqdm(total=len(texts), unit="text", delay=0 if show else 2.0)
-        packing = self._packing() if len(texts) > 1 else None  # one text never shares a row
-        chunk_size = max(_CHUNK_TEXTS, 2 * batch_size)
-        with bar or contextlib.nullcontext():
-            for indices, tok, batch in self._planned_batches(texts, policy, chunk_size, packing):
-                # Dispatch is asynchronous: the host pads the next batch while this one runs,
-                # and each result starts its copy to the host as soon as it is computed.
-                if isinstance(batch, PackedBatch):
-                    b = self.tokenizer.pad_packed(tok, batch)
-                    args = (b.input_ids, b.segment_ids, b.positions, b.token_type_ids)
-                    slots = batch.row * batch.shape[2] + batch.segment - 1
-                else:
-                    b = self.tokenizer.pad(tok, batch.texts, batch.shape)
-                    args = (b.input_ids, b.attention_mask, b.token_type_ids)
-                    slots = slice(len(batch.texts))
-                emb = self._program(batch.shape)(params, *args, prompt_length)
-                if self.device.platform != "cpu":  # a CPU result already is in host memory
-                    emb.copy_to_host_async()
-                rows = indices[batch.texts]
-                truncated[rows] = tok.truncated[batch.texts]
-                pending.append((rows, emb, slots))
-                if bar is not None:
-                    bar.update(len(rows))
-            for rows, emb, slots in pending:
-                vectors = np.asarray(emb, dtype=np.float32)
-                out[rows] = vectors.reshape(-1, vectors.shape[-1])[slots]
-        if truncated.any():
-            warnings.warn(
-                f"{int(truncated.sum())} of {len(texts)} texts exceed max_seq_length="
-                f"{self.max_seq_length} tokens and were truncated (first: index "
-                f"{int(np.argmax(truncated))}); enc.tokenize(texts).truncated flags each one",
-                stacklevel=3,
-            )
 
     def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray:
         """`encode` with the model's "query" prompt (if it has one)."""
@@ -406,7 +342,7 @@ class Encoder:
 
     def info(self) -> dict[str, Any]:
         """What this encoder is and where it runs (for `ferris-jax info`)."""
-        from ferris_jax.compilation import cache_stats, compilation_cache_dir
+        from ferris_jax.runtime.compilation import cache_stats, compilation_cache_dir
 
         return {
             "model": self.checkpoint.name,
@@ -424,10 +360,12 @@ class Encoder:
             "backend_requested": self.backend.requested,
             "probe": self.backend.probe.summary() if self.backend.probe else None,
             "fallback_from": self.backend.fallback_from,
-            "layer_norm": ops.resolve_impl(platform=self.backend.platform),
+            "layer_norm": ops.resolve_impl(
+                dict(self.requested_impls())["layer_norm"], platform=self.backend.platform
+            ),
             "compilation_cache": str(compilation_cache_dir() or "off"),
             "compilation_cache_hits": cache_stats()["hits"],
-            "compiled_programs": len(self._programs),
+            "compiled_programs": len(self.programs),
         }
 
     def __repr__(self) -> str:
@@ -436,3 +374,18 @@ class Encoder:
             f"dim={self.embedding_dimension}, "
             f"max_seq_length={self.max_seq_length}, device={self.device})"
         )
+
+    def close(self) -> None:
+        """Stop the tokenizer thread (the encoder stays usable: a later job starts it again)."""
+        self.pipeline.close()
+
+    def __enter__(self) -> Encoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -7,3 +7,7 @@ class ModelNotFoundError(FileNotFoundError):
 
 class CheckpointError(ValueError):
     """A checkpoint is incomplete, corrupt or inconsistent; the message names the file."""
+
+
+class BackendFallbackWarning(UserWarning):
+    """An accelerator or dtype cannot run the model; the CPU (or float32) is used instead."""

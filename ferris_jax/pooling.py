@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
 PoolingMode = Literal["cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]
 POOLING_MODES: tuple[str, ...] = PoolingMode.__args__
-
-# sentence-transformers' 1_Pooling/config.json booleans, in its output-concatenation order.
-_ST_FLAGS = (
-    ("pooling_mode_cls_token", "cls"),
-    ("pooling_mode_max_tokens", "max"),
-    ("pooling_mode_mean_tokens", "mean"),
-    ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len_tokens"),
-    ("pooling_mode_weightedmean_tokens", "weightedmean"),
-    ("pooling_mode_lasttoken", "lasttoken"),
-)
-_ST_ALIASES = {
-    "mean_tokens": "mean",
-    "cls_token": "cls",
-    "max_tokens": "max",
-    "weightedmean_tokens": "weightedmean",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,16 +25,11 @@ class PoolingConfig:
         if bad or not self.modes:
             raise ValueError(f"unknown pooling mode(s) {bad or '[]'}; choose from {POOLING_MODES}")
 
-    @classmethod
-    def from_sentence_transformers(cls, config: dict[str, Any]) -> PoolingConfig:
-        """Read sentence-transformers' `1_Pooling/config.json`."""
-        if "pooling_mode" in config:  # sentence-transformers >= 6: a name or a list of names
-            named = config["pooling_mode"]
-            modes = tuple([named] if isinstance(named, str) else named)
-            modes = tuple(_ST_ALIASES.get(m, m) for m in modes)
-        else:  # older files: one boolean per mode
-            modes = tuple(mode for key, mode in _ST_FLAGS if config.get(key, False)) or ("mean",)
-        return cls(modes=modes, include_prompt=bool(config.get("include_prompt", True)))
+    @property
+    def can_pack(self) -> bool:
+        """Whether texts packed several per row can be pooled (max pooling has no packed form:
+        it would need a `[B, K, L, D]` intermediate)."""
+        return "max" not in self.modes
 
 
 def pool(

@@ -1,4 +1,4 @@
-"""Text -> token ids with the Hugging Face `tokenizers` library, and padding ids into batches."""
+"""Text -> token ids with the Hugging Face `tokenizers` library (unpadded: `batching` pads)."""
 
 from __future__ import annotations
 
@@ -11,30 +11,6 @@ from typing import Any
 import numpy as np
 import tokenizers
 from tokenizers import normalizers, pre_tokenizers
-
-from ferris_jax.batching import PackedBatch
-
-
-@dataclasses.dataclass(frozen=True)
-class TokenBatch:
-    """A padded batch as the model consumes it; rows past `len(lengths)` are padding rows."""
-
-    input_ids: np.ndarray  # [B, L] int32
-    attention_mask: np.ndarray  # [B, L] int32
-    token_type_ids: np.ndarray  # [B, L] int32
-    lengths: np.ndarray  # [n] tokens per text, special tokens included
-    truncated: np.ndarray  # [n] bool: the text was cut at max_seq_length
-
-
-@dataclasses.dataclass(frozen=True)
-class PackedTokenBatch:
-    """Texts packed back to back in rows (see `batching.plan_packed`), as the model consumes
-    them; padding has segment 0."""
-
-    input_ids: np.ndarray  # [B, L] int32
-    token_type_ids: np.ndarray  # [B, L] int32
-    segment_ids: np.ndarray  # [B, L] int32: 1..K, the text's number within its row
-    positions: np.ndarray  # [B, L] int32: each token's index within its text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,24 +227,29 @@ class TextTokenizer:
         tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())  # our own copy to configure
         rebuild_as_transformers(tokenizer, tokenizer_class, tokenizer_options or {})
         tokenizer.no_padding()
-        tokenizer.enable_truncation(max_length=max_seq_length, strategy="longest_first")
         if do_lower_case and not _has_lowercase(tokenizer.normalizer):
             # sentence-transformers prepends Lowercase to the normalizer rather than lowering text.
             rest = [tokenizer.normalizer] if tokenizer.normalizer is not None else []
             tokenizer.normalizer = normalizers.Sequence([normalizers.Lowercase(), *rest])
         self.tokenizer = tokenizer
-        self.max_seq_length = max_seq_length
         self.pad_token_id = pad_token_id
         self.special_ids = frozenset(
             i for i, tok in tokenizer.get_added_tokens_decoder().items() if tok.special
         )
-        self._prefix_chars = (
-            max_seq_length * _PREFIX_CHARS_PER_TOKEN if _splits_at_whitespace(tokenizer) else None
-        )
+        self._splits_at_whitespace = _splits_at_whitespace(tokenizer)
+        self.set_max_seq_length(max_seq_length)
         self._num_special = tokenizer.num_special_tokens_to_add(is_pair=False)
         # Type ids of a single text come from the post-processor's template (one per part);
         # when the template gives every part 0 we skip reading them.
         self._all_types_zero = not any(tokenizer.encode("a b").type_ids)
+
+    def set_max_seq_length(self, max_seq_length: int) -> None:
+        """Truncate at `max_seq_length` tokens (special tokens included) from now on."""
+        self.tokenizer.enable_truncation(max_length=max_seq_length, strategy="longest_first")
+        self.max_seq_length = max_seq_length
+        self._prefix_chars = (
+            max_seq_length * _PREFIX_CHARS_PER_TOKEN if self._splits_at_whitespace else None
+        )
 
     def _overflows_by_margin(self, encoding: tokenizers.Encoding) -> bool:
         overflow = encoding.overflowing
@@ -311,52 +292,6 @@ class TextTokenizer:
             lengths=lengths,
             truncated=np.fromiter((len(e.overflowing) > 0 for e in encodings), bool, count=n),
         )
-
-    def pad(self, tok: Tokenized, rows: Sequence[int], shape: tuple[int, int]) -> TokenBatch:
-        """Rows `rows` of `tok` padded (right) into a `shape = (B, L)` batch.
-
-        Padding rows keep one unmasked pad token so no attention row is empty.
-        """
-        B, L = shape
-        rows = np.asarray(rows, dtype=np.int64)
-        lengths = tok.lengths[rows]
-        real = np.arange(L) < lengths[:, None]  # [n, L]
-        source = np.where(real, tok.starts[rows][:, None] + np.arange(L), 0)
-        input_ids = np.full((B, L), self.pad_token_id, dtype=np.int32)
-        token_type_ids = np.zeros((B, L), dtype=np.int32)
-        attention_mask = np.zeros((B, L), dtype=np.int32)
-        n = len(rows)
-        if tok.ids.size:
-            input_ids[:n] = np.where(real, tok.ids[source], self.pad_token_id)
-            if tok.type_ids is not None:
-                token_type_ids[:n] = np.where(real, tok.type_ids[source], 0)
-        attention_mask[:n] = real
-        attention_mask[n:, 0] = 1
-        return TokenBatch(input_ids, attention_mask, token_type_ids, lengths, tok.truncated[rows])
-
-    def pad_packed(self, tok: Tokenized, batch: PackedBatch) -> PackedTokenBatch:
-        """The texts of a packed batch, placed in its rows."""
-        B, L, _ = batch.shape
-        text, position, source = tok.token_sources(batch.texts)
-        target = (batch.row * L + batch.offset)[text] + position
-        input_ids = np.full(B * L, self.pad_token_id, dtype=np.int32)
-        token_type_ids = np.zeros(B * L, dtype=np.int32)
-        segment_ids = np.zeros(B * L, dtype=np.int32)
-        positions = np.zeros(B * L, dtype=np.int32)
-        input_ids[target] = tok.ids[source]
-        if tok.type_ids is not None:
-            token_type_ids[target] = tok.type_ids[source]
-        segment_ids[target] = batch.segment[text]
-        positions[target] = position
-        return PackedTokenBatch(
-            *(a.reshape(B, L) for a in (input_ids, token_type_ids, segment_ids, positions))
-        )
-
-    def __call__(self, texts: list[str], pad_to: int | None = None) -> TokenBatch:
-        """Tokenize and pad to the longest text (or to `pad_to`)."""
-        tok = self.encode(validate_texts(texts))
-        L = max(pad_to or 0, int(tok.lengths.max(initial=1)))
-        return self.pad(tok, range(len(tok)), (len(tok), L))
 
     def prompt_length(self, prompt: str) -> int:
         """Tokens a prompt occupies at the start of a text, [CLS] included and a final special

@@ -1,8 +1,11 @@
-"""One weight-mapping mechanism for every family: PyTorch tensor names -> NNX parameter paths.
+"""One weight-mapping mechanism for every family, both directions: PyTorch tensor names <->
+NNX parameter paths.
 
 A family declares a table of `Rule(source, target, kind)`; `{i}` stands for a layer index.
-The kind says which tensor suffixes exist and how each is transformed (linear
-weights are transposed from torch's `[out, in]` to Flax's `[in, out]` kernel).
+The kind says which tensor suffixes exist and how each is transformed (linear weights are
+transposed between torch's `[out, in]` and Flax's `[in, out]` kernel; a transpose is its own
+inverse, so loading and saving use the same transform). `lookup` maps a checkpoint name to a
+parameter path (loading), `source_name` a parameter path back to its checkpoint name (saving).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def _T(a):
     return a.T  # torch Linear [out, in] -> Flax kernel [in, out]
 
 
-# kind -> {torch suffix: (our leaf name, transform)}
+# kind -> {torch suffix: (our leaf name, transform)}; saving uses each leaf's first suffix.
 LINEAR = "linear"
 EMBED = "embed"
 NORM = "norm"
@@ -68,6 +71,11 @@ class WeightMap:
             compiled.append((re.compile(rf"{pattern}\.(?P<suffix>{suffixes})"), rule))
         object.__setattr__(self, "_compiled", compiled)
         object.__setattr__(self, "_ignored", [re.compile(p) for p in self.ignored])
+        targets = []
+        for rule in self.rules:
+            pattern = re.escape(rule.target).replace(re.escape("{i}"), r"(?P<i>\d+)")
+            targets.append((re.compile(pattern), rule))
+        object.__setattr__(self, "_targets", targets)
 
     def strip_prefix(self, name: str) -> str:
         for prefix in self.prefixes:
@@ -90,6 +98,31 @@ class WeightMap:
                 path = tuple(int(p) if p.isdigit() else p for p in target.split(".") if p)
                 return (*self.target_prefix, *path, leaf), transform
         return None
+
+    def source_name(self, path: Path) -> tuple[str, Transform] | None:
+        """The checkpoint tensor name (without a prefix) that parameter `path` is saved as, and
+        the transform to torch's layout; None if no rule maps the path."""
+        n = len(self.target_prefix)
+        if tuple(path[:n]) != tuple(self.target_prefix) or len(path) <= n:
+            return None
+        *module, leaf = path[n:]
+        target = format_path(module)
+        for regex, rule in self._targets:
+            m = regex.fullmatch(target)
+            if m is None:
+                continue
+            for suffix, (name, transform) in _SUFFIXES[rule.kind].items():
+                if name == leaf:
+                    source = (
+                        rule.source.replace("{i}", m["i"]) if "{i}" in rule.source else rule.source
+                    )
+                    return (f"{source}.{suffix}" if source else suffix), transform
+        return None
+
+
+def dense_weight_map(index: int) -> WeightMap:
+    """sentence-transformers' Dense module number `index` (its own file: linear.weight, .bias)."""
+    return WeightMap([Rule("linear", "", LINEAR)], target_prefix=("dense", index))
 
 
 def format_path(path: Iterable[str | int]) -> str:

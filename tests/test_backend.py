@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import ferris_jax
-from ferris_jax import backend
-from ferris_jax.backend import BackendFallbackWarning, ProbeResult
+from ferris_jax.errors import BackendFallbackWarning
+from ferris_jax.runtime import backend
+from ferris_jax.runtime.backend import ProbeResult
 
 CPU = jax.devices("cpu")[0]
 

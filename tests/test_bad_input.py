@@ -11,8 +11,8 @@ from conftest import make_bert_checkpoint
 from safetensors.numpy import load_file, save_file
 
 import ferris_jax
-from ferris_jax.checkpoint import resolve
 from ferris_jax.errors import CheckpointError, ModelNotFoundError
+from ferris_jax.loading.hub import resolve
 
 
 @pytest.fixture(scope="module")

@@ -334,7 +334,7 @@ def test_doctor_unavailable_backend_is_one_line(capsys):
 
 
 def test_doctor_exits_1_and_warns_once_when_the_accelerator_fails(capsys, monkeypatch):
-    from ferris_jax import backend
+    from ferris_jax.runtime import backend
 
     cpu = backend.detect_platforms()["cpu"]
     monkeypatch.setattr(backend, "detect_platforms", lambda: {"METAL": cpu, "cpu": cpu})

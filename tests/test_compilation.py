@@ -75,7 +75,7 @@ def test_second_process_uses_the_persistent_cache(tiny_st, tmp_path):
     path, _ = tiny_st
     script = textwrap.dedent(f"""
         import json, ferris_jax
-        from ferris_jax.compilation import cache_stats
+        from ferris_jax.runtime.compilation import cache_stats
         enc = ferris_jax.load({str(path)!r})
         enc.encode(["hello world", "a longer sentence " * 5])
         print(json.dumps({{**cache_stats(), "programs": len(enc.compiled_programs)}}))

@@ -4,6 +4,7 @@ layer_norm and the fused add_layer_norm, under jit/vmap/grad; lowering for CUDA 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from functools import partial
 
@@ -15,12 +16,9 @@ import torch
 from jax import export
 
 from ferris_jax import ops
-from ferris_jax.ops.layer_norm import (
-    AUTO_IMPL,
-    CUDA_AUTO_IMPL,
-    layer_norm_p,
-    reference_layer_norm,
-)
+from ferris_jax.ops.layer_norm import reference_layer_norm
+from ferris_jax.ops.layer_norm.primitive import layer_norm_p
+from ferris_jax.platforms import PLATFORM_DEFAULTS
 
 IMPLS = ["xla", "pallas_interpret"]  # "pallas" (Triton) needs a GPU: benchmarks/layer_norm_gpu.py
 # Max error relative to max(1, |reference|), for a reduction over 32; scaled by sqrt(H / 32).
@@ -179,11 +177,11 @@ def test_bad_operands_raise():
 def test_impl_selection(monkeypatch):
     monkeypatch.delenv("FERRIS_JAX_LAYER_NORM", raising=False)
     assert ops.resolve_impl() == "xla"  # auto on this CPU
-    assert ops.resolve_impl("auto", platform="cuda") == CUDA_AUTO_IMPL
+    assert ops.resolve_impl("auto", platform="cuda") == PLATFORM_DEFAULTS["cuda"].layer_norm
     assert ops.resolve_impl("auto", platform="some_new_plugin") == "xla"
     assert ops.resolve_impl("pallas", platform="rocm") == "pallas"
     assert ops.resolve_impl("pallas_interpret") == "pallas_interpret"
-    with ops.use_impl("pallas_interpret"):
+    with ops.use_impl(layer_norm="pallas_interpret"):
         assert ops.resolve_impl() == "pallas_interpret"
         assert ops.resolve_impl("xla") == "xla"  # the argument wins
     with pytest.raises(
@@ -245,10 +243,12 @@ def test_export_for_cuda_emits_the_triton_kernel(H):
 
 
 def test_auto_is_resolved_per_platform_at_lowering(monkeypatch):
-    """The AUTO_IMPL entry for the platform being lowered decides; explicit impls are checked."""
+    """The platform table's entry for the platform being lowered decides; explicit impls are
+    checked."""
     if not _cuda_export_lowers_triton_here():
         pytest.skip("this jaxlib compiles Triton while lowering and has no CUDA plugin here")
-    monkeypatch.setitem(AUTO_IMPL, "cuda", "pallas")
+    cuda = dataclasses.replace(PLATFORM_DEFAULTS["cuda"], layer_norm="pallas")
+    monkeypatch.setitem(PLATFORM_DEFAULTS, "cuda", cuda)
     checks = [export.DisabledSafetyCheck.custom_call(name) for name in TRITON_CALLS]
 
     def cuda_calls(impl, shape):

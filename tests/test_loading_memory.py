@@ -9,7 +9,7 @@ import pytest
 from conftest import make_bert_checkpoint
 
 import ferris_jax
-from ferris_jax import checkpoint
+from ferris_jax.loading import checkpoint
 
 MAPS = Path("/proc/self/maps")
 

@@ -9,7 +9,7 @@ import pytest
 from families import CHECKPOINT_BUILDERS
 
 import ferris_jax
-from ferris_jax.backend import metal_unsafe_ops
+from ferris_jax.runtime.metal import metal_unsafe_ops
 
 
 @pytest.mark.parametrize("family", sorted(CHECKPOINT_BUILDERS))

@@ -10,7 +10,7 @@ from families import CHECKPOINT_BUILDERS
 from test_parity_bert import HEADS as BERT_HEADS
 
 import ferris_jax
-from ferris_jax.batching import Batch, BucketPolicy, PackedBatch, plan_packed
+from ferris_jax.batching import Batch, BucketPolicy, PackedBatch, pad_packed, plan_packed
 from ferris_jax.tokenize import Tokenized
 
 
@@ -72,7 +72,7 @@ def test_pad_packed_puts_each_text_at_its_offset(tiny_st):
     )
     (batch,) = plan_packed(tok.lengths, BucketPolicy.for_limits(2, 24, min_seq_length=24), 24)
     assert batch.shape == (2, 24, 2)
-    b = enc.tokenizer.pad_packed(tok, batch)
+    b = pad_packed(tok, batch, enc.tokenizer.pad_token_id)
     pad = [enc.tokenizer.pad_token_id]
     # row 0: the longest text (2), then the shortest (1); row 1: text 0
     np.testing.assert_array_equal(
@@ -121,10 +121,10 @@ def test_every_family_packed_equals_one_text_per_row(tmp_path, family):
 
 
 def test_packing_is_on_by_default_where_measured_faster(tiny_st):
-    from ferris_jax.encoder import PACK_LENGTH
+    from ferris_jax.platforms import PLATFORM_DEFAULTS
 
     enc = ferris_jax.load(tiny_st[0], compilation_cache=False)
-    assert enc.pack_length == PACK_LENGTH["cpu"] and enc.can_pack
+    assert enc.pack_length == PLATFORM_DEFAULTS["cpu"].pack_length and enc.can_pack
 
 
 def test_max_pooling_keeps_one_text_per_row(tmp_path):
@@ -187,9 +187,7 @@ def test_jobs_of_many_chunks_carry_partial_batches_over(tiny_st, pack_length):
         [enc.encode(texts[i : i + 500], batch_size=16) for i in range(0, 2600, 500)]
     )
     shapes = []
-    program = enc._program
-    enc._program = lambda shape: shapes.append(shape) or program(shape)
-    got = enc.encode(texts, batch_size=16)
+    got = enc.encode(texts, batch_size=16, on_batch=lambda batch: shapes.append(batch.shape))
     assert_embeddings_match(got, want)
     policy = enc.bucket_policy(16)
     assert sum(s[0] < policy.rows_for(s[1]) for s in shapes) <= 1

@@ -18,9 +18,9 @@ from families import CHECKPOINT_BUILDERS
 import ferris_jax
 from ferris_jax.cli import main
 from ferris_jax.errors import ModelNotFoundError
+from ferris_jax.loading.presets import Preset, find_preset, list_presets, preset_files
 from ferris_jax.models import FAMILIES
 from ferris_jax.pooling import POOLING_MODES, PoolingConfig
-from ferris_jax.presets import Preset, find_preset, list_presets, preset_files
 from ferris_jax.similarity import SIMILARITY_FUNCTIONS
 
 # The config.json model_types presets may name (families implemented or being implemented).

@@ -17,7 +17,7 @@ from checkpoints_roberta import (
 from conftest import SENTENCES, make_tokenizer_files
 
 import ferris_jax
-from ferris_jax.checkpoint import load_tokenizer
+from ferris_jax.loading.tokenizer import load_tokenizer
 
 TEXTS = [
     "",

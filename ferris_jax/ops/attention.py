@@ -5,20 +5,18 @@ normalized after the value product; 3x faster than "jax" on XLA:CPU), "jax"
 (`jax.nn.dot_product_attention`'s XLA path; 10-15% faster than "einsum" on an H100) and "cudnn"
 (cuDNN fused attention; CUDA in half precision without bias or window only, other calls fall back
 to "jax"; 1.2-1.8x faster than "jax" on an H100). "auto" picks per platform when the program is
-lowered (`AUTO_IMPL`; measurements in BENCHMARKS.md).
+lowered (the platform table's `attention` choice; measurements in BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 
-IMPLS = ("auto", "einsum", "jax", "cudnn")
-AUTO_IMPL = {"cpu": "einsum", "cuda": "cudnn", "rocm": "jax"}
-_AUTO_DEFAULT = "einsum"  # Apple plugins, TPU and unknown platforms
+from ferris_jax.ops.impl import auto_impl, requested
+from ferris_jax.platforms import PLATFORM_DEFAULTS, UNKNOWN_PLATFORM
 
 
 def attention(
@@ -39,25 +37,27 @@ def attention(
         bias: optional additive logits bias broadcastable to `[B, N, L, L]`.
         window: if set, query i attends only to keys j with |i - j| <= window (sliding-window
             local attention, as in ModernBERT's local layers).
-        impl: one of `IMPLS` (see the module docstring); default `$FERRIS_JAX_ATTENTION`, else
-            "auto".
+        impl: auto | einsum | jax | cudnn (see the module docstring); default from
+            `ops.use_impl(attention=...)`, else `$FERRIS_JAX_ATTENTION`, else "auto".
 
     Returns:
         `[B, L, N, Dh]` in query's dtype. Logits, softmax and its normalizer are float32.
     """
-    impl = impl or os.environ.get("FERRIS_JAX_ATTENTION") or "auto"
-    if impl not in IMPLS:
-        raise ValueError(f"attention impl {impl!r} is not one of {IMPLS}")
+    impl = requested("attention", impl)
     args = (query, key, value, mask, bias, window)
     if impl == "einsum":
         return _einsum_attention(*args)
     if impl == "jax":
         return _jax_attention(*args)
-    per_platform = {**AUTO_IMPL, "cuda": "cudnn"} if impl == "cudnn" else AUTO_IMPL
-    branches = {p: _implementation(name, *args) for p, name in per_platform.items()}
-    return jax.lax.platform_dependent(
-        *args, default=_implementation(_AUTO_DEFAULT, *args), **branches
-    )
+    # "auto" (and "cudnn", which only CUDA can run) is chosen per platform when lowered.
+    default = UNKNOWN_PLATFORM.attention
+    per_platform = {p: auto_impl("attention", p) for p in PLATFORM_DEFAULTS}
+    if impl == "cudnn":
+        per_platform["cuda"] = "cudnn"
+    branches = {  # only platforms that differ from the default (Apple plugin names stay out)
+        p: _implementation(name, *args) for p, name in per_platform.items() if name != default
+    }
+    return jax.lax.platform_dependent(*args, default=_implementation(default, *args), **branches)
 
 
 def _implementation(name, query, key, value, mask, bias, window):

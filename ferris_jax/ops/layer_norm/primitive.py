@@ -2,141 +2,49 @@
 
 Every LayerNorm in ferris-jax goes through `layer_norm` or `add_layer_norm`, which bind the one
 primitive `layer_norm_p` (forward, and with `backward=True` its float32 backward, used by a
-`custom_vjp`). The implementation is a primitive parameter resolved when the platform is known,
-at lowering:
+`custom_vjp`). The implementation is a primitive parameter, requested through `ops.impl` while
+tracing and resolved when the platform is known, at lowering:
 
 - the default lowering (every platform, including PJRT plugins we do not know) runs the
-  float32-accumulating jnp reference below, or the Pallas kernel in interpret mode;
-- the "cuda" and "rocm" lowerings can also emit the Pallas Triton kernel
-  (`layer_norm_pallas.py`).
+  float32 jnp reference (`reference.py`), or the Pallas kernel in interpret mode;
+- the "cuda" and "rocm" lowerings can also emit the Pallas Triton kernel (`pallas.py`).
 
-`impl="auto"` picks per platform from `AUTO_IMPL`, a table of measured choices.
+"auto" is the platform table's `layer_norm` choice (`platforms.PLATFORM_DEFAULTS`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 from jax.interpreters import batching, mlir
 
+from ferris_jax.ops.impl import auto_impl, requested
+from ferris_jax.ops.layer_norm.reference import reference_layer_norm, reference_layer_norm_bwd
+from ferris_jax.platforms import default_platform
+
 try:  # jax >= 0.4.36
     from jax.extend.core import Primitive
 except ImportError:  # pragma: no cover - older jax
     from jax.core import Primitive
 
-_F32 = jnp.float32
-IMPLS = ("xla", "pallas", "pallas_interpret")  # "auto" resolves to one of these
 _PALLAS_GPU_PLATFORMS = ("cuda", "rocm")  # where impl="pallas" (the Triton kernel) can lower
 _PALLAS_MAX_SIZE = 2**31 - 1  # elements of x that the kernel's int32 offsets reach
-_ENV_VAR = "FERRIS_JAX_LAYER_NORM"
-_override: list[str] = []
-
-# What impl="auto" uses on a platform: measured choices only. CPU: "xla" (XLA's fused
-# reduction; Pallas runs there only in interpret mode). CUDA: "pallas": on the H100 the whole
-# MiniLM encoder (bf16, batch 512) ran 12-16% faster with it and the backward 1.7-2.2x faster
-# (BENCHMARKS.md, "LayerNorm on the H100").
-CUDA_AUTO_IMPL = "pallas"
-AUTO_IMPL = {"cpu": "xla", "cuda": CUDA_AUTO_IMPL}
-_AUTO_DEFAULT = "xla"  # platforms not in the table (rocm, tpu, unknown plugins): the reference
-
-
-def reference_layer_norm(
-    x: jax.Array,
-    scale: jax.Array,
-    bias: jax.Array,
-    eps: float,
-    residual: jax.Array | None = None,
-) -> jax.Array:
-    """LayerNorm of `x [+ residual]` over the last axis, float32 statistics, output in x.dtype.
-
-    The residual is added in float32 (torch's `LayerNorm(x + residual)` rounds the sum to
-    x.dtype first; XLA may or may not, so we fix the more accurate choice for every impl).
-    """
-    x32 = _summed(x, residual)
-    mean = jnp.mean(x32, axis=-1, keepdims=True)
-    centered = x32 - mean
-    var = jnp.mean(centered * centered, axis=-1, keepdims=True)
-    y = centered * jax.lax.rsqrt(var + eps)
-    return (y * _as_rank(scale, x.ndim) + _as_rank(bias, x.ndim)).astype(x.dtype)
-
-
-def _summed(x: jax.Array, residual: jax.Array | None) -> jax.Array:
-    """x [+ residual] in float32."""
-    return x.astype(_F32) if residual is None else x.astype(_F32) + residual.astype(_F32)
-
-
-def _as_rank(p: jax.Array, ndim: int) -> jax.Array:
-    """A float32 parameter `[..., H]` with leading unit axes to broadcast at rank `ndim`."""
-    return p.astype(_F32).reshape((1,) * (ndim - p.ndim) + p.shape)
-
-
-def _sum_to_shape(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """Sum out the axes that broadcasting added or expanded, giving `shape`."""
-    lead = x.ndim - len(shape)
-    x = jnp.sum(x, axis=tuple(range(lead))) if lead else x
-    axes = tuple(i for i, n in enumerate(shape) if n == 1 and x.shape[i] != 1)
-    return jnp.sum(x, axis=axes, keepdims=True) if axes else x
-
-
-def reference_layer_norm_bwd(
-    x: jax.Array,
-    scale: jax.Array,
-    bias: jax.Array,
-    dy: jax.Array,
-    eps: float,
-    residual: jax.Array | None = None,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Explicit float32 backward of `reference_layer_norm`: (dx, dscale, dbias).
-
-    dx is also the gradient of the residual."""
-    x32, dy32 = _summed(x, residual), dy.astype(_F32)
-    mean = jnp.mean(x32, axis=-1, keepdims=True)
-    centered = x32 - mean
-    rstd = jax.lax.rsqrt(jnp.mean(centered * centered, axis=-1, keepdims=True) + eps)
-    x_hat = centered * rstd
-    g = dy32 * _as_rank(scale, x.ndim)
-    dx = rstd * (
-        g
-        - jnp.mean(g, axis=-1, keepdims=True)
-        - x_hat * jnp.mean(g * x_hat, axis=-1, keepdims=True)
-    )
-    dscale = _sum_to_shape(dy32 * x_hat, scale.shape)
-    dbias = _sum_to_shape(dy32, bias.shape)
-    return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
-
-
-# ---------------------------------------------------------------- impl choice
-def _requested(impl: str | None) -> str:
-    """The implementation asked for: argument > `use_impl` > env var > "auto" (validated)."""
-    choice = impl or (_override[-1] if _override else None) or os.environ.get(_ENV_VAR) or "auto"
-    if choice != "auto" and choice not in IMPLS:
-        raise ValueError(
-            f"layer_norm impl {choice!r} is not available; choose one of auto, {', '.join(IMPLS)} "
-            f"(argument `impl=`, `ferris_jax.ops.use_impl(...)` or ${_ENV_VAR})"
-        )
-    return choice
 
 
 def resolve_impl(impl: str | None = None, platform: str | None = None) -> str:
-    """The implementation a call will run on `platform` (default: JAX's default backend).
+    """The implementation a call will run on `platform` (default: JAX's default device's).
 
     Raises ValueError for an impl that cannot run there (e.g. "pallas" without a GPU);
     "auto" never raises.
     """
-    choice = _requested(impl)
-    platform = platform or jax.default_backend()
-    if platform == "gpu":  # jax's name for CUDA and ROCm alike; the lowering rules see which
-        from ferris_jax.backend import platform_of
-
-        platform = platform_of(jax.devices("gpu")[0])
+    choice = requested("layer_norm", impl)
+    platform = platform or default_platform()
     if choice == "auto":
-        return AUTO_IMPL.get(platform, _AUTO_DEFAULT)
+        return auto_impl("layer_norm", platform)
     if choice == "pallas" and platform not in _PALLAS_GPU_PLATFORMS:
         raise ValueError(
             f"layer_norm impl 'pallas' needs a GPU platform ({', '.join(_PALLAS_GPU_PLATFORMS)}), "
@@ -144,17 +52,6 @@ def resolve_impl(impl: str | None = None, platform: str | None = None) -> str:
             "or 'pallas_interpret' (the Pallas kernel in interpret mode, for tests)"
         )
     return choice
-
-
-@contextlib.contextmanager
-def use_impl(impl: str) -> Iterator[None]:
-    """Select the LayerNorm implementation for the calls traced inside this block."""
-    _requested(impl)
-    _override.append(impl)
-    try:
-        yield
-    finally:
-        _override.pop()
 
 
 # ---------------------------------------------------------------- primitive
@@ -209,23 +106,21 @@ def _reference(*args, eps, has_residual, backward):
 
 
 def _pallas(*args, eps, has_residual, backward, interpret):
-    from ferris_jax.ops import layer_norm_pallas  # Pallas is loaded only when lowered
+    from ferris_jax.ops.layer_norm import pallas  # Pallas is loaded only when lowered
 
     x, residual, scale, bias, dy = _unpack(args, has_residual, backward)
     if x.size == 0:  # nothing to launch a kernel for
         return _reference(*args, eps=eps, has_residual=has_residual, backward=backward)
     if backward:
-        return list(
-            layer_norm_pallas.backward(x, residual, scale, bias, dy, eps=eps, interpret=interpret)
-        )
-    return [layer_norm_pallas.forward(x, residual, scale, bias, eps=eps, interpret=interpret)]
+        return list(pallas.backward(x, residual, scale, bias, dy, eps=eps, interpret=interpret))
+    return [pallas.forward(x, residual, scale, bias, eps=eps, interpret=interpret)]
 
 
 def _lowering(ctx, *args, impl, platform=None, **params):
     """Resolve `impl` for the platform(s) this rule lowers for, then lower that implementation."""
     platforms = [platform] if platform else (ctx.platforms or ctx.module_context.platforms)
     resolved = {resolve_impl(impl, p) for p in platforms}
-    if len(resolved) != 1:  # pragma: no cover - AUTO_IMPL is "xla" for every default-rule platform
+    if len(resolved) != 1:  # pragma: no cover - one choice per platform table entry
         raise ValueError(f"layer_norm impl {impl!r} resolves differently on {platforms}")
     (chosen,) = resolved
     size = ctx.avals_in[0].size
@@ -324,10 +219,11 @@ def layer_norm(
         scale: `[H]` (or broadcastable to x, ending in H).
         bias: like scale.
         eps: added to the variance, as in `torch.nn.LayerNorm`.
-        impl: `auto | xla | pallas | pallas_interpret`; default from `use_impl(...)`, else
-            `$FERRIS_JAX_LAYER_NORM`, else auto. Resolved for the platform at lowering.
+        impl: `auto | xla | pallas | pallas_interpret`; default from
+            `ops.use_impl(layer_norm=...)`, else `$FERRIS_JAX_LAYER_NORM`, else auto.
+            Resolved for the platform at lowering.
     """
-    return _layer_norm(x, None, scale, bias, float(eps), _requested(impl))
+    return _layer_norm(x, None, scale, bias, float(eps), requested("layer_norm", impl))
 
 
 def add_layer_norm(
@@ -344,4 +240,4 @@ def add_layer_norm(
     The sum is float32 and never written to memory; x and residual must have the same shape
     and dtype, and both get the same gradient.
     """
-    return _layer_norm(x, residual, scale, bias, float(eps), _requested(impl))
+    return _layer_norm(x, residual, scale, bias, float(eps), requested("layer_norm", impl))

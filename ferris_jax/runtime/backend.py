@@ -4,8 +4,8 @@
 `backend=` argument / `$FERRIS_JAX_BACKEND`), then, for an accelerator, runs a capability probe:
 a handful of small programs (the ops an encoder needs, then a tiny encoder) compiled and run on
 the accelerator and compared with the CPU. If the probe fails, the CPU is used and ONE warning
-names the platform and the failing operation. Each platform also has a dtype policy
-(e.g. jax-metal is float32 only).
+names the platform and the failing operation. What each platform runs (dtypes and the rest)
+is in `platforms.py`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ferris_jax.errors import BackendFallbackWarning
+from ferris_jax.platforms import (
+    APPLE_PLATFORMS,
+    DtypePolicy,
+    PlatformDefaults,
+    defaults_for,
+    dtype_policy,
+    platform_of,
+)
+
 ENV_VAR = "FERRIS_JAX_BACKEND"
-# Platform names of Apple GPU PJRT plugins: jax-metal, jax-mps, metal-pjrt-plugin / metaljax.
-APPLE_PLATFORMS = ("METAL", "metal", "mps", "mtl")
 PREFERENCE = (*APPLE_PLATFORMS, "cuda", "rocm", "tpu", "cpu")
 # Distributions that provide a PJRT plugin or the JAX runtime, reported by `ferris-jax doctor`.
 RUNTIME_PACKAGES = (
@@ -44,42 +52,6 @@ RUNTIME_PACKAGES = (
     "jax-rocm7-plugin",
     "libtpu",
 )
-_ALL_DTYPES = ("float32", "bfloat16", "float16")
-
-
-class BackendFallbackWarning(UserWarning):
-    """An accelerator was found but cannot run the model; the CPU is used instead."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DtypePolicy:
-    """The parameter/compute dtypes a platform runs correctly (statistics are always float32)."""
-
-    supported: tuple[str, ...] = _ALL_DTYPES
-    reason: str = ""
-
-    def resolve(self, dtype: str, platform: str) -> str:
-        """`dtype` if supported, else float32 with a one-line warning saying why."""
-        if dtype in self.supported:
-            return dtype
-        warnings.warn(
-            f"ferris-jax: dtype {dtype} is not used on {platform} ({self.reason}); using float32",
-            BackendFallbackWarning,
-            stacklevel=3,
-        )
-        return "float32"
-
-
-_FLOAT32_ONLY = DtypePolicy(("float32",), "the Apple GPU plugins are reliable in float32 only")
-
-
-def dtype_policy(platform: str) -> DtypePolicy:
-    """The dtype policy of a platform: Apple GPU plugins run float32 only; others run all three."""
-    return _FLOAT32_ONLY if is_apple(platform) else DtypePolicy()
-
-
-def is_apple(platform: str) -> bool:
-    return platform in APPLE_PLATFORMS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,18 +85,13 @@ class Backend:
     def dtype_policy(self) -> DtypePolicy:
         return dtype_policy(self.platform)
 
+    @property
+    def defaults(self) -> PlatformDefaults:
+        """The platform table's row for this backend."""
+        return defaults_for(self.platform)
+
 
 # ---------------------------------------------------------------- detection
-def platform_of(device: jax.Device) -> str:
-    """The platform name of a device: "cuda" or "rocm" where JAX says "gpu"."""
-    # CUDA and ROCm devices report platform "gpu"; the client knows which one it is.
-    name = device.platform
-    if name == "gpu":
-        version = getattr(device.client, "platform_version", "").lower()
-        return "rocm" if "rocm" in version else "cuda"
-    return name
-
-
 def detect_platforms() -> dict[str, list[jax.Device]]:
     """Every platform JAX can initialise here -> its devices (an unknown plugin is included)."""
     found: dict[str, list[jax.Device]] = {}
@@ -339,35 +306,3 @@ def describe(platforms: Mapping[str, Sequence[Any]] | None = None) -> dict[str, 
     return {
         p: [f"{d} ({getattr(d, 'device_kind', '?')})" for d in ds] for p, ds in available.items()
     }
-
-
-# ---------------------------------------------------------------- Metal-safe programs
-# What jax-metal 0.1.1 rejects, as patterns over a lowered program's StableHLO text.
-_METAL_UNSAFE = (
-    ("float64 type", re.compile(r"[x<]f64\b")),
-    ("complex type", re.compile(r"complex<")),
-    ("custom call", re.compile(r"stablehlo\.custom_call|\bcustom_call\b")),
-    ("sort with a comparator", re.compile(r"stablehlo\.sort\b|\"stablehlo\.sort\"")),
-    ("random number op", re.compile(r"stablehlo\.rng(_bit_generator)?\b")),
-)
-_BF16 = re.compile(r"[x<]bf16\b")
-_CONTRACTING = re.compile(
-    r"contracting_dims\s*=\s*\[([^\]]*)\]|lhs_contracting_dimensions\s*=\s*\[([^\]]*)\]"
-)
-
-
-def metal_unsafe_ops(stablehlo: str, *, allow_bf16: bool = False) -> list[str]:
-    """What in a lowered program jax-metal cannot run: one line per kind of problem found.
-
-    Checks float64/complex types, bfloat16 (unless `allow_bf16`), dot_general with more than
-    one contracting dimension, custom calls (so no Pallas kernels), sorts and random ops.
-    """
-    found = [name for name, pattern in _METAL_UNSAFE if pattern.search(stablehlo)]
-    if not allow_bf16 and _BF16.search(stablehlo):
-        found.append("bfloat16 type")
-    for m in _CONTRACTING.finditer(stablehlo):
-        dims = [d for d in (m[1] if m[1] is not None else m[2]).split(",") if d.strip()]
-        if len(dims) > 1:
-            found.append(f"dot_general with {len(dims)} contracting dimensions")
-            break
-    return found

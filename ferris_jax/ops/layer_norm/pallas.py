@@ -1,4 +1,4 @@
-"""Pallas (Triton) LayerNorm kernels for GPUs, beside the jnp reference in `layer_norm.py`.
+"""Pallas (Triton) LayerNorm kernels for GPUs, beside the jnp reference in `reference.py`.
 
 Rows are tiled in blocks of `rows` x `width` (width = H padded to a power of two; padding lanes
 are masked), statistics are float32, and the optional residual is added in float32 as in the
@@ -6,7 +6,7 @@ reference. The backward writes dx per row and per-program
 partial sums of dscale and dbias, which are then summed. Parameters may be `[H]` or, after
 `vmap` over them, one `[H]` row per group of consecutive rows (`[G, H]`).
 
-Only `ferris_jax.ops.layer_norm` calls these, from its cuda/rocm lowering (or anywhere in
+Only the primitive (`primitive.py`) calls these, from its cuda/rocm lowering (or anywhere in
 interpret mode); this module is imported lazily so that a CPU-only import never loads Pallas.
 """
 
@@ -22,7 +22,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from ferris_jax.ops.layer_norm import _as_rank, _sum_to_shape
+from ferris_jax.ops.layer_norm.reference import as_rank, sum_to_shape
 
 try:  # newer jax (0.10, 0.11)
     _TritonParams = plgpu.CompilerParams
@@ -90,7 +90,7 @@ def _layout(x_shape: tuple[int, ...], *param_shapes: tuple[int, ...]) -> _Layout
 
 def _grouped(p: jax.Array, x_shape: tuple[int, ...], layout: _Layout) -> jax.Array:
     """A parameter as `[G, H]` float32 (broadcast where it is shared between groups)."""
-    p = _as_rank(p, len(x_shape))
+    p = as_rank(p, len(x_shape))
     k = len(layout.lead)
     p = p.reshape(p.shape[:k] + p.shape[-1:])  # the axes after k are all 1 (see _layout)
     return jnp.broadcast_to(p, layout.lead + p.shape[-1:]).reshape(layout.groups, -1)
@@ -239,6 +239,6 @@ def backward(
         at_rank = partials.sum(axis=1).reshape(
             layout.lead + (1,) * (x.ndim - 1 - len(layout.lead)) + (H,)
         )
-        return _sum_to_shape(at_rank, p.shape).astype(p.dtype)
+        return sum_to_shape(at_rank, p.shape).astype(p.dtype)
 
     return dx.reshape(x.shape), param_grad(dscale, scale), param_grad(dbias, bias)

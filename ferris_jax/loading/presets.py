@@ -19,7 +19,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 # Installed wheels carry the presets inside the package; a source checkout has them at the top.
-_PRESET_DIRS = (Path(__file__).parent / "configs", Path(__file__).parent.parent / "configs")
+_PACKAGE = Path(__file__).parent.parent
+_PRESET_DIRS = (_PACKAGE / "configs", _PACKAGE.parent / "configs")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,118 @@
+"""Files in and out: JSON that names its file when it is bad, text lines, atomic writes.
+
+A write goes to a temporary file (or folder) beside its target and is renamed over it once
+complete, so an interrupted write leaves the previous state usable and never a partial one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from ferris_jax.errors import CheckpointError
+
+
+def read_json(path: Path, *, required: bool = False) -> Any:
+    """The JSON value in `path` (None if absent and not `required`); CheckpointError naming the
+    file when it is missing but required, unreadable or not JSON."""
+    if not path.is_file():
+        if required:
+            raise CheckpointError(
+                f"{path} is missing; a Hugging Face checkpoint directory needs it"
+            )
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: invalid JSON: {e}") from e
+
+
+def split_lines(text: str) -> list[str]:
+    """One text per line: strip each line's ending (\\n or \\r\\n) only, keep blank lines."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # the newline ending the last line starts no new text
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def new_file_mode(target: Path) -> int:
+    """The old file's mode, else what open() would give (temporary files are created 0600)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, *, binary: bool = True) -> Iterator[IO]:
+    """A file object whose contents replace `path` only when the block completes.
+
+    Readers see the old file or the complete new one; the temporary file is removed on any
+    failure (the exception propagates).
+    """
+    target = Path(path)
+    text_args = {} if binary else {"encoding": "utf-8", "newline": "\n"}
+    f = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by the with below)
+        "wb" if binary else "w",
+        dir=target.parent,
+        prefix=f".{target.name}.",
+        suffix=".tmp",
+        delete=False,
+        **text_args,
+    )
+    try:
+        with f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(f.name, new_file_mode(target))
+        os.replace(f.name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(f.name)
+        raise
+
+
+def write_json(path: Path, value: Any) -> None:
+    """`value` as indented JSON in `path` (written atomically)."""
+    with atomic_write(path, binary=False) as f:
+        json.dump(value, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """A fresh folder to fill, which replaces `path` only when the block completes.
+
+    An existing `path` is swapped out with two renames and removed only after the new folder
+    is in place; on failure the new folder is removed and `path` is left as it was.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a directory")
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield staging
+        if not target.exists():
+            os.replace(staging, target)
+            return
+        backup = staging.with_suffix(".old")
+        os.replace(target, backup)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            os.replace(backup, target)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

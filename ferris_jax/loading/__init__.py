@@ -1,0 +1,8 @@
+"""Loading (and saving) models: `hub` resolves a name to a folder, `presets` reads configs/,
+`st_format` and `tokenizer` read the sentence-transformers and tokenizer files, `checkpoint`
+fills the model's parameters from safetensors, `export` writes a folder back out."""
+
+from ferris_jax.loading.checkpoint import Checkpoint, load_checkpoint
+from ferris_jax.loading.hub import resolve
+
+__all__ = ["Checkpoint", "load_checkpoint", "resolve"]

@@ -1,0 +1,218 @@
+"""A checkpoint directory -> (model graph, parameters, tokenizer, settings), strictly.
+
+The model is built abstractly (`nnx.eval_shape`) and every parameter is filled from the
+safetensors files through the family's weight map: nothing random is created, and one
+`CheckpointError` lists every missing, unexpected or misshapen tensor with its file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ferris_jax._compat import variable_value
+from ferris_jax.errors import CheckpointError, ModelNotFoundError
+from ferris_jax.files import read_json
+from ferris_jax.loading.presets import Preset
+from ferris_jax.loading.st_format import Settings, read_head, read_settings
+from ferris_jax.loading.tokenizer import load_tokenizer
+from ferris_jax.models import Family, family_for
+from ferris_jax.models.embedder import HeadConfig, SentenceEmbedder
+from ferris_jax.platforms import parse_dtype
+from ferris_jax.pooling import PoolingConfig
+from ferris_jax.similarity import SIMILARITY_FUNCTIONS
+from ferris_jax.tokenize import TextTokenizer
+from ferris_jax.weights import TensorSource, WeightMap, dense_weight_map, fill_params
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the pure model (graphdef + params) and what surrounds it."""
+
+    path: Path
+    name: str
+    model_type: str
+    graphdef: nnx.GraphDef
+    params: nnx.State
+    tokenizer: TextTokenizer
+    settings: Settings
+    head: HeadConfig
+    dtype: jnp.dtype
+    config: dict[str, Any]  # config.json as read: saving writes it back
+    max_positions: int | None  # the most tokens one text can have (position embeddings)
+
+
+def _safetensors_files(directory: Path) -> list[Path]:
+    """The weight files of a directory: model.safetensors, or the shards its index lists."""
+    single = directory / "model.safetensors"
+    if single.is_file():
+        return [single]
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index}: no 'weight_map' object")
+        shards = [directory / f for f in sorted(set(weight_map.values()))]
+        missing = [s.name for s in shards if not s.is_file()]
+        if missing:
+            raise CheckpointError(f"{index} lists shard(s) that do not exist: {missing}")
+        return shards
+    if any(
+        (directory / n).is_file() for n in ("pytorch_model.bin", "pytorch_model.bin.index.json")
+    ):
+        raise CheckpointError(
+            f"{directory} has only pytorch_model.bin weights; ferris-jax reads safetensors only. "
+            'Convert once with: python -c "from transformers import AutoModel; '
+            f"AutoModel.from_pretrained('{directory}').save_pretrained('{directory}', "
+            'safe_serialization=True)"'
+        )
+    raise CheckpointError(f"{directory} has no model.safetensors (or model.safetensors.index.json)")
+
+
+def _tensor_sources(files: list[Path], weight_map: WeightMap) -> list[TensorSource]:
+    """Every tensor of `files`, read lazily.
+
+    Each read opens the file for that tensor alone: safetensors memory-maps the whole file, and
+    a mapping kept open for the whole load would count every page read as resident memory on
+    top of the parameters (2x the checkpoint at peak).
+    """
+    from safetensors import safe_open
+
+    sources = []
+    for file in files:
+        try:
+            with safe_open(str(file), framework="flax") as handle:
+                shapes = {n: tuple(handle.get_slice(n).get_shape()) for n in handle.keys()}  # noqa: SIM118
+        except Exception as e:
+            raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
+        for name, shape in shapes.items():
+            sources.append(
+                TensorSource(str(file), name, shape, _tensor_reader(file, name), weight_map)
+            )
+    return sources
+
+
+def _tensor_reader(file: Path, name: str) -> Callable[[], jax.Array]:
+    def read() -> jax.Array:
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="flax") as handle:
+            return handle.get_tensor(name)
+
+    return read
+
+
+def _apply_preset(
+    preset: Preset, directory: Path, model_type: str, head: HeadConfig, settings: Settings
+) -> tuple[HeadConfig, Settings]:
+    """The preset's pooling, normalization, prompts and similarity over the folder's own."""
+    if preset.similarity not in SIMILARITY_FUNCTIONS:
+        raise ValueError(
+            f"preset {preset.name!r}: similarity {preset.similarity!r} is not one of "
+            f"{sorted(SIMILARITY_FUNCTIONS)}"
+        )
+    if preset.family != model_type:
+        raise CheckpointError(
+            f"preset {preset.name!r} expects a {preset.family} model but "
+            f"{directory / 'config.json'} has model_type {model_type!r}"
+        )
+    head = dataclasses.replace(
+        head,
+        pooling=PoolingConfig(preset.pooling, head.pooling.include_prompt),
+        normalize=preset.normalize,
+    )
+    settings = dataclasses.replace(
+        settings,
+        prompts={**settings.prompts, **preset.prompts},
+        default_prompt_name=preset.default_prompt_name or settings.default_prompt_name,
+        similarity_fn_name=preset.similarity,
+    )
+    return head, settings
+
+
+def _read_family(directory: Path) -> tuple[dict[str, Any], Family, Any]:
+    """config.json -> (its contents, the model family, the family's config)."""
+    model_config = read_json(directory / "config.json", required=True)
+    try:
+        family = family_for(model_config.get("model_type", "<missing>"))
+        return model_config, family, family.config_from_hf(model_config)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{directory / 'config.json'}: {e}") from e
+
+
+def _fill_model(
+    build: Callable[[nnx.Rngs], nnx.Module],
+    sources: list[TensorSource],
+    dtype: jnp.dtype,
+    device: jax.Device | None,
+) -> tuple[nnx.GraphDef, nnx.State]:
+    """The model `build` makes, built abstractly and filled from `sources` (strict)."""
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
+    flat = list(nnx.to_flat_state(abstract))
+    expected = {path: variable_value(var) for path, var in flat}
+    filled = fill_params(expected, sources, dtype=dtype, device=device)
+    return graphdef, nnx.from_flat_state([(path, var.replace(filled[path])) for path, var in flat])
+
+
+def load_checkpoint(
+    directory: Path,
+    *,
+    preset: Preset | None = None,
+    dtype: str | jnp.dtype = "float32",
+    max_seq_length: int | None = None,
+    device: jax.Device | None = None,
+) -> Checkpoint:
+    """Read a checkpoint directory strictly; raises CheckpointError naming the file at fault."""
+    if not directory.is_dir():
+        raise ModelNotFoundError(f"no such directory: {directory}")
+    dtype = parse_dtype(dtype)
+    model_config, family, config = _read_family(directory)
+    head, dense_dirs = read_head(directory)
+    # A family whose positions start past 0 (MPNet, RoBERTa) says how many tokens fit.
+    max_positions = getattr(config, "max_tokens", getattr(config, "max_position_embeddings", None))
+    settings = read_settings(
+        directory,
+        max_seq_length
+        if max_seq_length is not None
+        else (preset.max_seq_length if preset else None),
+        max_positions,
+    )
+    if preset is not None:
+        head, settings = _apply_preset(
+            preset, directory, model_config["model_type"], head, settings
+        )
+    tokenizer = load_tokenizer(
+        directory,
+        max_seq_length=settings.max_seq_length,
+        do_lower_case=settings.do_lower_case,
+        model_config=model_config,
+    )
+
+    def build(rngs: nnx.Rngs) -> SentenceEmbedder:
+        return SentenceEmbedder(
+            family.model(config, dtype=dtype, rngs=rngs), head, dtype=dtype, rngs=rngs
+        )
+
+    sources = _tensor_sources(_safetensors_files(directory), family.weight_map)
+    for i, sub in enumerate(dense_dirs):
+        sources += _tensor_sources(_safetensors_files(sub), dense_weight_map(i))
+    graphdef, params = _fill_model(build, sources, dtype, device)
+    return Checkpoint(
+        path=directory,
+        name=preset.name if preset else directory.name,
+        model_type=model_config["model_type"],
+        graphdef=graphdef,
+        params=params,
+        tokenizer=tokenizer,
+        settings=settings,
+        head=head,
+        dtype=dtype,
+        config=model_config,
+        max_positions=max_positions,
+    )

@@ -1,0 +1,208 @@
+"""The host pipeline, public: texts -> token chunks -> batch plans -> padded arrays -> dispatch.
+
+`Pipeline.run(...)` yields one `EmbeddedBatch` per dispatched batch: which texts it holds and
+their vectors, still on the device and already copying to the host. `Encoder.encode` gathers
+them into one array; a retrieval index, a training step or several devices consume the same
+iterator (or watch it through `on_batch`).
+
+Texts are sorted by length and tokenized in chunks, the next chunk on a worker thread while the
+current one is padded and dispatched (the Rust tokenizer releases the GIL). A chunk's last,
+partly filled batch is carried into the next chunk, so only the job's last batch is short.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from ferris_jax.batching import (
+    Batch,
+    BucketPolicy,
+    PackedBatch,
+    pad,
+    pad_packed,
+    plan_batches,
+    plan_packed,
+)
+from ferris_jax.ops.impl import ImplChoice
+from ferris_jax.programs import Programs
+from ferris_jax.tokenize import TextTokenizer, Tokenized
+
+# Texts tokenized per chunk: large enough for the tokenizer's own parallelism and full batches,
+# small enough that the device starts early and works while later chunks are tokenized.
+CHUNK_TEXTS = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedBatch:
+    """One batch before dispatch: texts `indices` (positions in the job's input), their tokens
+    and the plan that places them in a padded or packed shape."""
+
+    indices: np.ndarray  # [n] input positions of the batch's texts, in plan order
+    tokens: Tokenized  # the tokens of the batch's chunk
+    plan: Batch | PackedBatch  # `plan.texts` index `tokens`
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.plan.shape
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddedBatch:
+    """One dispatched batch: the vectors of texts `indices`, computed on the device."""
+
+    indices: np.ndarray  # [n] input positions
+    shape: tuple[int, ...]  # the compiled shape: (B, L), or (B, L, K) when packed
+    lengths: np.ndarray  # [n] tokens per text (special tokens included)
+    truncated: np.ndarray  # [n] bool: the text was cut at max_seq_length
+    output: jax.Array  # [B, E], or [B, K, E] when packed: the program's raw output
+    slots: np.ndarray  # [n] row of each text in `output` flattened to [B * K, E]
+
+    def vectors(self) -> jax.Array:
+        """`[n, E]` in the order of `indices`, as a device array."""
+        return self.output.reshape(-1, self.output.shape[-1])[self.slots]
+
+    def numpy(self) -> np.ndarray:
+        """`[n, E]` float32 in the order of `indices` (waits for the device)."""
+        host = np.asarray(self.output, dtype=np.float32)
+        return host.reshape(-1, host.shape[-1])[self.slots]
+
+
+class Pipeline:
+    """Tokenizing, planning, padding and dispatching texts for one model's programs.
+
+    Holds one worker thread for tokenizing ahead (started on the first job of several chunks);
+    `close()` stops it.
+    """
+
+    def __init__(self, tokenizer: TextTokenizer, programs: Programs):
+        self.tokenizer = tokenizer
+        self.programs = programs
+        self._worker: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Stop the tokenizer thread (a later job starts a new one)."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True, cancel_futures=True)
+            self._worker = None
+
+    def tokenized_chunks(
+        self, texts: Sequence[str], chunk_size: int, strided: bool
+    ) -> Iterator[tuple[np.ndarray, Tokenized]]:
+        """(text indices, their tokens) in chunks cut from the texts' order by character length:
+        consecutive runs, longest first, or (`strided`, for packing) every n-th text, so each
+        chunk has short texts to fill the rows its long ones start."""
+        if not texts:
+            return
+        order = np.argsort(-np.fromiter(map(len, texts), np.int64, len(texts)), kind="stable")
+        n = -(-len(order) // chunk_size)
+        chunks = [
+            order[i::n] if strided else order[i * chunk_size :][:chunk_size] for i in range(n)
+        ]
+        encode = lambda rows: self.tokenizer.encode([texts[i] for i in rows])  # noqa: E731
+        if len(chunks) == 1:  # a job of one chunk uses no thread
+            yield chunks[0], encode(chunks[0])
+            return
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="ferris-tokenize")
+        future = self._worker.submit(encode, chunks[0])
+        for i, rows in enumerate(chunks):
+            tok = future.result()
+            if i + 1 < len(chunks):
+                future = self._worker.submit(encode, chunks[i + 1])
+            yield rows, tok
+
+    def planned_batches(
+        self,
+        texts: Sequence[str],
+        policy: BucketPolicy,
+        packing: int | None = None,
+        chunk_size: int = CHUNK_TEXTS,
+    ) -> Iterator[PlannedBatch]:
+        """Every batch of the job, planned (packed in rows of at least `packing` tokens when
+        set). A chunk's last batch, when not full, is planned again with the next chunk's texts."""
+        carry: tuple[np.ndarray, Tokenized] | None = None
+        chunks = self.tokenized_chunks(texts, chunk_size, strided=packing is not None)
+        upcoming = next(chunks, None)
+        while upcoming is not None:
+            indices, tok = upcoming
+            upcoming = next(chunks, None)
+            if carry is not None:
+                indices = np.concatenate([carry[0], indices])
+                tok = Tokenized.concat([carry[1], tok])
+            plan = (
+                plan_packed(tok.lengths, policy, packing)
+                if packing
+                else plan_batches(tok.lengths, policy)
+            )
+            carry = None
+            if upcoming is not None and not policy.is_full(plan[-1]):
+                rest = plan.pop().texts
+                carry = indices[rest], tok.take(rest)
+            for batch in plan:
+                yield PlannedBatch(indices[batch.texts], tok, batch)
+
+    def model_inputs(self, batch: PlannedBatch) -> tuple[np.ndarray, ...]:
+        """The padded (or packed) token arrays of a batch, as its program takes them."""
+        pad_id = self.tokenizer.pad_token_id
+        if isinstance(batch.plan, PackedBatch):
+            b = pad_packed(batch.tokens, batch.plan, pad_id)
+            return b.input_ids, b.segment_ids, b.positions, b.token_type_ids
+        b = pad(batch.tokens, batch.plan.texts, batch.plan.shape, pad_id)
+        return b.input_ids, b.attention_mask, b.token_type_ids
+
+    def run(
+        self,
+        texts: Sequence[str],
+        params: nnx.State,
+        *,
+        policy: BucketPolicy,
+        impls: ImplChoice,
+        prompt_length: int = 0,
+        packing: int | None = None,
+        copy_to_host: bool = True,
+        on_batch: Callable[[EmbeddedBatch], Any] | None = None,
+    ) -> Iterator[EmbeddedBatch]:
+        """Embed `texts` (prompts already prepended), yielding each batch once dispatched.
+
+        Dispatch is asynchronous: the host pads the next batch while this one runs, and with
+        `copy_to_host` each result starts its copy to host memory as soon as it is computed.
+
+        Args:
+            params: the parameters to run with (e.g. `enc.params`).
+            policy: the bucket policy (`Encoder.bucket_policy(batch_size)`).
+            impls: the implementation choice (`ops.requested_impls(...)`).
+            prompt_length: prompt tokens excluded from pooling where the model says so.
+            packing: pack texts into rows of at least this many tokens (None: one per row).
+            copy_to_host: start each result's device-to-host copy at once.
+            on_batch: called with each batch right after it is dispatched.
+        """
+        leaves, _ = self.programs.flat_params(params)
+        prompt = np.int32(prompt_length)
+        for batch in self.planned_batches(texts, policy, packing):
+            program = self.programs.get(params, batch.shape, impls)
+            output = program(leaves, *self.model_inputs(batch), prompt)
+            if copy_to_host:
+                output.copy_to_host_async()
+            plan = batch.plan
+            if isinstance(plan, PackedBatch):
+                slots = plan.row * plan.shape[2] + plan.segment - 1
+            else:
+                slots = np.arange(len(plan.texts))
+            embedded = EmbeddedBatch(
+                batch.indices,
+                batch.shape,
+                batch.tokens.lengths[plan.texts],
+                batch.tokens.truncated[plan.texts],
+                output,
+                slots,
+            )
+            if on_batch is not None:
+                on_batch(embedded)
+            yield embedded

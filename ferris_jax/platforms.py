@@ -1,0 +1,128 @@
+"""Platforms: one name per platform, and ONE table of every default that differs by platform.
+
+`platform_of(device)` names a device's platform the way this table is keyed ("cuda" or "rocm"
+where JAX says "gpu"; PJRT plugins keep their own name: "METAL", "mps", ...). Everything else
+that depends on the platform (packing, batch-token cap, compilation cache, dtypes, the
+LayerNorm and attention `auto` choices) is read from `defaults_for(platform)`, so adding a
+backend touches this file only. Each measured value cites BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import jax
+import jax.numpy as jnp
+
+from ferris_jax.errors import BackendFallbackWarning
+
+# Platform names of Apple GPU PJRT plugins: jax-metal, jax-mps, metal-pjrt-plugin / metaljax.
+APPLE_PLATFORMS = ("METAL", "metal", "mps", "mtl")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+_ALL_DTYPES = tuple(DTYPES)
+
+
+@dataclasses.dataclass(frozen=True)
+class DtypePolicy:
+    """The parameter/compute dtypes a platform runs correctly (statistics are always float32)."""
+
+    supported: tuple[str, ...] = _ALL_DTYPES
+    reason: str = ""
+
+    def resolve(self, dtype: str, platform: str) -> str:
+        """`dtype` if supported, else float32 with a one-line warning saying why."""
+        if dtype in self.supported:
+            return dtype
+        warnings.warn(
+            f"ferris-jax: dtype {dtype} is not used on {platform} ({self.reason}); using float32",
+            BackendFallbackWarning,
+            stacklevel=3,
+        )
+        return "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class PlatformDefaults:
+    """What ferris-jax does by default on one platform.
+
+    Attributes:
+        pack_length: packed row length (`Encoder.pack_length`); None: one text per row.
+        pack_min_params: models with fewer parameters are not packed.
+        max_batch_tokens: cap on padded tokens per batch (`Encoder.max_batch_tokens`).
+        compilation_cache: whether JAX's persistent compilation cache works there.
+        dtypes: the dtypes the platform runs correctly.
+        layer_norm: what `impl="auto"` of the LayerNorm primitive runs.
+        attention: what `impl="auto"` of `ops.attention` runs.
+    """
+
+    pack_length: int | None = 64
+    pack_min_params: int = 0
+    max_batch_tokens: int | None = None
+    compilation_cache: bool = True
+    dtypes: DtypePolicy = DtypePolicy()
+    layer_norm: str = "xla"
+    attention: str = "einsum"
+
+
+_APPLE = PlatformDefaults(
+    # Unmeasured on Apple GPUs: the CPU's packing; float32 only (bfloat16/float16 gave wrong
+    # numbers or failed to compile on both plugins); no persistent cache in jax-metal.
+    dtypes=DtypePolicy(("float32",), "the Apple GPU plugins are reliable in float32 only"),
+)
+
+# BENCHMARKS.md: "Packing several texts per row" (CPU), "CUDA defaults re-measured" (CUDA),
+# "LayerNorm on the H100", "Attention".
+PLATFORM_DEFAULTS: dict[str, PlatformDefaults] = {
+    # CPU: packing at 64 and a 2048-token batch cap were faster on every corpus of run.py.
+    "cpu": PlatformDefaults(pack_length=64, max_batch_tokens=2048),
+    # CUDA: packing pays only where the device, not the tokenizer, is the limit (large models).
+    "cuda": PlatformDefaults(
+        pack_length=128,
+        pack_min_params=50_000_000,
+        layer_norm="pallas",
+        attention="cudnn",
+    ),
+    # ROCm: unmeasured; packing as on CUDA, the portable LayerNorm, XLA's attention.
+    "rocm": PlatformDefaults(pack_length=128, pack_min_params=50_000_000, attention="jax"),
+    "METAL": dataclasses.replace(_APPLE, compilation_cache=False),
+    **{name: _APPLE for name in APPLE_PLATFORMS if name != "METAL"},
+}
+# TPU and PJRT plugins we do not know: the portable choices (jnp LayerNorm, einsum attention).
+UNKNOWN_PLATFORM = PlatformDefaults()
+
+
+def defaults_for(platform: str) -> PlatformDefaults:
+    """The defaults of `platform` (a `platform_of` name); unknown platforms get portable ones."""
+    return PLATFORM_DEFAULTS.get(platform, UNKNOWN_PLATFORM)
+
+
+def platform_of(device: jax.Device) -> str:
+    """The platform name of a device: "cuda" or "rocm" where JAX says "gpu"."""
+    name = device.platform
+    if name == "gpu":  # CUDA and ROCm devices both report "gpu"; the client knows which
+        version = getattr(device.client, "platform_version", "").lower()
+        return "rocm" if "rocm" in version else "cuda"
+    return name
+
+
+def default_platform() -> str:
+    """The `platform_of` name of JAX's default device."""
+    return platform_of(jax.devices()[0])
+
+
+def is_apple(platform: str) -> bool:
+    return platform in APPLE_PLATFORMS
+
+
+def dtype_policy(platform: str) -> DtypePolicy:
+    """The dtypes `platform` runs correctly (Apple GPU plugins: float32 only)."""
+    return defaults_for(platform).dtypes
+
+
+def parse_dtype(dtype: str | jnp.dtype) -> jnp.dtype:
+    """One of DTYPES from a name or dtype; ValueError naming the allowed ones."""
+    name = jnp.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[name]

@@ -1,0 +1,146 @@
+"""The model as pure functions of (graph, parameters, token arrays), and their compiled programs.
+
+`embed`, `embed_packed` and `token_embeddings` are the functional core. `Programs` compiles
+them once per key: the batch shape, the implementation choice of every op
+(`ops.requested_impls`) and the parameter structure. Compiled programs take the parameters as
+a flat tuple of arrays, since flattening an `nnx.State` on every call costs more than a small
+batch's compute.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ferris_jax import ops
+from ferris_jax.ops.impl import ImplChoice
+
+Shape = tuple[int, ...]  # (batch, length), or (batch, length, texts per row) when packed
+
+
+def embed(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    input_ids: jax.Array,
+    attention_mask: jax.Array,
+    token_type_ids: jax.Array | None = None,
+    prompt_length: jax.Array | int = 0,
+) -> jax.Array:
+    """Sentence embeddings `[B, E]` of one text per row (pooling, Dense and Normalize applied)."""
+    model = nnx.merge(graphdef, params)
+    return model(input_ids, attention_mask, token_type_ids, prompt_length)
+
+
+def embed_packed(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    input_ids: jax.Array,
+    segment_ids: jax.Array,
+    positions: jax.Array,
+    token_type_ids: jax.Array | None,
+    prompt_length: jax.Array | int,
+    num_segments: int,
+) -> jax.Array:
+    """Embeddings `[B, K, E]` of texts packed K = `num_segments` per row at most."""
+    model = nnx.merge(graphdef, params)
+    return model.packed(
+        input_ids, segment_ids, positions, token_type_ids, prompt_length, num_segments
+    )
+
+
+def token_embeddings(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    input_ids: jax.Array,
+    attention_mask: jax.Array,
+    token_type_ids: jax.Array | None = None,
+) -> jax.Array:
+    """The backbone's last hidden state `[B, L, D]`."""
+    model = nnx.merge(graphdef, params)
+    return model.token_embeddings(input_ids, attention_mask, token_type_ids)
+
+
+def _embed_flat(
+    graphdef: nnx.GraphDef, treedef: Any, impls: ImplChoice, leaves: tuple, *args: Any
+) -> jax.Array:
+    with ops.use_impl(**dict(impls)):
+        return embed(graphdef, jax.tree.unflatten(treedef, leaves), *args)
+
+
+def _embed_packed_flat(
+    graphdef: nnx.GraphDef,
+    treedef: Any,
+    impls: ImplChoice,
+    num_segments: int,
+    leaves: tuple,
+    *args: Any,
+) -> jax.Array:
+    with ops.use_impl(**dict(impls)):
+        return embed_packed(graphdef, jax.tree.unflatten(treedef, leaves), *args, num_segments)
+
+
+class Programs:
+    """The compiled programs of one model, one per (shape, implementation choice).
+
+    A program is called as `program(leaves, *token_arrays, prompt_length)` with `leaves` from
+    `flat_params(params)`. Replacing the parameters by arrays of another structure drops the
+    programs compiled for the old one.
+    """
+
+    def __init__(self, graphdef: nnx.GraphDef):
+        self.graphdef = graphdef
+        self._jitted = jax.jit(functools.partial(_embed_flat, graphdef), static_argnums=(0, 1))
+        self._jitted_packed = jax.jit(
+            functools.partial(_embed_packed_flat, graphdef), static_argnums=(0, 1, 2)
+        )
+        self.compile_seconds = 0.0
+        self._compiled: dict[tuple[Shape, ImplChoice], Any] = {}
+        self._flat: tuple[nnx.State, tuple[jax.Array, ...], Any] | None = None
+
+    def flat_params(self, params: nnx.State) -> tuple[tuple[jax.Array, ...], Any]:
+        """`params` as (leaves, treedef), recomputed only when another object is passed."""
+        if self._flat is None or self._flat[0] is not params:
+            leaves, treedef = jax.tree.flatten(params)
+            if self._flat is not None and treedef != self._flat[2]:
+                self._compiled.clear()  # programs are per parameter structure
+            self._flat = (params, tuple(leaves), treedef)
+        return self._flat[1], self._flat[2]
+
+    def lower(self, params: nnx.State, shape: Shape, impls: ImplChoice) -> jax.stages.Lowered:
+        """The program for `shape` under `impls`, lowered (`.as_text()`: StableHLO)."""
+        spec = jax.ShapeDtypeStruct(shape[:2], jnp.int32)
+        scalar = jax.ShapeDtypeStruct((), jnp.int32)
+        leaves, treedef = self.flat_params(params)
+        if len(shape) == 3:
+            return self._jitted_packed.lower(
+                treedef, impls, shape[2], leaves, spec, spec, spec, spec, scalar
+            )
+        return self._jitted.lower(treedef, impls, leaves, spec, spec, spec, scalar)
+
+    def get(self, params: nnx.State, shape: Shape, impls: ImplChoice) -> Any:
+        """The compiled program for `shape` under `impls`, compiled on first use."""
+        key = (shape, impls)
+        program = self._compiled.get(key)
+        if program is None:
+            start = time.perf_counter()
+            program = self._compiled[key] = self.lower(params, shape, impls).compile()
+            self.compile_seconds += time.perf_counter() - start
+        return program
+
+    @property
+    def keys(self) -> list[tuple[Shape, ImplChoice]]:
+        """Every (shape, implementation choice) compiled so far, sorted."""
+        return sorted(self._compiled)
+
+    @property
+    def shapes(self) -> list[Shape]:
+        """The distinct shapes compiled so far, sorted."""
+        return sorted({shape for shape, _ in self._compiled})
+
+    def __len__(self) -> int:
+        return len(self._compiled)
