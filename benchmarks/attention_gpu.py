@@ -1,6 +1,6 @@
 """Attention formulations on the device: each impl's `encode` against float32 "jax" attention.
 
-    PYTHONPATH=. python benchmarks/attention_gpu.py --minilm-dir .bench/minilm --texts 1024
+    python -m benchmarks.attention_gpu --minilm-dir .bench/minilm --texts 1024
 
 For every impl in --impls, MiniLM in --dtype encodes the same mix corpus (right-padded batches)
 and, through `Encoder.apply`, a left-padded batch (the mask is not a prefix); prints min cosine
@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench_models
-import corpus as corpora
-
 import ferris_jax
+from benchmarks import bench_models
+from benchmarks import corpus as corpora
 
 
 def _left_padded(enc, texts: list[str]) -> np.ndarray:

@@ -4,19 +4,18 @@ A single-query `encode` on the H100 spends 560-614 us launching the executable (
 this separates the per-argument cost (the model passes ~100 parameter arrays) from the fixed
 one, with jit and with an ahead-of-time `Compiled`:
 
-    python benchmarks/dispatch_overhead.py --args 1,8,32,101,202
+    python -m benchmarks.dispatch_overhead --args 1,8,32,101,202
 
 With --model, the model's own program: parameters passed as arrays (as `Encoder` does) against
 the same parameters as one buffer per dtype, sliced inside the program, at each --shapes:
 
-    PYTHONPATH=. python benchmarks/dispatch_overhead.py --args "" --minilm-dir .bench/minilm \
+    python -m benchmarks.dispatch_overhead --args "" --minilm-dir .bench/minilm \
         --model minilm --dtype bfloat16 --shapes 1x16,512x128
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -57,10 +56,8 @@ def packed_params(leaves):
 
 def model_programs(args) -> None:
     """The model's program with its parameters as arrays vs as one buffer per dtype."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    import bench_models
-
     import ferris_jax
+    from benchmarks import bench_models
 
     spec = bench_models.SPECS[args.model]
     with bench_models.model_dir(spec, bench_models.minilm_dir(args.minilm_dir)) as path:

@@ -1,8 +1,8 @@
 """LayerNorm on a GPU: correctness of every impl, then XLA vs the Pallas (Triton) kernel timings.
 
-    PYTHONPATH=. python3 benchmarks/layer_norm_gpu.py --out ln.json            # on a GPU
-    PYTHONPATH=. python benchmarks/layer_norm_gpu.py --platform cpu --impls xla,pallas_interpret \\
-        --small --out ln-cpu.json                                               # the script itself
+    python -m benchmarks.layer_norm_gpu --out ln.json            # on a GPU
+    python -m benchmarks.layer_norm_gpu --platform cpu --impls xla,pallas_interpret \\
+        --small --out ln-cpu.json                                 # the script itself
 
 (a) Correctness: `ops.layer_norm` and `ops.add_layer_norm`, forward and gradients (x, residual,
 scale, bias), for each impl and float32/bfloat16/float16, against a float64 numpy reference;

@@ -1,6 +1,6 @@
 """Copy a model directory with its safetensors weights cast to float16, to carry it offline.
 
-    python benchmarks/make_transport_copy.py SRC DST
+    python -m benchmarks.make_transport_copy SRC DST
 
 all-MiniLM-L6-v2 is 87 MiB in float32 and 43 MiB in float16: small enough to travel with a
 working tree (64 MiB limit) to a machine without network. Every other file is copied as is;

@@ -1,6 +1,6 @@
 """Model-only throughput and FLOP utilisation: one compiled program, fixed shapes, no host work.
 
-    PYTHONPATH=. python benchmarks/model_only.py --minilm-dir .bench/minilm --model bert-base \
+    python -m benchmarks.model_only --minilm-dir .bench/minilm --model bert-base \
         --shapes 256x128,512x128 --dtype bfloat16 --peak-tflops 989.4
 
 Times `Encoder`'s compiled program on device-resident inputs (median of --iters calls, each
@@ -10,16 +10,13 @@ waited for), and reports TFLOP/s and MFU with the harness's FLOP formula.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench_models
-
 import ferris_jax
+from benchmarks import bench_models
 
 
 def main() -> None:

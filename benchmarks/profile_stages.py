@@ -1,6 +1,6 @@
 """Where encode's time goes: tokenize, plan, pad, dispatch, wait for the device, copy back.
 
-    PYTHONPATH=. python benchmarks/profile_stages.py --minilm-dir .bench/minilm --corpus mix \
+    python -m benchmarks.profile_stages --minilm-dir .bench/minilm --corpus mix \
         --texts 4096 --dtype bfloat16 --batch-size 512 --max-batch-tokens 32768
 
 Each stage of `Encoder.encode` is run on its own over the whole corpus (after a warm-up that
@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench_models
-import corpus as corpora
-
 import ferris_jax
+from benchmarks import bench_models
+from benchmarks import corpus as corpora
 from ferris_jax.batching import plan_batches
 
 
