@@ -58,12 +58,19 @@ def model_programs(args) -> None:
     """The model's program with its parameters as arrays vs as one buffer per dtype."""
     import ferris_jax
     from benchmarks import bench_models
+    from ferris_jax import ops
 
     spec = bench_models.SPECS[args.model]
     with bench_models.model_dir(spec, bench_models.minilm_dir(args.minilm_dir)) as path:
         enc = ferris_jax.load(str(path), dtype=args.dtype, compilation_cache=False)
-    leaves, treedef = enc._flat_params()
+    leaves, treedef = enc.programs.flat_params(enc.params)
+    impls = enc.requested_impls()
     buffers, unpack = packed_params(leaves)
+
+    def apply_buffers(bufs, *inputs):  # as the encoder's program, parameters from the buffers
+        with ops.use_impl(**dict(impls)):
+            return enc.apply(jax.tree.unflatten(treedef, unpack(bufs)), *inputs)
+
     print(f"{args.model} {args.dtype}: {len(leaves)} parameter arrays, {len(buffers)} buffers")
     for shape in args.shapes.split(","):
         B, L = (int(n) for n in shape.split("x"))
@@ -71,9 +78,8 @@ def model_programs(args) -> None:
         ids[:, 0], ids[:, -1] = 101, 102
         ones, zeros = np.ones((B, L), np.int32), np.zeros((B, L), np.int32)
         inputs = (ids, ones, zeros, np.int32(0))
-        arrays = enc._program((B, L))
-        flat = jax.jit(lambda bufs, *a: enc._apply_flat(treedef, unpack(bufs), *a))
-        flat = flat.lower(buffers, *inputs).compile()
+        arrays = enc.programs.get(enc.params, (B, L), impls)
+        flat = jax.jit(apply_buffers).lower(buffers, *inputs).compile()
         calls = args.calls if B * L <= 4096 else 20
         for name, fn, first in (
             ("arrays", arrays, leaves),

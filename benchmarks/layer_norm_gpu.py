@@ -49,6 +49,7 @@ def main() -> int:
     import numpy as np
 
     from ferris_jax import ops
+    from ferris_jax.platforms import platform_of
 
     impls = args.impls.split(",")
     device = jax.devices()[0]
@@ -59,7 +60,7 @@ def main() -> int:
         "jax": jax.__version__,
         "python": platform.python_version(),
         "impls": impls,
-        "auto_resolves_to": ops.resolve_impl("auto", device.platform),
+        "auto_resolves_to": ops.resolve_impl("auto", platform_of(device)),  # "cuda", not "gpu"
     }
     print(json.dumps(info))
     failures: list[str] = []
