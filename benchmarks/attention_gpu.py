@@ -38,7 +38,9 @@ def _compare(a: np.ndarray, b: np.ndarray) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.attention_gpu", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--minilm-dir", type=Path)
     p.add_argument("--texts", type=int, default=1024)
     p.add_argument("--dtype", default="bfloat16")

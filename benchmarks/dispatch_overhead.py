@@ -94,7 +94,9 @@ def model_programs(args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.dispatch_overhead", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--args", default="1,8,32,101,202")
     p.add_argument("--calls", type=int, default=300)
     p.add_argument("--model", help="also time this model's program (bench_models.SPECS)")

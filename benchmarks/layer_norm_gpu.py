@@ -34,7 +34,9 @@ EPS = 1e-12
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.layer_norm_gpu", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--platform", default="cuda", help="JAX platform to run on (cuda, rocm, cpu)")
     p.add_argument("--impls", default="xla,pallas", help="comma-separated impls to compare")

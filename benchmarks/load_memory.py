@@ -23,7 +23,9 @@ def _status_mib(key: str) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.load_memory", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--model", default="bert-base", choices=list(bench_models.SPECS))
     p.add_argument("--minilm-dir", type=Path)
     p.add_argument("--dtype", default="float32")

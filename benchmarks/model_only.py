@@ -20,7 +20,9 @@ from benchmarks import bench_models
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.model_only", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--minilm-dir", type=Path)
     p.add_argument("--model", default="bert-base", choices=list(bench_models.SPECS))
     p.add_argument("--shapes", default="256x128,512x128")

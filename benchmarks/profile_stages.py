@@ -28,7 +28,9 @@ from ferris_jax.pipeline import PlannedBatch
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.profile_stages", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--minilm-dir", type=Path)
     p.add_argument("--model", default="minilm", choices=list(bench_models.SPECS))
     p.add_argument("--corpus", default="mix")

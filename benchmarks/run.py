@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -137,7 +138,7 @@ def _command() -> str:
     """How this process was started: `python -m benchmarks.<name> ...` (or the script's path)."""
     spec = getattr(sys.modules["__main__"], "__spec__", None)
     head = ["-m", spec.name] if spec is not None else sys.argv[:1]
-    return " ".join([Path(sys.executable).name, *head, *sys.argv[1:]])
+    return shlex.join([Path(sys.executable).name, *head, *sys.argv[1:]])
 
 
 def gpu_peaks(name: str, override: str | None) -> dict[str, float] | None:
@@ -492,7 +493,9 @@ def report(rec: dict) -> str:
 
 # ---------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--quick", action="store_true", help="smoke run: small corpora, one round")
     p.add_argument("--models", help=f"comma list of {list(bench_models.SPECS)}")

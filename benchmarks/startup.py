@@ -157,7 +157,9 @@ def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.startup", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--library", choices=("ferris", "st"), required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")

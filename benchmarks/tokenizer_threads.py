@@ -35,7 +35,9 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.tokenizer_threads", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--minilm-dir", type=Path)
     p.add_argument("--corpus", default="mix")
     p.add_argument("--texts", type=int, default=4096)
