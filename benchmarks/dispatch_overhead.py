@@ -4,19 +4,18 @@ A single-query `encode` on the H100 spends 560-614 us launching the executable (
 this separates the per-argument cost (the model passes ~100 parameter arrays) from the fixed
 one, with jit and with an ahead-of-time `Compiled`:
 
-    python benchmarks/dispatch_overhead.py --args 1,8,32,101,202
+    python -m benchmarks.dispatch_overhead --args 1,8,32,101,202
 
 With --model, the model's own program: parameters passed as arrays (as `Encoder` does) against
 the same parameters as one buffer per dtype, sliced inside the program, at each --shapes:
 
-    PYTHONPATH=. python benchmarks/dispatch_overhead.py --args "" --minilm-dir .bench/minilm \
+    python -m benchmarks.dispatch_overhead --args "" --minilm-dir .bench/minilm \
         --model minilm --dtype bfloat16 --shapes 1x16,512x128
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -57,16 +56,21 @@ def packed_params(leaves):
 
 def model_programs(args) -> None:
     """The model's program with its parameters as arrays vs as one buffer per dtype."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    import bench_models
-
     import ferris_jax
+    from benchmarks import bench_models
+    from ferris_jax import ops
 
     spec = bench_models.SPECS[args.model]
     with bench_models.model_dir(spec, bench_models.minilm_dir(args.minilm_dir)) as path:
         enc = ferris_jax.load(str(path), dtype=args.dtype, compilation_cache=False)
-    leaves, treedef = enc._flat_params()
+    leaves, treedef = enc.programs.flat_params(enc.params)
+    impls = enc.requested_impls()
     buffers, unpack = packed_params(leaves)
+
+    def apply_buffers(bufs, *inputs):  # as the encoder's program, parameters from the buffers
+        with ops.use_impl(**dict(impls)):
+            return enc.apply(jax.tree.unflatten(treedef, unpack(bufs)), *inputs)
+
     print(f"{args.model} {args.dtype}: {len(leaves)} parameter arrays, {len(buffers)} buffers")
     for shape in args.shapes.split(","):
         B, L = (int(n) for n in shape.split("x"))
@@ -74,9 +78,8 @@ def model_programs(args) -> None:
         ids[:, 0], ids[:, -1] = 101, 102
         ones, zeros = np.ones((B, L), np.int32), np.zeros((B, L), np.int32)
         inputs = (ids, ones, zeros, np.int32(0))
-        arrays = enc._program((B, L))
-        flat = jax.jit(lambda bufs, *a: enc._apply_flat(treedef, unpack(bufs), *a))
-        flat = flat.lower(buffers, *inputs).compile()
+        arrays = enc.programs.get(enc.params, (B, L), impls)
+        flat = jax.jit(apply_buffers).lower(buffers, *inputs).compile()
         calls = args.calls if B * L <= 4096 else 20
         for name, fn, first in (
             ("arrays", arrays, leaves),
@@ -91,7 +94,9 @@ def model_programs(args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.dispatch_overhead", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--args", default="1,8,32,101,202")
     p.add_argument("--calls", type=int, default=300)
     p.add_argument("--model", help="also time this model's program (bench_models.SPECS)")

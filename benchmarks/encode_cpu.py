@@ -1,6 +1,6 @@
 """The CPU comparison BENCHMARKS.md (2026-11-25) ran, now a preset of `run.py`.
 
-    python benchmarks/encode_cpu.py --texts 2000 --batch-size 64 --repeats 3 --json out.json
+    python -m benchmarks.encode_cpu --texts 2000 --batch-size 64 --repeats 3 --json out.json
 
 all-MiniLM-L6-v2 in float32 on the CPU, the mixed corpus, ferris_jax at `--batch-size` against
 sentence-transformers at its default batch size (32) and at `--batch-size`. Other run.py options
@@ -10,15 +10,14 @@ sentence-transformers at its default batch size (32) and at `--batch-size`. Othe
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import run
+from benchmarks import run
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.encode_cpu", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--texts", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)

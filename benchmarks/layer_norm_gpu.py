@@ -1,8 +1,8 @@
 """LayerNorm on a GPU: correctness of every impl, then XLA vs the Pallas (Triton) kernel timings.
 
-    PYTHONPATH=. python3 benchmarks/layer_norm_gpu.py --out ln.json            # on a GPU
-    PYTHONPATH=. python benchmarks/layer_norm_gpu.py --platform cpu --impls xla,pallas_interpret \\
-        --small --out ln-cpu.json                                               # the script itself
+    python -m benchmarks.layer_norm_gpu --out ln.json            # on a GPU
+    python -m benchmarks.layer_norm_gpu --platform cpu --impls xla,pallas_interpret \\
+        --small --out ln-cpu.json                                 # the script itself
 
 (a) Correctness: `ops.layer_norm` and `ops.add_layer_norm`, forward and gradients (x, residual,
 scale, bias), for each impl and float32/bfloat16/float16, against a float64 numpy reference;
@@ -34,7 +34,9 @@ EPS = 1e-12
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.layer_norm_gpu", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--platform", default="cuda", help="JAX platform to run on (cuda, rocm, cpu)")
     p.add_argument("--impls", default="xla,pallas", help="comma-separated impls to compare")
@@ -49,6 +51,7 @@ def main() -> int:
     import numpy as np
 
     from ferris_jax import ops
+    from ferris_jax.platforms import platform_of
 
     impls = args.impls.split(",")
     device = jax.devices()[0]
@@ -59,7 +62,7 @@ def main() -> int:
         "jax": jax.__version__,
         "python": platform.python_version(),
         "impls": impls,
-        "auto_resolves_to": ops.resolve_impl("auto", device.platform),
+        "auto_resolves_to": ops.resolve_impl("auto", platform_of(device)),  # "cuda", not "gpu"
     }
     print(json.dumps(info))
     failures: list[str] = []

@@ -1,6 +1,6 @@
 """Peak host memory of `ferris_jax.load` against the checkpoint's size (Linux /proc/self/status).
 
-    PYTHONPATH=. python benchmarks/load_memory.py --model bert-base
+    python -m benchmarks.load_memory --model bert-base
 
 Builds the random-weight checkpoint of --model (bench_models.SPECS) in a temporary directory,
 starts the JAX runtime, then loads it once: "peak" is VmHWM after the load minus VmRSS before it.
@@ -9,12 +9,10 @@ starts the JAX runtime, then loads it once: "peak" is VmHWM after the load minus
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench_models
+from benchmarks import bench_models
 
 
 def _status_mib(key: str) -> float:
@@ -25,7 +23,9 @@ def _status_mib(key: str) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.load_memory", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--model", default="bert-base", choices=list(bench_models.SPECS))
     p.add_argument("--minilm-dir", type=Path)
     p.add_argument("--dtype", default="float32")

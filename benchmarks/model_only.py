@@ -1,29 +1,28 @@
 """Model-only throughput and FLOP utilisation: one compiled program, fixed shapes, no host work.
 
-    PYTHONPATH=. python benchmarks/model_only.py --minilm-dir .bench/minilm --model bert-base \
+    python -m benchmarks.model_only --minilm-dir .bench/minilm --model bert-base \
         --shapes 256x128,512x128 --dtype bfloat16 --peak-tflops 989.4
 
-Times `Encoder`'s compiled program on device-resident inputs (median of --iters calls, each
-waited for), and reports TFLOP/s and MFU with the harness's FLOP formula.
+Times `Encoder`'s compiled program (`enc.programs.get`) on device-resident inputs (median of
+--iters calls, each waited for), and reports TFLOP/s and MFU with the harness's FLOP formula.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench_models
-
 import ferris_jax
+from benchmarks import bench_models
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.model_only", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--minilm-dir", type=Path)
     p.add_argument("--model", default="bert-base", choices=list(bench_models.SPECS))
     p.add_argument("--shapes", default="256x128,512x128")
@@ -37,7 +36,8 @@ def main() -> None:
     spec = bench_models.SPECS[args.model]
     with bench_models.model_dir(spec, bench_models.minilm_dir(args.minilm_dir)) as path:
         enc = ferris_jax.load(str(path), dtype=args.dtype, compilation_cache=False)
-    params, _ = enc._flat_params()
+    leaves, _ = enc.programs.flat_params(enc.params)
+    impls = enc.requested_impls()
     print(f"{args.model} {args.dtype} on {enc.device}; {bench_models.FLOP_FORMULA}")
     print("| shape | ms | TFLOP/s | MFU |\n|---|---:|---:|---:|")
     for shape in args.shapes.split(","):
@@ -45,7 +45,8 @@ def main() -> None:
         ids = jax.device_put(np.full((B, L), 1000, np.int32), enc.device)
         mask = jax.device_put(np.ones((B, L), np.int32), enc.device)
         types = jax.device_put(np.zeros((B, L), np.int32), enc.device)
-        program, inputs = enc._program((B, L)), (params, ids, mask, types, np.int32(0))
+        program = enc.programs.get(enc.params, (B, L), impls)
+        inputs = (leaves, ids, mask, types, np.int32(0))
         program(*inputs).block_until_ready()
         times = []
         for _ in range(args.iters):

@@ -1,33 +1,36 @@
 """Where encode's time goes: tokenize, plan, pad, dispatch, wait for the device, copy back.
 
-    PYTHONPATH=. python benchmarks/profile_stages.py --minilm-dir .bench/minilm --corpus mix \
+    python -m benchmarks.profile_stages --minilm-dir .bench/minilm --corpus mix \
         --texts 4096 --dtype bfloat16 --batch-size 512 --max-batch-tokens 32768
 
 Each stage of `Encoder.encode` is run on its own over the whole corpus (after a warm-up that
-compiles every program), so the sum shows whether a run is host- or device-bound.
+compiles every program), so the sum shows whether a run is host- or device-bound. The stages
+use the encoder's public pieces: its tokenizer, the planner `encode` uses (packed rows where
+`enc.packing()` says so), `enc.pipeline.model_inputs` and the compiled programs of
+`enc.programs`; unlike `encode`, the whole corpus is tokenized and planned as one chunk.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench_models
-import corpus as corpora
-
 import ferris_jax
-from ferris_jax.batching import plan_batches
+from benchmarks import bench_models
+from benchmarks import corpus as corpora
+from ferris_jax.batching import pad, plan_batches, plan_packed
+from ferris_jax.pipeline import PlannedBatch
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.profile_stages", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--minilm-dir", type=Path)
     p.add_argument("--model", default="minilm", choices=list(bench_models.SPECS))
     p.add_argument("--corpus", default="mix")
@@ -47,8 +50,10 @@ def main() -> None:
     if args.latency_only:
         return profile_single_query(enc, texts, args.latency_calls)
     enc.encode(texts, batch_size=args.batch_size, show_progress_bar=False)  # compile
-    params, _ = enc._flat_params()
+    leaves, _ = enc.programs.flat_params(enc.params)
+    impls = enc.requested_impls()
     policy = enc.bucket_policy(args.batch_size)
+    packing = enc.packing()
     stages: dict[str, list[float]] = {}
 
     @contextlib.contextmanager
@@ -61,15 +66,16 @@ def main() -> None:
         with timed("tokenize"):
             tok = enc.tokenizer.encode(texts)
         with timed("plan"):
-            plan = plan_batches(tok.lengths, policy)
+            if packing:
+                plan = plan_packed(tok.lengths, policy, packing)
+            else:
+                plan = plan_batches(tok.lengths, policy)
+        planned = [PlannedBatch(b.texts, tok, b) for b in plan]
         with timed("pad"):
-            batches = [enc.tokenizer.pad(tok, b.texts, b.shape) for b in plan]
-        programs = [enc._program(b.shape) for b in plan]
+            batches = [enc.pipeline.model_inputs(b) for b in planned]
+        programs = [enc.programs.get(enc.params, b.shape, impls) for b in planned]
         with timed("dispatch"):
-            outs = [
-                f(params, b.input_ids, b.attention_mask, b.token_type_ids, np.int32(0))
-                for f, b in zip(programs, batches, strict=True)
-            ]
+            outs = [f(leaves, *b, np.int32(0)) for f, b in zip(programs, batches, strict=True)]
         with timed("device wait"):
             for o in outs:
                 o.block_until_ready()
@@ -79,7 +85,7 @@ def main() -> None:
             enc.encode(texts, batch_size=args.batch_size, show_progress_bar=False)
     print(f"{args.model}: {len(texts)} {args.corpus} texts, {int(tok.lengths.sum())} tokens, "
           f"{len(plan)} batches, {enc.device}, {args.dtype}, batch {args.batch_size}, "
-          f"max_batch_tokens {args.max_batch_tokens}")  # fmt: skip
+          f"max_batch_tokens {args.max_batch_tokens}, packing {packing}")  # fmt: skip
     print("| stage | median ms |\n|---|---:|")
     for name, ts in stages.items():
         print(f"| {name} | {1e3 * float(np.median(ts)):.1f} |")
@@ -90,7 +96,8 @@ def profile_single_query(enc, texts: list[str], calls: int) -> None:
     """The same stages for one short text per call (the latency path), in microseconds."""
     queries = [t for t in texts if len(t) < 80][:calls] or texts[:calls]
     enc.precompile(1)
-    params, _ = enc._flat_params()
+    leaves, _ = enc.programs.flat_params(enc.params)
+    impls = enc.requested_impls()
     policy = enc.bucket_policy(1)
     stages: dict[str, list[float]] = {}
     for q in queries * 2:
@@ -98,10 +105,10 @@ def profile_single_query(enc, texts: list[str], calls: int) -> None:
         tok = enc.tokenizer.encode([q])
         t1 = time.perf_counter()
         (batch,) = plan_batches(tok.lengths, policy)
-        b = enc.tokenizer.pad(tok, batch.texts, batch.shape)
+        b = pad(tok, batch.texts, batch.shape, enc.tokenizer.pad_token_id)
         t2 = time.perf_counter()
-        program = enc._program(batch.shape)
-        out = program(params, b.input_ids, b.attention_mask, b.token_type_ids, np.int32(0))
+        program = enc.programs.get(enc.params, batch.shape, impls)
+        out = program(leaves, b.input_ids, b.attention_mask, b.token_type_ids, np.int32(0))
         t3 = time.perf_counter()
         out.block_until_ready()
         t4 = time.perf_counter()
@@ -110,7 +117,7 @@ def profile_single_query(enc, texts: list[str], calls: int) -> None:
         inputs = (b.input_ids, b.attention_mask, b.token_type_ids, np.int32(0))
         inputs = jax.block_until_ready(jax.device_put(inputs, enc.device))
         t6 = time.perf_counter()
-        out = program(params, *inputs)
+        out = program(leaves, *inputs)
         t7 = time.perf_counter()
         out.block_until_ready()
         t8 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Throughput, latency, compilation, memory, start-up: ferris_jax vs sentence-transformers.
 
-    PYTHONPATH=. python benchmarks/run.py --device cpu --quick
-    PYTHONPATH=. python benchmarks/run.py --device gpu --minilm-dir .bench/minilm --out gpu.json
+    python -m benchmarks.run --device cpu --quick
+    python -m benchmarks.run --device gpu --minilm-dir .bench/minilm --out gpu.json
 
 Every library runs the same corpora in one process. For each (model, corpus), each runner
 makes one warm-up pass (it compiles, and it records the (batch, length) shape of every batch it
@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -35,11 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench_models
-import corpus as corpora
-import runners
-import startup
+from benchmarks import bench_models, runners, startup
+from benchmarks import corpus as corpora
 
 DEFAULTS = {
     "gpu": {
@@ -134,6 +132,13 @@ def _git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _command() -> str:
+    """How this process was started: `python -m benchmarks.<name> ...` (or the script's path)."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    head = ["-m", spec.name] if spec is not None else sys.argv[:1]
+    return shlex.join([Path(sys.executable).name, *head, *sys.argv[1:]])
 
 
 def gpu_peaks(name: str, override: str | None) -> dict[str, float] | None:
@@ -488,7 +493,9 @@ def report(rec: dict) -> str:
 
 # ---------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--quick", action="store_true", help="smoke run: small corpora, one round")
     p.add_argument("--models", help=f"comma list of {list(bench_models.SPECS)}")
@@ -594,7 +601,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     rec = {
         "date": datetime.date.today().isoformat(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": _command(),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": machine,
         "peak_tflops": peaks,

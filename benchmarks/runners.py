@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 import time
 from pathlib import Path
@@ -35,19 +34,6 @@ class Skip(Exception):
     """A runner that cannot run here; the message says why in one line."""
 
 
-@contextlib.contextmanager
-def _env(name: str, value: str):
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = old
-
-
 @dataclasses.dataclass(frozen=True)
 class FerrisVariant:
     """One ferris_jax configuration: `ferris_jax.load(**load_kwargs)`, `encode(**encode_kwargs)`."""
@@ -57,8 +43,8 @@ class FerrisVariant:
     encode_kwargs: dict[str, Any]
     max_batch_tokens: int | None = None  # Encoder.max_batch_tokens (token-budget batching)
     pack_length: int | str | None = None  # Encoder.pack_length; "off": one text per row
-    layer_norm: str | None = None  # ops.use_impl(...) while compiling: auto, xla, pallas
-    attention: str | None = None  # $FERRIS_JAX_ATTENTION while compiling: einsum, jax, cudnn
+    layer_norm: str | None = None  # load(impls={"layer_norm": ...}): auto, xla, pallas
+    attention: str | None = None  # load(impls={"attention": ...}): einsum, jax, cudnn
 
 
 # Named variants beyond the "<dtype>-bs<N>[-tok<M>][-pack<P>][-ln<impl>][-attn<impl>]" pattern.
@@ -127,20 +113,21 @@ class FerrisRunner:
         self.label = f"ferris {variant.label}"
         self.encode_kwargs = {"show_progress_bar": False, **variant.encode_kwargs}
         self.batch_size = int(variant.encode_kwargs.get("batch_size", 32))
+        # The variant's implementation choice is the encoder's own: part of each program's key.
+        impls = {"layer_norm": variant.layer_norm, "attention": variant.attention}
         start = time.perf_counter()
         self.enc = ferris_jax.load(
             str(path),
             backend="cuda" if device == "gpu" else "cpu",
             max_seq_length=max_seq_length,
             compilation_cache=False,
+            impls={k: v for k, v in impls.items() if v is not None},
             **variant.load_kwargs,
         )
         self.load_s = time.perf_counter() - start
         self.enc.max_batch_tokens = variant.max_batch_tokens
         if variant.pack_length is not None:  # else the encoder's own default
             self.enc.pack_length = None if variant.pack_length == "off" else variant.pack_length
-        self._layer_norm = variant.layer_norm
-        self._attention = variant.attention
         if (self.enc.device.platform == "cpu") != (device == "cpu"):
             raise SystemExit(f"{self.label}: asked for {device}, got {self.enc.device}")
         self.dtype = np.dtype(self.enc.checkpoint.dtype).name
@@ -151,40 +138,26 @@ class FerrisRunner:
         self._jax = jax
 
     def _context(self):
-        from ferris_jax import ops
+        """float32 matmuls without TF32 on a GPU unless --tf32 (read when a program compiles)."""
+        if self._precision is None:
+            return contextlib.nullcontext()
+        return self._jax.default_matmul_precision(self._precision)
 
-        stack = contextlib.ExitStack()
-        if self._precision is not None:
-            stack.enter_context(self._jax.default_matmul_precision(self._precision))
-        if self._layer_norm is not None:
-            stack.enter_context(ops.use_impl(self._layer_norm))
-        if self._attention is not None:
-            stack.enter_context(_env("FERRIS_JAX_ATTENTION", self._attention))
-        return stack
-
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
         with self._context():
-            return self.enc.encode(texts, **self.encode_kwargs)
+            return self.enc.encode(texts, **self.encode_kwargs, **kwargs)
 
     def encode_one(self, text: str) -> np.ndarray:
         with self._context():
             return self.enc.encode(text, show_progress_bar=False)
 
-    def encode_recording(self, texts: list[str]) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """`encode`, recording each batch's compiled shape. Wraps the encoder's private
-        `_program(shape)` lookup, which `encode` calls once per batch (instrumentation only)."""
+    def encode_recording(self, texts: list[str]) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+        """`encode`, recording the shape of each batch it dispatches: (B, L), or (B, L, K)
+        for a packed batch (`encode(on_batch=...)`)."""
         shapes: list[tuple[int, ...]] = []
-        program = self.enc._program
-
-        def recording(shape):
-            shapes.append(tuple(int(s) for s in shape))
-            return program(shape)
-
-        self.enc._program = recording
-        try:
-            out = self.encode(texts)
-        finally:
-            del self.enc._program  # back to the method
+        out = self.encode(
+            texts, on_batch=lambda batch: shapes.append(tuple(int(s) for s in batch.shape))
+        )
         return out, shapes
 
     def compile_stats(self) -> dict[str, Any]:
@@ -205,9 +178,11 @@ class FerrisRunner:
             "device": str(self.enc.device),
             "matmul_precision": self._precision or "default",
             "layer_norm": self.enc.info().get("layer_norm"),
+            "impls": dict(self.enc.requested_impls()),
         }
 
     def close(self) -> None:
+        self.enc.close()  # its tokenizer thread
         del self.enc
         self._jax.clear_caches()
 

@@ -2,7 +2,7 @@
 
 The harness (`run.py`) spawns this script once per case; it prints one JSON line:
 
-    python benchmarks/startup.py --library ferris --model DIR --device cpu --cache-dir DIR
+    python -m benchmarks.startup --library ferris --model DIR --device cpu --cache-dir DIR
 
 Times are from the parent's spawn: interpreter start, imports, runtime start (JAX's or torch's
 device client), load, first `encode` of one short text. `load_peak_delta_mb` is the peak resident
@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 TEXT = "how do I pad a batch of token ids?"
+# The repository root: children run there (`python -m benchmarks.startup`), so they import this
+# checkout's ferris_jax.
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _proc_status_mb(field: str) -> float | None:
@@ -65,7 +68,7 @@ def _child(args: argparse.Namespace) -> dict:
     rec: dict = {"process_start_s": t_start - args.spawned_at}
     if args.library == "ferris":
         import ferris_jax
-        from ferris_jax.compilation import cache_stats
+        from ferris_jax.runtime.compilation import cache_stats
     else:
         import torch
         from sentence_transformers import SentenceTransformer
@@ -132,17 +135,18 @@ def measure(
 ) -> dict:
     """Run the child once; its record, or {"error": ...} with the last line it printed."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])  # so the child imports this ferris_jax
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     if device == "cpu":
         env.update(JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, __file__, "--library", library, "--model", str(model)]
+    cmd = [sys.executable, "-m", "benchmarks.startup", "--library", library]
+    cmd += ["--model", str(Path(model).resolve())]  # the child runs in ROOT
     cmd += ["--device", device, "--dtype", dtype]
     if cache_dir is not None:
         cmd += ["--cache-dir", str(cache_dir)]
     cmd += ["--spawned-at", repr(time.time())]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     lines = proc.stdout.strip().splitlines()
@@ -153,7 +157,9 @@ def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.startup", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--library", choices=("ferris", "st"), required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")

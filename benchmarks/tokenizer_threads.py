@@ -1,6 +1,6 @@
 """How tokenization scales with the tokenizer's thread pool (RAYON_NUM_THREADS) on this host.
 
-    PYTHONPATH=. python benchmarks/tokenizer_threads.py --minilm-dir .bench/minilm --threads 1,8
+    python -m benchmarks.tokenizer_threads --minilm-dir .bench/minilm --threads 1,8
 
 Each thread count runs in a fresh process (the pool size is fixed at its first use) and times
 `TextTokenizer.encode` on the same corpus, best of --repeats.
@@ -15,14 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+# The repository root: children run there (`python -m benchmarks.tokenizer_threads`).
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _child(args: argparse.Namespace) -> None:
-    import bench_models
-    import corpus as corpora
-
-    from ferris_jax.checkpoint import load_tokenizer
+    from benchmarks import bench_models
+    from benchmarks import corpus as corpora
+    from ferris_jax.loading.tokenizer import load_tokenizer
 
     texts = corpora.build(args.corpus, args.texts)
     tok = load_tokenizer(bench_models.minilm_dir(args.minilm_dir), max_seq_length=256)
@@ -35,7 +35,9 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.tokenizer_threads", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--minilm-dir", type=Path)
     p.add_argument("--corpus", default="mix")
     p.add_argument("--texts", type=int, default=4096)
@@ -55,12 +57,13 @@ def main() -> None:
         env.pop("TOKENIZERS_PARALLELISM", None)
         if n != "default":
             env["RAYON_NUM_THREADS"] = n
-        cmd = [sys.executable, __file__, "--child", "--corpus", args.corpus]
+        cmd = [sys.executable, "-m", "benchmarks.tokenizer_threads", "--child"]
+        cmd += ["--corpus", args.corpus]
         cmd += ["--texts", str(args.texts), "--repeats", str(args.repeats)]
         if args.minilm_dir:
-            cmd += ["--minilm-dir", str(args.minilm_dir)]
+            cmd += ["--minilm-dir", str(args.minilm_dir.resolve())]  # the child runs in ROOT
         ms, tokens = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, check=True
+            cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.split()
         print(f"| {n} | {ms} | {tokens} |")
 
