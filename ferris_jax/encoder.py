@@ -82,7 +82,8 @@ class Encoder:
         token_type_ids: jax.Array | None = None,
         prompt_length: jax.Array | int = 0,
     ) -> jax.Array:
-        """Pure: sentence embeddings `[B, E]` (pooling, Dense and Normalize applied).
+        """Pure: sentence embeddings `[B, E]` (pooling, Dense and Normalize applied), traced
+        with this encoder's `impls`.
 
         Args:
             params: a parameter pytree shaped like `enc.params`.
@@ -90,9 +91,10 @@ class Encoder:
             prompt_length: leading tokens excluded from pooling when the model's pooling has
                 `include_prompt=False` (see `Tokenizer.prompt_length`).
         """
-        return programs.embed(
-            self.graphdef, params, input_ids, attention_mask, token_type_ids, prompt_length
-        )
+        with ops.use_impl(**self.impls):
+            return programs.embed(
+                self.graphdef, params, input_ids, attention_mask, token_type_ids, prompt_length
+            )
 
     def apply_packed(
         self,
@@ -116,16 +118,17 @@ class Encoder:
         segment is empty). Each text sees only its own tokens, so it gets the vector `apply`
         gives it alone in a row.
         """
-        return programs.embed_packed(
-            self.graphdef,
-            params,
-            input_ids,
-            segment_ids,
-            positions,
-            token_type_ids,
-            prompt_length,
-            num_segments,
-        )
+        with ops.use_impl(**self.impls):
+            return programs.embed_packed(
+                self.graphdef,
+                params,
+                input_ids,
+                segment_ids,
+                positions,
+                token_type_ids,
+                prompt_length,
+                num_segments,
+            )
 
     def token_embeddings(
         self,
@@ -135,9 +138,10 @@ class Encoder:
         token_type_ids: jax.Array | None = None,
     ) -> jax.Array:
         """Pure: the backbone's last hidden state `[B, L, D]`."""
-        return programs.token_embeddings(
-            self.graphdef, params, input_ids, attention_mask, token_type_ids
-        )
+        with ops.use_impl(**self.impls):
+            return programs.token_embeddings(
+                self.graphdef, params, input_ids, attention_mask, token_type_ids
+            )
 
     # ------------------------------------------------------------ imperative shell
     @property

@@ -4,6 +4,7 @@ program's key, so changing the choice compiles a new program instead of being ig
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 from conftest import SENTENCES, assert_embeddings_match
@@ -61,11 +62,14 @@ def test_a_new_choice_compiles_a_new_program(tiny_st, monkeypatch):
 
 def test_the_choice_reaches_the_lowered_program(tiny_st):
     enc = ferris_jax.load(tiny_st[0], compilation_cache=False)
-    texts = {}
+    batch = enc.tokenize(SENTENCES[:2])
+    args = (enc.params, batch.input_ids, batch.attention_mask)
+    programs, applied = {}, {}
     for impl in ("einsum", "jax"):
         enc.impls = {"attention": impl}
-        texts[impl] = enc.lower((2, 16)).as_text()
-    assert texts["einsum"] != texts["jax"]
+        programs[impl] = enc.lower((2, 16)).as_text()
+        applied[impl] = jax.jit(enc.apply).lower(*args).as_text()  # the pure function too
+    assert programs["einsum"] != programs["jax"] and applied["einsum"] != applied["jax"]
 
 
 def test_an_encoders_impls_win_over_blocks_and_environment(tiny_st, monkeypatch):
