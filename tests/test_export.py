@@ -13,12 +13,17 @@ import jax
 import numpy as np
 import pytest
 import torch
-from conftest import SENTENCES, assert_embeddings_match, make_bert_checkpoint
-from conftest import make_sentence_transformer as make_st
+from conftest import (
+    SENTENCES,
+    assert_embeddings_match,
+    make_bert_checkpoint,
+    make_sentence_transformer,
+)
 from families import CHECKPOINT_BUILDERS
 from flax import nnx
 
 import ferris_jax
+from ferris_jax._compat import variable_value
 from ferris_jax.errors import CheckpointError
 from ferris_jax.loading import export
 from ferris_jax.loading.st_format import POOLING_FLAGS, pooling_config, pooling_file
@@ -29,7 +34,7 @@ from ferris_jax.weights import to_tensors
 
 def flat(params: nnx.State) -> dict:
     """{path: host array} of every parameter."""
-    return {path: np.asarray(export._array(leaf)) for path, leaf in nnx.to_flat_state(params)}
+    return {path: np.asarray(variable_value(v)) for path, v in nnx.to_flat_state(params)}
 
 
 def assert_same_params(got: nnx.State, want: nnx.State) -> None:
@@ -98,10 +103,8 @@ def test_head_prompts_and_similarity_survive(tmp_path, pooling):
     """Dense + Normalize, prompts (excluded from pooling), a default prompt, a similarity function
     and the pooling modes' order reach both loaders."""
     prompts = {"query": "query: ", "passage": "passage: "}
-    path, _ = make_st(
-        tmp_path / "st", pooling=pooling, include_prompt=False, dense=(24, 16), normalize=True,
-        prompts=prompts, seed=2,
-    )  # fmt: skip
+    head = dict(pooling=pooling, include_prompt=False, dense=(24, 16), normalize=True)
+    path, _ = make_sentence_transformer(tmp_path / "st", prompts=prompts, seed=2, **head)
     enc = ferris_jax.load(path)
     enc.settings = dataclasses.replace(
         enc.settings, similarity_fn_name="manhattan", default_prompt_name="query"
