@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -23,6 +25,7 @@ from tqdm import tqdm
 from ferris_jax import ops, programs
 from ferris_jax.batching import BucketPolicy, TokenBatch, pad
 from ferris_jax.loading.checkpoint import Checkpoint
+from ferris_jax.loading.export import save_pretrained
 from ferris_jax.ops.impl import check_impls, requested_impls
 from ferris_jax.pipeline import EmbeddedBatch, Pipeline
 from ferris_jax.platforms import platform_of
@@ -343,6 +346,12 @@ class Encoder:
             if name is not None:
                 kwargs["prompt_name"] = name
         return self.encode(texts, **kwargs)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write this model with its current `params` and settings (`max_seq_length`, prompts,
+        similarity) to the folder `path`, which sentence-transformers, transformers'
+        `AutoModel` and `ferris_jax.load` all read; an existing folder is replaced whole."""
+        return save_pretrained(path, self.checkpoint, self.params, self.settings)
 
     def info(self) -> dict[str, Any]:
         """What this encoder is and where it runs (for `ferris-jax info`)."""

@@ -5,7 +5,8 @@ A family declares a table of `Rule(source, target, kind)`; `{i}` stands for a la
 The kind says which tensor suffixes exist and how each is transformed (linear weights are
 transposed between torch's `[out, in]` and Flax's `[in, out]` kernel; a transpose is its own
 inverse, so loading and saving use the same transform). `lookup` maps a checkpoint name to a
-parameter path (loading), `source_name` a parameter path back to its checkpoint name (saving).
+parameter path (loading), `source_name` a parameter path back to its checkpoint name (saving);
+`fill_params` and `to_tensors` apply them to a whole checkpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ferris_jax.errors import CheckpointError
 
@@ -197,3 +199,39 @@ def fill_params(
             + "\n  ".join(problems)
         )
     return filled
+
+
+def to_tensors(
+    params: Iterable[tuple[Path, Any]], weight_maps: Sequence[WeightMap]
+) -> list[dict[str, np.ndarray]]:
+    """The inverse of `fill_params`: every parameter as the checkpoint tensor it is saved as.
+
+    Returns one `{tensor name: host array}` dict per weight map (the first map naming a path
+    takes it), in torch's layout and the parameter's own dtype. Nothing is dropped: raises
+    `CheckpointError` listing every parameter no map names and every name given twice.
+    """
+    tensors: list[dict[str, np.ndarray]] = [{} for _ in weight_maps]
+    problems: list[str] = []
+    for path, value in params:
+        found = next(
+            ((i, named) for i, m in enumerate(weight_maps) if (named := m.source_name(path))),
+            None,
+        )
+        if found is None:
+            problems.append(
+                f"parameter {format_path(path)} {tuple(value.shape)}: no weight-map rule names it"
+            )
+            continue
+        i, (name, transform) = found
+        if name in tensors[i]:
+            problems.append(f"parameter {format_path(path)} is saved as {name!r} a second time")
+            continue
+        array = np.asarray(value)  # to the host, dtype kept (bfloat16 through ml_dtypes)
+        # safetensors writes the raw buffer: a transposed view must be made contiguous.
+        tensors[i][name] = np.ascontiguousarray(transform(array) if transform else array)
+    if problems:
+        raise CheckpointError(
+            f"parameters cannot be saved ({len(problems)} problem(s)); add a weight-map rule "
+            "for each:\n  " + "\n  ".join(problems)
+        )
+    return tensors

@@ -3,6 +3,7 @@
 fills the model's parameters from safetensors, `export` writes a folder back out."""
 
 from ferris_jax.loading.checkpoint import Checkpoint, load_checkpoint
+from ferris_jax.loading.export import save_pretrained
 from ferris_jax.loading.hub import resolve
 
-__all__ = ["Checkpoint", "load_checkpoint", "resolve"]
+__all__ = ["Checkpoint", "load_checkpoint", "resolve", "save_pretrained"]

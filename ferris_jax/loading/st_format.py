@@ -1,6 +1,12 @@
-"""sentence-transformers' folder format, read at the boundary: modules.json, 1_Pooling,
-Dense, Normalize, sentence_bert_config.json and config_sentence_transformers.json become our
-own `HeadConfig` (pooling, Dense layers, Normalize) and `Settings`."""
+"""sentence-transformers' folder format, both directions, at the boundary: modules.json,
+1_Pooling, Dense, Normalize, sentence_bert_config.json and config_sentence_transformers.json
+become our own `HeadConfig` (pooling, Dense layers, Normalize) and `Settings` (`read_head`,
+`read_settings`), and are written back from them (`write_head`, `write_settings`).
+
+Files are written in the long-standing layout the hub's models use (`sentence_transformers.models.*`
+class paths, 1_Pooling's booleans and `word_embedding_dimension`), which sentence-transformers
+3 to 6 all read: version 6 maps every old name to its new one without a warning.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ferris_jax import __version__
 from ferris_jax.errors import CheckpointError
-from ferris_jax.files import read_json
+from ferris_jax.files import read_json, write_json
 from ferris_jax.models.embedder import DenseConfig, HeadConfig
 from ferris_jax.pooling import PoolingConfig
 
@@ -23,6 +30,14 @@ POOLING_FLAGS = (
     ("pooling_mode_weightedmean_tokens", "weightedmean"),
     ("pooling_mode_lasttoken", "lasttoken"),
 )
+# modules.json class paths: the pre-6 names, which every sentence-transformers release imports.
+MODULE_TYPES = {
+    kind: f"sentence_transformers.models.{kind}"
+    for kind in ("Transformer", "Pooling", "Dense", "Normalize")
+}
+# config_sentence_transformers.json's "__version__": the first sentence-transformers release that
+# reads every field written here (similarity_fn_name came in 3.0); older ones warn on loading.
+FORMAT_VERSION = "3.0.0"
 _POOLING_ALIASES = {
     "mean_tokens": "mean",
     "cls_token": "cls",
@@ -128,4 +143,72 @@ def read_settings(
         prompts=prompts,
         default_prompt_name=st_extra.get("default_prompt_name"),
         similarity_fn_name=st_extra.get("similarity_fn_name") or "cosine",
+    )
+
+
+def pooling_file(pooling: PoolingConfig, dimension: int) -> dict[str, Any]:
+    """The inverse of `pooling_config`: 1_Pooling/config.json for token embeddings of width
+    `dimension`."""
+    flags = {key: mode in pooling.modes for key, mode in POOLING_FLAGS}
+    config: dict[str, Any] = {"word_embedding_dimension": dimension, **flags}
+    in_flag_order = tuple(mode for _, mode in POOLING_FLAGS if mode in pooling.modes)
+    if len(pooling.modes) == 1:
+        config["pooling_mode"] = pooling.modes[0]
+    elif pooling.modes != in_flag_order:
+        # Only a list says another concatenation order (sentence-transformers >= 6 reads it;
+        # older releases cannot represent it and fail on loading rather than pool differently).
+        config["pooling_mode"] = list(pooling.modes)
+    config["include_prompt"] = pooling.include_prompt
+    return config
+
+
+def dense_file(dense: DenseConfig) -> dict[str, Any]:
+    """A Dense module's config.json (its weights go in the same folder's model.safetensors)."""
+    return {
+        "in_features": dense.in_features,
+        "out_features": dense.out_features,
+        "bias": dense.bias,
+        "activation_function": dense.activation,
+    }
+
+
+def write_head(directory: Path, head: HeadConfig, dimension: int) -> list[Path]:
+    """The inverse of `read_head`: modules.json and one folder per module after the Transformer
+    (which lives in `directory` itself); returns the Dense folders, for their weights."""
+    modules = [("Transformer", ""), ("Pooling", "1_Pooling")]
+    modules += [("Dense", f"{len(modules) + i}_Dense") for i in range(len(head.dense))]
+    if head.normalize:
+        modules.append(("Normalize", f"{len(modules)}_Normalize"))  # a folder with no files
+    for _, path in modules[1:]:
+        (directory / path).mkdir()
+    write_json(directory / "1_Pooling" / "config.json", pooling_file(head.pooling, dimension))
+    dense_dirs = [directory / path for kind, path in modules if kind == "Dense"]
+    for sub, dense in zip(dense_dirs, head.dense, strict=True):
+        write_json(sub / "config.json", dense_file(dense))
+    write_json(
+        directory / "modules.json",
+        [
+            {"idx": i, "name": str(i), "path": path, "type": MODULE_TYPES[kind]}
+            for i, (kind, path) in enumerate(modules)
+        ],
+    )
+    return dense_dirs
+
+
+def write_settings(directory: Path, settings: Settings) -> None:
+    """The inverse of `read_settings`: sentence_bert_config.json (the Transformer module's
+    settings) and config_sentence_transformers.json (prompts, similarity)."""
+    write_json(
+        directory / "sentence_bert_config.json",
+        {"max_seq_length": settings.max_seq_length, "do_lower_case": settings.do_lower_case},
+    )
+    write_json(
+        directory / "config_sentence_transformers.json",
+        {
+            "__version__": {"sentence_transformers": FORMAT_VERSION, "ferris_jax": __version__},
+            "model_type": "SentenceTransformer",
+            "prompts": dict(settings.prompts),
+            "default_prompt_name": settings.default_prompt_name,
+            "similarity_fn_name": settings.similarity_fn_name,
+        },
     )

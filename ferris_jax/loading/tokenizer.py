@@ -1,8 +1,10 @@
 """The checkpoint's tokenizer files (tokenizer.json, tokenizer_config.json,
-special_tokens_map.json) -> a `TextTokenizer` set up as `AutoTokenizer` sets it up."""
+special_tokens_map.json) -> a `TextTokenizer` set up as `AutoTokenizer` sets it up; and copied
+as they are into a saved folder."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +76,20 @@ def load_tokenizer(
         tokenizer_class=transformers_tokenizer_class(tok_cfg, model_config),
         tokenizer_options=tok_cfg,
     )
+
+
+def copy_tokenizer_files(source: Path, target: Path) -> list[str]:
+    """Copy the tokenizer files of folder `source` into `target` unchanged; returns their names.
+
+    Raises CheckpointError if `source` has no tokenizer.json (every reader of the saved folder
+    needs it, ferris-jax included).
+    """
+    if not (source / "tokenizer.json").is_file():
+        raise CheckpointError(
+            f"cannot save the tokenizer: {source / 'tokenizer.json'} is gone (the model was "
+            "loaded from that folder); restore it, or load the model again from a complete folder"
+        )
+    names = [name for name in TOKENIZER_FILES if (source / name).is_file()]
+    for name in names:
+        shutil.copyfile(source / name, target / name)
+    return names

@@ -1,0 +1,222 @@
+"""Saving (`Encoder.save`): the folder loads in sentence-transformers, transformers' AutoModel and
+ferris_jax.load, giving the same vectors, hidden states and parameters, for every family."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+
+import jax
+import numpy as np
+import pytest
+import torch
+from conftest import (
+    SENTENCES,
+    assert_embeddings_match,
+    make_bert_checkpoint,
+    make_sentence_transformer,
+)
+from families import CHECKPOINT_BUILDERS
+from flax import nnx
+
+import ferris_jax
+from ferris_jax._compat import variable_value
+from ferris_jax.errors import CheckpointError
+from ferris_jax.loading import export
+from ferris_jax.loading.st_format import POOLING_FLAGS, pooling_config, pooling_file
+from ferris_jax.models import family_for
+from ferris_jax.pooling import PoolingConfig
+from ferris_jax.weights import to_tensors
+
+
+def flat(params: nnx.State) -> dict:
+    """{path: host array} of every parameter."""
+    return {path: np.asarray(variable_value(v)) for path, v in nnx.to_flat_state(params)}
+
+
+def assert_same_params(got: nnx.State, want: nnx.State) -> None:
+    """The same paths, and every leaf bit-identical in the same dtype."""
+    got, want = flat(got), flat(want)
+    assert sorted(got, key=str) == sorted(want, key=str)
+    for path, value in want.items():
+        assert got[path].dtype == value.dtype, path
+        np.testing.assert_array_equal(got[path], value, err_msg=str(path))
+
+
+def sentence_transformer(path):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(path), device="cpu")
+
+
+def hidden_state_error(saved, enc, texts) -> float:
+    """Max |ours - AutoModel(saved)| over the real (non-pad) positions of one padded batch."""
+    from transformers import AutoModel
+
+    batch = enc.tokenize(texts)
+    model = AutoModel.from_pretrained(str(saved)).eval()
+    with torch.no_grad():
+        want = model(
+            input_ids=torch.from_numpy(batch.input_ids).long(),
+            attention_mask=torch.from_numpy(batch.attention_mask).long(),
+        ).last_hidden_state.numpy()
+    got = np.asarray(
+        enc.token_embeddings(
+            enc.params, batch.input_ids, batch.attention_mask, batch.token_type_ids
+        )
+    )
+    real = batch.attention_mask.astype(bool)  # padding positions are not defined outputs
+    return float(np.abs(got[real] - want[real]).max())
+
+
+def changed(params: nnx.State) -> nnx.State:
+    return jax.tree.map(lambda x: x * 1.01 + 0.001, params)
+
+
+@pytest.fixture(scope="module")
+def bert_checkpoint(tmp_path_factory):
+    return make_bert_checkpoint(tmp_path_factory.mktemp("export") / "bert", seed=5)
+
+
+@pytest.mark.parametrize("family", sorted(CHECKPOINT_BUILDERS))
+def test_saved_folder_loads_everywhere(tmp_path, family):
+    """sentence-transformers encodes as we do, AutoModel's hidden states are ours and our own
+    loader gets the very same parameters; after changing them too."""
+    enc = ferris_jax.load(CHECKPOINT_BUILDERS[family](tmp_path / family, seed=1))
+    vectors = []
+    for step in ("loaded", "changed"):
+        if step == "changed":
+            enc.params = changed(enc.params)
+        saved = enc.save(tmp_path / f"saved-{step}")
+        vectors.append(enc.encode(SENTENCES))
+        assert_embeddings_match(vectors[-1], sentence_transformer(saved).encode(SENTENCES))
+        assert hidden_state_error(saved, enc, SENTENCES) <= 1e-4
+        assert_same_params(ferris_jax.load(saved).params, enc.params)
+    assert np.abs(vectors[1] - vectors[0]).max() > 1e-3  # the saved vectors follow the params
+
+
+@pytest.mark.parametrize("pooling", [["mean", "cls"], ["cls", "mean"]])
+def test_head_prompts_and_similarity_survive(tmp_path, pooling):
+    """Dense + Normalize, prompts (excluded from pooling), a default prompt, a similarity function
+    and the pooling modes' order reach both loaders."""
+    prompts = {"query": "query: ", "passage": "passage: "}
+    head = dict(pooling=pooling, include_prompt=False, dense=(24, 16), normalize=True)
+    path, _ = make_sentence_transformer(tmp_path / "st", prompts=prompts, seed=2, **head)
+    enc = ferris_jax.load(path)
+    enc.settings = dataclasses.replace(
+        enc.settings, similarity_fn_name="manhattan", default_prompt_name="query"
+    )
+    saved = enc.save(tmp_path / "saved")
+
+    again = ferris_jax.load(saved)
+    assert again.settings == enc.settings
+    assert again.checkpoint.head == enc.checkpoint.head
+    assert again.checkpoint.head.pooling == PoolingConfig(tuple(pooling), include_prompt=False)
+    assert_same_params(again.params, enc.params)
+
+    st = sentence_transformer(saved)
+    assert st.similarity_fn_name == "manhattan" and st.default_prompt_name == "query"
+    assert {name: st.prompts[name] for name in enc.prompts} == enc.prompts
+    for kwargs in ({}, {"prompt_name": "passage"}, {"prompt": ""}):
+        got = enc.encode(SENTENCES, **kwargs)
+        assert_embeddings_match(got, st.encode(SENTENCES, **kwargs))
+    np.testing.assert_allclose(
+        np.asarray(enc.similarity(got[:4], got[4:])),
+        st.similarity(got[:4], got[4:]).numpy(),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_max_seq_length_set_before_saving_is_saved(tmp_path, bert_checkpoint):
+    enc = ferris_jax.load(bert_checkpoint)
+    enc.max_seq_length = 16
+    saved = enc.save(tmp_path / "saved")
+    assert json.loads((saved / "sentence_bert_config.json").read_text())["max_seq_length"] == 16
+    assert ferris_jax.load(saved).max_seq_length == 16
+    st = sentence_transformer(saved)
+    assert st.max_seq_length == 16
+    assert_embeddings_match(enc.encode(SENTENCES), st.encode(SENTENCES))  # truncated alike
+
+
+def test_bfloat16_saves_and_reloads_exactly(tmp_path, bert_checkpoint):
+    from safetensors.numpy import load_file
+    from transformers import AutoModel
+
+    enc = ferris_jax.load(bert_checkpoint, dtype="bfloat16")
+    enc.params = changed(enc.params)
+    saved = enc.save(tmp_path / "saved")
+    assert json.loads((saved / "config.json").read_text())["dtype"] == "bfloat16"
+    tensors = load_file(saved / "model.safetensors")
+    assert {str(t.dtype) for t in tensors.values()} == {"bfloat16"}
+    assert_same_params(ferris_jax.load(saved, dtype="bfloat16").params, enc.params)
+    # transformers reads them in bfloat16, unchanged.
+    state = AutoModel.from_pretrained(str(saved)).state_dict()
+    for name, tensor in tensors.items():
+        assert state[name].dtype == torch.bfloat16, name
+        np.testing.assert_array_equal(state[name].float().numpy(), tensor.astype(np.float32))
+
+
+def test_interrupted_save_keeps_the_earlier_folder(tmp_path, bert_checkpoint, monkeypatch):
+    enc = ferris_jax.load(bert_checkpoint)
+    saved = enc.save(tmp_path / "out" / "model")
+    first = enc.params
+    enc.params = changed(enc.params)
+
+    def torn_write(file, tensors):  # a weight file cut off halfway, then the failure
+        file.write_bytes(b"\x00" * 100)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(export, "_write_safetensors", torn_write)
+    with pytest.raises(OSError, match="No space left"):
+        enc.save(saved)
+    assert os.listdir(tmp_path / "out") == ["model"]  # no temporary folder left beside it
+    assert_same_params(ferris_jax.load(saved).params, first)
+
+
+def test_save_over_the_folder_it_was_loaded_from(tmp_path, bert_checkpoint):
+    folder = ferris_jax.load(bert_checkpoint).save(tmp_path / "model")
+    enc = ferris_jax.load(folder)
+    enc.params = changed(enc.params)
+    assert enc.save(folder) == folder
+    assert_same_params(ferris_jax.load(folder).params, enc.params)
+    assert os.listdir(tmp_path) == ["model"]
+
+
+def test_missing_tokenizer_file_is_named(tmp_path, bert_checkpoint):
+    source = shutil.copytree(bert_checkpoint, tmp_path / "source")
+    enc = ferris_jax.load(source)
+    (source / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match=re.escape("tokenizer.json")):
+        enc.save(tmp_path / "saved")
+    assert sorted(os.listdir(tmp_path)) == ["source"]
+
+
+def test_every_parameter_is_saved_or_the_save_fails(tmp_path, bert_checkpoint):
+    enc = ferris_jax.load(bert_checkpoint)
+    weight_map = family_for("bert").weight_map
+    with pytest.raises(CheckpointError, match=re.escape("backbone.adapter.kernel")):
+        to_tensors([(("backbone", "adapter", "kernel"), np.zeros((2, 2)))], [weight_map])
+    dropped = ("backbone", "embeddings", "norm", "scale")
+    params = nnx.from_flat_state([(p, v) for p, v in nnx.to_flat_state(enc.params) if p != dropped])
+    with pytest.raises(
+        ValueError, match=re.escape("missing parameter backbone.embeddings.norm.scale")
+    ):
+        export.save_pretrained(tmp_path / "saved", enc.checkpoint, params, enc.settings)
+    assert not (tmp_path / "saved").exists()
+
+
+@pytest.mark.parametrize(
+    "modes", [("mean",), ("lasttoken",), ("cls", "mean"), ("mean", "cls"), ("max", "mean", "cls")]
+)
+def test_pooling_file_reads_back(modes):
+    for include_prompt in (True, False):
+        pooling = PoolingConfig(modes, include_prompt)
+        config = pooling_file(pooling, 8)
+        assert pooling_config(config) == pooling
+        legacy = {k: v for k, v in config.items() if k != "pooling_mode"}  # pre-6 readers
+        if tuple(m for _, m in POOLING_FLAGS if m in modes) == modes:
+            assert pooling_config(legacy) == pooling
