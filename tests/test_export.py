@@ -57,7 +57,9 @@ def hidden_state_error(saved, enc, texts) -> float:
     from transformers import AutoModel
 
     batch = enc.tokenize(texts)
-    model = AutoModel.from_pretrained(str(saved)).eval()
+    model, info = AutoModel.from_pretrained(str(saved), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]  # no random weights
+    model.eval()
     with torch.no_grad():
         want = model(
             input_ids=torch.from_numpy(batch.input_ids).long(),

@@ -48,7 +48,7 @@ class Checkpoint:
     max_positions: int | None  # the most tokens one text can have (position embeddings)
 
 
-def _safetensors_files(directory: Path) -> list[Path]:
+def safetensors_files(directory: Path) -> list[Path]:
     """The weight files of a directory: model.safetensors, or the shards its index lists."""
     single = directory / "model.safetensors"
     if single.is_file():
@@ -199,9 +199,9 @@ def load_checkpoint(
             family.model(config, dtype=dtype, rngs=rngs), head, dtype=dtype, rngs=rngs
         )
 
-    sources = _tensor_sources(_safetensors_files(directory), family.weight_map)
+    sources = _tensor_sources(safetensors_files(directory), family.weight_map)
     for i, sub in enumerate(dense_dirs):
-        sources += _tensor_sources(_safetensors_files(sub), dense_weight_map(i))
+        sources += _tensor_sources(safetensors_files(sub), dense_weight_map(i))
     graphdef, params = _fill_model(build, sources, dtype, device)
     return Checkpoint(
         path=directory,

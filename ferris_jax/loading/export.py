@@ -17,12 +17,12 @@ from flax import nnx
 
 from ferris_jax._compat import variable_value
 from ferris_jax.files import atomic_directory, write_json
-from ferris_jax.loading.checkpoint import Checkpoint
+from ferris_jax.loading.checkpoint import Checkpoint, safetensors_files
 from ferris_jax.loading.st_format import Settings, write_head, write_settings
 from ferris_jax.loading.tokenizer import copy_tokenizer_files
 from ferris_jax.models import family_for
 from ferris_jax.weights import Path as ParamPath
-from ferris_jax.weights import dense_weight_map, format_path, to_tensors
+from ferris_jax.weights import WeightMap, dense_weight_map, format_path, to_tensors
 
 # config.json's dtype field: transformers >= 4.56 writes "dtype", older releases "torch_dtype".
 DTYPE_KEYS = ("dtype", "torch_dtype")
@@ -55,6 +55,7 @@ def save_pretrained(
     dtype = _one_dtype(flat)
     maps = [family.weight_map, *map(dense_weight_map, range(len(checkpoint.head.dense)))]
     backbone, *dense = to_tensors(flat, maps)  # every parameter, or an error naming the rest
+    backbone |= _unused_tensors(checkpoint, family.weight_map, dtype)
     hidden_size = family.config_from_hf(checkpoint.config).hidden_size
     with atomic_directory(path) as folder:
         copy_tokenizer_files(checkpoint.path, folder)
@@ -65,6 +66,25 @@ def save_pretrained(
             _write_safetensors(sub / "model.safetensors", tensors)
         write_settings(folder, settings)
     return Path(path)
+
+
+# Tensors the embedder does not use but transformers' model class has (BERT's pooler): kept from
+# the source checkpoint, so that AutoModel loads the saved folder without random weights.
+KEPT_UNUSED = ("pooler.",)
+
+
+def _unused_tensors(checkpoint: Checkpoint, weight_map: WeightMap, dtype: jnp.dtype) -> dict:
+    """The source checkpoint's `KEPT_UNUSED` tensors, by their unprefixed names, in `dtype`."""
+    from safetensors import safe_open
+
+    kept = {}
+    for file in safetensors_files(checkpoint.path):
+        with safe_open(str(file), framework="numpy") as handle:
+            for name in handle.keys():  # noqa: SIM118 (a safe_open handle is not a dict)
+                bare = weight_map.strip_prefix(name)
+                if bare.startswith(KEPT_UNUSED) and weight_map.is_ignored(name):
+                    kept[bare] = np.asarray(jnp.asarray(handle.get_tensor(name), dtype))
+    return kept
 
 
 def hf_config(config: dict[str, Any], dtype: jnp.dtype) -> dict[str, Any]:
