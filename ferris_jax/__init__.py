@@ -12,9 +12,8 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from ferris_jax._version import __version__ as __version__
 from ferris_jax.errors import CheckpointError, ModelNotFoundError
-
-__version__ = "0.1.0"
 
 # jax-metal above jax 0.4.34 loads only with this set, before JAX starts its backends.
 if sys.platform == "darwin":

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from ferris_jax import __version__
+from ferris_jax._version import __version__
 from ferris_jax.files import atomic_write, split_lines
 
 PROG = "ferris-jax"

@@ -7,7 +7,7 @@ import platform
 import sys
 from typing import Any
 
-from ferris_jax import __version__
+from ferris_jax._version import __version__
 
 
 def _cache_report() -> dict[str, Any]:

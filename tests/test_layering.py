@@ -12,7 +12,7 @@ PACKAGE = Path(ferris_jax.__file__).parent
 
 # The declared order, bottom first. A module may import modules of its own layer or below.
 LAYERS = (
-    ("errors", "_compat"),
+    ("errors", "_compat", "_version"),
     ("platforms", "files"),
     ("ops",),
     ("pooling", "similarity"),

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ferris_jax import __version__
+from ferris_jax._version import __version__
 from ferris_jax.errors import CheckpointError
 from ferris_jax.files import read_json, write_json
 from ferris_jax.models.embedder import DenseConfig, HeadConfig
