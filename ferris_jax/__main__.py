@@ -1,5 +1,5 @@
 """`python -m ferris_jax` runs the command line."""
 
-from ferris_jax.cli import main
+from ferris_jax.cli import console
 
-raise SystemExit(main())
+raise SystemExit(console())

@@ -17,7 +17,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from ferris_jax._version import __version__
-from ferris_jax.files import atomic_write, split_lines
+from ferris_jax.files import is_replaceable, remove_pending_files, split_lines, write_output
 
 PROG = "ferris-jax"
 FORMATS = ("npy", "jsonl")
@@ -149,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser(
         "models",
         help="list the model presets",
-        description="List the named presets accepted by -m/--model.",
+        description="List the named presets accepted by -m/--model. OFFLINE says whether a "
+        "preset loads here without the network (in the local hub cache, or packaged).",
         allow_abbrev=False,
     )
     models.add_argument("--json", action="store_true", help="print a JSON list")
@@ -213,9 +216,13 @@ def output_format(output: str | None, fmt: str | None) -> str:
 def check_writable(output: str) -> None:
     """Fail before the (slow) model load if the output cannot be written."""
     path = Path(output)
-    parent = path.parent
     if path.is_dir():
         raise CommandError(f"output {output} is a directory; pass a file name")
+    if not is_replaceable(path):  # a device or FIFO: written through, never replaced
+        if not os.access(path, os.W_OK):
+            raise CommandError(f"cannot write {output}: permission denied")
+        return
+    parent = Path(os.path.realpath(path)).parent
     if not parent.is_dir():
         raise CommandError(f"cannot write {output}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
@@ -233,11 +240,14 @@ def write_npy(stream: IO[bytes], embeddings: Any) -> None:
     np.save(stream, embeddings, allow_pickle=False)
 
 
-def write_atomic(path: str, fmt: str, embeddings: Any) -> None:
-    """Write `path` atomically: readers see the old file or the complete new one."""
+def write_file(path: str, fmt: str, embeddings: Any) -> None:
+    """Write the output `path`: atomically for a regular file (readers see the old file or the
+    complete new one), straight through for a device or FIFO."""
     binary = fmt == "npy"
-    with atomic_write(path, binary=binary) as f:
-        (write_npy if binary else write_jsonl)(f, embeddings)
+    try:
+        write_output(path, lambda f: (write_npy if binary else write_jsonl)(f, embeddings))
+    except OSError as e:
+        raise CommandError(f"cannot write {path}: {e.strerror or e}") from e
 
 
 def write_stdout(fmt: str, embeddings: Any) -> None:
@@ -285,7 +295,7 @@ def _embed(args: argparse.Namespace) -> int:
     if to_stdout:
         write_stdout(fmt, embeddings)
     else:
-        write_atomic(args.output, fmt, embeddings)
+        write_file(args.output, fmt, embeddings)
     n, dim = embeddings.shape
     print(
         f"{PROG}: embedded {n} text{'' if n == 1 else 's'}, dim {dim}, in {encoded - loaded:.2f} s "
@@ -341,16 +351,30 @@ def _human(value: Any) -> str:
 def _models(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from ferris_jax.loading.hub import is_available_offline
     from ferris_jax.loading.presets import list_presets
 
     presets = list_presets()
+    here = [is_available_offline(p.hub_id) for p in presets]
     if args.json:
-        print(json.dumps([dataclasses.asdict(p) for p in presets], indent=2))
+        listed = [
+            {**dataclasses.asdict(p), "available_offline": h}
+            for p, h in zip(presets, here, strict=True)
+        ]
+        print(json.dumps(listed, indent=2))
         return 0
-    table = [("NAME", "FAMILY", "DIMS", "POOLING", "MAX LEN", "HUB ID")]
+    table = [("NAME", "FAMILY", "DIMS", "POOLING", "MAX LEN", "OFFLINE", "HUB ID")]
     table += [
-        (p.name, p.family, str(p.dims), "+".join(p.pooling), str(p.max_seq_length), p.hub_id)
-        for p in presets
+        (
+            p.name,
+            p.family,
+            str(p.dims),
+            "+".join(p.pooling),
+            str(p.max_seq_length),
+            "yes" if h else "no",
+            p.hub_id,
+        )
+        for p, h in zip(presets, here, strict=True)
     ]
     widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
     widths[-1] = 0  # no trailing spaces after the last column
@@ -423,5 +447,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
 
 
+def _exit_on_interrupt() -> None:
+    """Make Ctrl-C end the run at once, whatever the main thread is doing (importing JAX,
+    compiling, waiting on the device): SIGINT is blocked in every thread started from here on
+    but one, which waits for it, removes the temporary files of unfinished writes and exits
+    with status 130. Python's own handler runs only between bytecodes of the main thread, and
+    an interrupt that lands in a library's clean-up callback is lost."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: Python's KeyboardInterrupt
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    def wait() -> None:
+        signal.sigwait({signal.SIGINT})
+        remove_pending_files()
+        os.write(2, f"{PROG}: error: interrupted\n".encode())
+        os._exit(130)
+
+    threading.Thread(target=wait, name="ferris-jax-interrupt", daemon=True).start()
+
+
+def console() -> int:
+    """The `ferris-jax` console script: `main` with Ctrl-C acting at once."""
+    _exit_on_interrupt()
+    return main()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(console())

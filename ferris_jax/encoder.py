@@ -8,9 +8,12 @@ platform table (`platforms.PLATFORM_DEFAULTS`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import numbers
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,7 +30,7 @@ from ferris_jax.batching import BucketPolicy, TokenBatch, pad
 from ferris_jax.loading.checkpoint import Checkpoint
 from ferris_jax.loading.export import save_pretrained
 from ferris_jax.ops.impl import check_impls, requested_impls
-from ferris_jax.pipeline import EmbeddedBatch, Pipeline
+from ferris_jax.pipeline import MAX_IN_FLIGHT, EmbeddedBatch, Pipeline
 from ferris_jax.platforms import platform_of
 from ferris_jax.programs import Programs
 from ferris_jax.runtime.backend import Backend
@@ -252,14 +255,23 @@ class Encoder:
         each `EmbeddedBatch` says which texts it holds (`indices`) and has their vectors on the
         device (`vectors()`) or on the host (`numpy()`). `encode` is this, gathered."""
         texts = validate_texts(texts)
-        _check_positive_int("batch_size", batch_size)
-        prompt_text = self._resolve_prompt(prompt_name, prompt)
+        batch_size = _check_positive_int("batch_size", batch_size)
+        return self._run(texts, batch_size, self._resolve_prompt(prompt_name, prompt), on_batch)
+
+    def _run(
+        self,
+        texts: list[str],
+        batch_size: int,
+        prompt: str,
+        on_batch: Callable[[EmbeddedBatch], Any] | None,
+    ) -> Iterator[EmbeddedBatch]:
+        """The pipeline over validated texts, with this encoder's settings."""
         return self.pipeline.run(
-            [prompt_text + t for t in texts],
+            [prompt + t for t in texts],
             self.params,
-            policy=self.bucket_policy(int(batch_size)),
+            policy=self.bucket_policy(batch_size),
             impls=self.requested_impls(),
-            prompt_length=self.tokenizer.prompt_length(prompt_text),
+            prompt_length=self.tokenizer.prompt_length(prompt),
             packing=self.packing() if len(texts) > 1 else None,  # one text never shares a row
             copy_to_host=self.backend.platform != "cpu",  # a CPU result already is on the host
             on_batch=on_batch,
@@ -287,35 +299,44 @@ class Encoder:
             prompt: a literal prompt string to prepend (overrides prompt_name).
             truncate_dim: keep the first k dimensions (Matryoshka); re-normalized if the model
                 normalizes or `normalize_embeddings` is True.
-            show_progress_bar: None shows a bar only for jobs of several batches that last more
-                than two seconds.
+            show_progress_bar: None shows a bar (of finished texts) on a terminal only, for jobs
+                of several batches that last more than two seconds.
             on_batch: called with each `EmbeddedBatch` right after it is dispatched (e.g. to
                 record batch shapes).
         """
         single = isinstance(texts, str)
         texts = validate_texts(texts)
-        _check_positive_int("batch_size", batch_size)
-        if truncate_dim is not None and not (
-            isinstance(truncate_dim, int) and 0 < truncate_dim <= self.embedding_dimension
-        ):
-            raise ValueError(
-                f"truncate_dim must be in 1..{self.embedding_dimension}, got {truncate_dim!r}"
-            )
+        batch_size = _check_positive_int("batch_size", batch_size)
+        if truncate_dim is not None:
+            truncate_dim = _check_positive_int("truncate_dim", truncate_dim)
+            if truncate_dim > self.embedding_dimension:
+                raise ValueError(
+                    f"truncate_dim must be in 1..{self.embedding_dimension}, got {truncate_dim!r}"
+                )
         out = np.empty((len(texts), self.embedding_dimension), dtype=np.float32)
         truncated = np.zeros(len(texts), dtype=bool)
         # A job of one batch gets no bar unless asked for: even a disabled one costs ~50 us.
         show = show_progress_bar
-        hide = show is False or (show is None and len(texts) <= batch_size)
+        hide = show is False or (
+            show is None and (len(texts) <= batch_size or not _is_terminal(sys.stderr))
+        )
         bar = None if hide else tqdm(total=len(texts), unit="text", delay=0 if show else 2.0)
+
+        def finish(batch: EmbeddedBatch) -> None:
+            out[batch.indices] = batch.numpy()
+            if bar is not None:
+                bar.update(len(batch.indices))
+
         with bar or contextlib.nullcontext():
-            pending = []
-            for batch in self.embed_batches(texts, batch_size, prompt_name, prompt, on_batch):
+            pending: collections.deque[EmbeddedBatch] = collections.deque()
+            prompt_text = self._resolve_prompt(prompt_name, prompt)
+            for batch in self._run(texts, batch_size, prompt_text, on_batch):
                 truncated[batch.indices] = batch.truncated
                 pending.append(batch)
-                if bar is not None:
-                    bar.update(len(batch.indices))
-            for batch in pending:
-                out[batch.indices] = batch.numpy()
+                if len(pending) > MAX_IN_FLIGHT:  # the oldest is done or nearly: collect it
+                    finish(pending.popleft())
+            while pending:
+                finish(pending.popleft())
         if truncated.any():
             warnings.warn(
                 f"{int(truncated.sum())} of {len(texts)} texts exceed max_seq_length="
@@ -399,6 +420,15 @@ class Encoder:
         self.close()
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    """`value` as an int if it is a positive integer (numpy integers included, bools not)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

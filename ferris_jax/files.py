@@ -1,7 +1,9 @@
 """Files in and out: JSON that names its file when it is bad, text lines, atomic writes.
 
-A write goes to a temporary file (or folder) beside its target and is renamed over it once
-complete, so an interrupted write leaves the previous state usable and never a partial one.
+A write to a regular file goes to a temporary file (or folder) beside its target and is renamed
+over it once complete, so an interrupted write leaves the previous state usable and never a
+partial one. Anything else (a device, a FIFO, /dev/stdout, process substitution) is written
+straight through, never replaced; a symbolic link is followed to its target.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,6 +54,46 @@ def new_file_mode(target: Path) -> int:
         return 0o666 & ~umask
 
 
+# Temporary files of writes in progress: an interrupt handler that must exit at once
+# (`os._exit`) removes them first (`remove_pending_files`).
+_pending: set[str] = set()
+
+
+def remove_pending_files() -> None:
+    """Remove the temporary files of atomic writes still in progress (before a hard exit)."""
+    for name in list(_pending):
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        _pending.discard(name)
+
+
+def is_replaceable(path: str | os.PathLike) -> bool:
+    """Whether writing `path` means replacing a regular file (or creating one): False for a
+    device, FIFO, socket or other special file, which must be written through instead."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return True
+
+
+def write_output(
+    path: str | os.PathLike, write: Callable[[IO], None], *, binary: bool = True
+) -> None:
+    """Write an output with `write(file)`: atomically for a regular file or a new path (a symlink
+    is followed, so the link stays and its target is replaced), straight through otherwise.
+
+    Raises OSError naming `path` when it cannot be written (e.g. a full device).
+    """
+    if not is_replaceable(path):
+        mode = "wb" if binary else "w"
+        text_args = {} if binary else {"encoding": "utf-8", "newline": "\n"}
+        with open(path, mode, **text_args) as f:
+            write(f)
+        return
+    with atomic_write(os.path.realpath(path), binary=binary) as f:
+        write(f)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, *, binary: bool = True) -> Iterator[IO]:
     """A file object whose contents replace `path` only when the block completes.
@@ -68,6 +111,7 @@ def atomic_write(path: str | os.PathLike, *, binary: bool = True) -> Iterator[IO
         delete=False,
         **text_args,
     )
+    _pending.add(f.name)
     try:
         with f:
             yield f
@@ -79,6 +123,8 @@ def atomic_write(path: str | os.PathLike, *, binary: bool = True) -> Iterator[IO
         with contextlib.suppress(OSError):
             os.unlink(f.name)
         raise
+    finally:
+        _pending.discard(f.name)
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -12,6 +12,7 @@ partly filled batch is carried into the next chunk, so only the job's last batch
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,10 @@ from ferris_jax.tokenize import TextTokenizer, Tokenized
 # Texts tokenized per chunk: large enough for the tokenizer's own parallelism and full batches,
 # small enough that the device starts early and works while later chunks are tokenized.
 CHUNK_TEXTS = 1024
+# Batches dispatched but not yet computed, at most: enough to keep the device busy while the
+# host pads the next ones; it bounds the device memory of results in flight and the work still
+# queued when the job is interrupted.
+MAX_IN_FLIGHT = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +178,8 @@ class Pipeline:
 
         Dispatch is asynchronous: the host pads the next batch while this one runs, and with
         `copy_to_host` each result starts its copy to host memory as soon as it is computed.
+        At most `MAX_IN_FLIGHT` batches are queued on the device: past that, dispatching waits
+        for the oldest to finish.
 
         Args:
             params: the parameters to run with (e.g. `enc.params`).
@@ -185,11 +192,15 @@ class Pipeline:
         """
         leaves, _ = self.programs.flat_params(params)
         prompt = np.int32(prompt_length)
+        in_flight: collections.deque[jax.Array] = collections.deque()
         for batch in self.planned_batches(texts, policy, packing):
             program = self.programs.get(params, batch.shape, impls)
             output = program(leaves, *self.model_inputs(batch), prompt)
             if copy_to_host:
                 output.copy_to_host_async()
+            in_flight.append(output)
+            if len(in_flight) > MAX_IN_FLIGHT:
+                in_flight.popleft().block_until_ready()
             plan = batch.plan
             if isinstance(plan, PackedBatch):
                 slots = plan.row * plan.shape[2] + plan.segment - 1

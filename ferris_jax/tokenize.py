@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any
 
 import numpy as np
@@ -71,12 +71,22 @@ class Tokenized:
 
 
 def validate_texts(texts: Any) -> list[str]:
-    """The inputs as a list of str; TypeError naming the first bad item otherwise."""
-    if texts is None:
-        raise TypeError("texts must be a string or a sequence of strings, got None")
+    """The inputs as a list of str, in order.
+
+    Raises TypeError for what is not an ordered collection of str (None, bytes, a set, a
+    mapping) naming the first bad item, and ValueError naming the text and character position
+    of anything UTF-8 cannot encode (a lone surrogate).
+    """
     if isinstance(texts, str):
-        return [texts]
-    if not isinstance(texts, Sequence) and not hasattr(texts, "__iter__"):
+        texts = [texts]
+    elif texts is None or isinstance(texts, (bytes, bytearray, Set, Mapping)):
+        why = {bytes: "decode bytes first", bytearray: "decode bytes first"}.get(
+            type(texts), "pass a list (the order of the rows is the order of the texts)"
+        )
+        raise TypeError(
+            f"texts must be a string or a sequence of strings, got {type(texts).__name__}; {why}"
+        )
+    elif not hasattr(texts, "__iter__"):
         raise TypeError(
             f"texts must be a string or a sequence of strings, got {type(texts).__name__}"
         )
@@ -84,6 +94,16 @@ def validate_texts(texts: Any) -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__} ({t!r:.40}), expected str")
+        if not t.isascii():  # O(1): CPython knows; only other texts can hold a lone surrogate
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError(
+                    f"texts[{i}] has a character UTF-8 cannot encode at position {e.start} "
+                    f"({t[e.start]!r}: {e.reason}); a lone surrogate usually comes from text "
+                    "decoded with errors='surrogateescape': decode it as UTF-8 with "
+                    "errors='replace'"
+                ) from None
     return texts
 
 

