@@ -36,6 +36,53 @@ def read_json(path: Path, *, required: bool = False) -> Any:
         raise CheckpointError(f"{path}: invalid JSON: {e}") from e
 
 
+def read_json_object(path: Path, *, required: bool = False) -> dict[str, Any] | None:
+    """`read_json`, and CheckpointError naming the file unless it holds a JSON object."""
+    data = read_json(path, required=required)
+    if data is not None and not isinstance(data, dict):
+        raise CheckpointError(f"{path}: must hold a JSON object, got {_json_type(data)}")
+    return data
+
+
+_REQUIRED = object()
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_KINDS |= {list: "a list", dict: "an object"}
+
+
+def json_field(
+    path: Path,
+    data: dict[str, Any],
+    key: str,
+    kind: type,
+    default: Any = _REQUIRED,
+    *,
+    minimum: float | None = None,
+) -> Any:
+    """`data[key]` checked to be of JSON `kind` (true/false is not a number) and at least
+    `minimum`; `default` when absent or null, or CheckpointError naming `path` and `key`."""
+    value = data.get(key)
+    if value is None:
+        if default is _REQUIRED:
+            raise CheckpointError(f"{path}: missing required key {key!r}")
+        return default
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if not ok:
+        raise CheckpointError(
+            f"{path}: {key!r} must be {_KINDS[kind]}, got {_json_type(value)} {value!r:.40}"
+        )
+    if minimum is not None and value < minimum:
+        raise CheckpointError(f"{path}: {key!r} must be at least {minimum}, got {value!r}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "true/false", int: "a number", float: "a number", str: "a string"}
+    return names.get(type(value)) or {list: "a list", dict: "an object"}.get(type(value), "null")
+
+
 def split_lines(text: str) -> list[str]:
     """One text per line: strip each line's ending (\\n or \\r\\n) only, keep blank lines."""
     lines = text.split("\n")

@@ -18,11 +18,11 @@ from flax import nnx
 
 from ferris_jax._compat import variable_value
 from ferris_jax.errors import CheckpointError, ModelNotFoundError
-from ferris_jax.files import read_json
+from ferris_jax.files import json_field, read_json_object
 from ferris_jax.loading.presets import Preset
 from ferris_jax.loading.st_format import Settings, read_head, read_settings
 from ferris_jax.loading.tokenizer import load_tokenizer
-from ferris_jax.models import Family, family_for
+from ferris_jax.models import Family, family_for, read_config
 from ferris_jax.models.embedder import HeadConfig, SentenceEmbedder
 from ferris_jax.platforms import parse_dtype
 from ferris_jax.pooling import PoolingConfig
@@ -55,9 +55,9 @@ def safetensors_files(directory: Path) -> list[Path]:
         return [single]
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise CheckpointError(f"{index}: no 'weight_map' object")
+        weight_map = json_field(index, read_json_object(index), "weight_map", dict)
+        if not all(isinstance(f, str) and f for f in weight_map.values()):
+            raise CheckpointError(f"{index}: 'weight_map' must map tensor names to file names")
         shards = [directory / f for f in sorted(set(weight_map.values()))]
         missing = [s.name for s in shards if not s.is_file()]
         if missing:
@@ -138,12 +138,13 @@ def _apply_preset(
 
 def _read_family(directory: Path) -> tuple[dict[str, Any], Family, Any]:
     """config.json -> (its contents, the model family, the family's config)."""
-    model_config = read_json(directory / "config.json", required=True)
+    path = directory / "config.json"
+    model_config = read_json_object(path, required=True)
     try:
-        family = family_for(model_config.get("model_type", "<missing>"))
-        return model_config, family, family.config_from_hf(model_config)
+        family = family_for(json_field(path, model_config, "model_type", str))
+        return model_config, family, read_config(family, model_config)
     except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{directory / 'config.json'}: {e}") from e
+        raise CheckpointError(f"{path}: {e}") from e
 
 
 def _fill_model(

@@ -17,9 +17,10 @@ from typing import Any
 
 from ferris_jax._version import __version__
 from ferris_jax.errors import CheckpointError
-from ferris_jax.files import read_json, write_json
+from ferris_jax.files import json_field, read_json, read_json_object, write_json
 from ferris_jax.models.embedder import DenseConfig, HeadConfig
 from ferris_jax.pooling import PoolingConfig
+from ferris_jax.similarity import SIMILARITY_FUNCTIONS
 
 # 1_Pooling/config.json's booleans, in sentence-transformers' output-concatenation order.
 POOLING_FLAGS = (
@@ -57,50 +58,94 @@ class Settings:
     similarity_fn_name: str = "cosine"
 
 
-def pooling_config(config: dict[str, Any]) -> PoolingConfig:
-    """Read sentence-transformers' `1_Pooling/config.json`."""
+# The keys sentence-transformers' Pooling accepts in 1_Pooling/config.json; it refuses others.
+_POOLING_KEYS = {
+    "word_embedding_dimension",
+    "embedding_dimension",
+    "pooling_mode",
+    "include_prompt",
+}
+_POOLING_KEYS |= {key for key, _ in POOLING_FLAGS}
+# The keys its Dense accepts in N_Dense/config.json.
+_DENSE_KEYS = {"in_features", "out_features", "bias", "activation_function", "use_residual"}
+_DENSE_KEYS |= {"module_input_name", "module_output_name"}
+
+
+def pooling_config(path: Path, config: dict[str, Any]) -> PoolingConfig:
+    """Read sentence-transformers' `1_Pooling/config.json` (`path`, for errors)."""
+    unknown = sorted(set(config) - _POOLING_KEYS)
+    if unknown:
+        raise CheckpointError(
+            f"{path}: unknown pooling option(s) {unknown} (sentence-transformers refuses them "
+            f"too); known: {sorted(_POOLING_KEYS)}"
+        )
     if "pooling_mode" in config:  # sentence-transformers >= 6: a name or a list of names
         named = config["pooling_mode"]
-        modes = tuple([named] if isinstance(named, str) else named)
-        modes = tuple(_POOLING_ALIASES.get(m, m) for m in modes)
+        listed = [named] if isinstance(named, str) else named
+        if (
+            not isinstance(listed, list)
+            or not listed
+            or not all(isinstance(m, str) for m in listed)
+        ):
+            raise CheckpointError(f"{path}: 'pooling_mode' must name one mode or list several")
+        modes = tuple(_POOLING_ALIASES.get(m, m) for m in listed)
     else:  # older files: one boolean per mode
-        modes = tuple(mode for key, mode in POOLING_FLAGS if config.get(key, False)) or ("mean",)
-    return PoolingConfig(modes=modes, include_prompt=bool(config.get("include_prompt", True)))
+        flags = [(mode, json_field(path, config, key, bool, False)) for key, mode in POOLING_FLAGS]
+        modes = tuple(mode for mode, on in flags if on) or ("mean",)
+    try:
+        return PoolingConfig(
+            modes, include_prompt=json_field(path, config, "include_prompt", bool, True)
+        )
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+
+
+def _dense_config(path: Path) -> DenseConfig:
+    """Read a Dense module's `config.json` (`path`)."""
+    cfg = read_json_object(path, required=True)
+    unknown = sorted(set(cfg) - _DENSE_KEYS)
+    if unknown:
+        raise CheckpointError(
+            f"{path}: unknown Dense option(s) {unknown}; known: {sorted(_DENSE_KEYS)}"
+        )
+    if json_field(path, cfg, "use_residual", bool, False):
+        raise CheckpointError(f"{path}: Dense use_residual is not supported")
+    activation = json_field(
+        path, cfg, "activation_function", str, "torch.nn.modules.linear.Identity"
+    )
+    return DenseConfig(
+        json_field(path, cfg, "in_features", int, minimum=1),
+        json_field(path, cfg, "out_features", int, minimum=1),
+        json_field(path, cfg, "bias", bool, True),
+        activation,
+    )
 
 
 def read_head(directory: Path) -> tuple[HeadConfig, list[Path]]:
     """sentence-transformers' modules.json -> our head config and the Dense directories."""
-    modules = read_json(directory / "modules.json")
-    if (
-        modules is None
-    ):  # a plain Hugging Face model: sentence-transformers' default is mean pooling
+    path = directory / "modules.json"
+    modules = read_json(path)
+    if modules is None:  # a plain Hugging Face model: sentence-transformers' default is mean
         return HeadConfig(PoolingConfig(("mean",))), []
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise CheckpointError(f"{path}: must hold a list of module objects")
     pooling, dense, dense_dirs, normalize = PoolingConfig(("mean",)), [], [], False
     for i, module in enumerate(modules):
-        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
-        sub = directory / module.get("path", "")
+        kind = json_field(path, module, "type", str).rsplit(".", 1)[-1]
+        sub = directory / json_field(path, module, "path", str, "")
         if kind == "Transformer" and i == 0:
             continue
         if kind == "Pooling":
-            pooling = pooling_config(read_json(sub / "config.json", required=True))
+            config_path = sub / "config.json"
+            pooling = pooling_config(config_path, read_json_object(config_path, required=True))
         elif kind == "Dense":
-            cfg = read_json(sub / "config.json", required=True)
-            if cfg.get("use_residual"):
-                raise CheckpointError(f"{sub / 'config.json'}: Dense use_residual is not supported")
-            dense.append(
-                DenseConfig(
-                    int(cfg["in_features"]),
-                    int(cfg["out_features"]),
-                    bool(cfg.get("bias", True)),
-                    cfg.get("activation_function") or "torch.nn.modules.linear.Identity",
-                )
-            )
+            dense.append(_dense_config(sub / "config.json"))
             dense_dirs.append(sub)
         elif kind == "Normalize":
             normalize = True
         else:
             raise CheckpointError(
-                f"{directory / 'modules.json'}: module {i} of type {module.get('type')!r} is not "
+                f"{path}: module {i} of type {module.get('type')!r} is not "
                 "supported (supported: Transformer first, then Pooling, Dense, Normalize)"
             )
     return HeadConfig(pooling, tuple(dense), normalize), dense_dirs
@@ -109,15 +154,19 @@ def read_head(directory: Path) -> tuple[HeadConfig, list[Path]]:
 def max_seq_length_of(
     directory: Path, requested: int | None, st_config: dict, max_positions: int | None
 ) -> int:
+    """The tokens per text: `requested`, else sentence_bert_config.json's, else the tokenizer's
+    `model_max_length`, capped at the model's positions."""
     if requested is not None:
-        if not isinstance(requested, int) or requested < 2:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 2:
             raise ValueError(f"max_seq_length must be an integer >= 2, got {requested!r}")
         length = requested
-    elif st_config.get("max_seq_length"):
-        length = int(st_config["max_seq_length"])
+    elif st_config.get("max_seq_length") is not None:
+        path = directory / "sentence_bert_config.json"
+        length = json_field(path, st_config, "max_seq_length", int, minimum=2)
     else:
-        tok_cfg = read_json(directory / "tokenizer_config.json") or {}
-        length = int(min(tok_cfg.get("model_max_length") or 512, 1 << 20))
+        path = directory / "tokenizer_config.json"
+        tok_cfg = read_json_object(path) or {}
+        length = int(min(json_field(path, tok_cfg, "model_max_length", float, 512), 1 << 20))
         length = min(length, max_positions or length)
     if max_positions is not None and length > max_positions:
         warnings.warn(
@@ -134,15 +183,32 @@ def read_settings(
 ) -> Settings:
     """The sentence-transformers settings of a folder (defaults where its files are absent);
     `max_seq_length` overrides the folder's own."""
-    st_config = read_json(directory / "sentence_bert_config.json") or {}
-    st_extra = read_json(directory / "config_sentence_transformers.json") or {}
-    prompts = {k: v for k, v in (st_extra.get("prompts") or {}).items() if isinstance(v, str)}
+    st_path = directory / "sentence_bert_config.json"
+    extra_path = directory / "config_sentence_transformers.json"
+    st_config = read_json_object(st_path) or {}
+    st_extra = read_json_object(extra_path) or {}
+    prompts = json_field(extra_path, st_extra, "prompts", dict, {})
+    bad = [name for name, text in prompts.items() if not isinstance(text, str)]
+    if bad:
+        raise CheckpointError(f"{extra_path}: prompts {bad} must be strings")
+    default_prompt = json_field(extra_path, st_extra, "default_prompt_name", str, None)
+    if default_prompt is not None and default_prompt not in prompts:
+        raise CheckpointError(
+            f"{extra_path}: default_prompt_name {default_prompt!r} is not one of the prompts "
+            f"{sorted(prompts)}"
+        )
+    similarity = json_field(extra_path, st_extra, "similarity_fn_name", str, "cosine")
+    if similarity not in SIMILARITY_FUNCTIONS:
+        raise CheckpointError(
+            f"{extra_path}: similarity_fn_name {similarity!r} is not one of "
+            f"{sorted(SIMILARITY_FUNCTIONS)}"
+        )
     return Settings(
         max_seq_length=max_seq_length_of(directory, max_seq_length, st_config, max_positions),
-        do_lower_case=bool(st_config.get("do_lower_case", False)),
+        do_lower_case=json_field(st_path, st_config, "do_lower_case", bool, False),
         prompts=prompts,
-        default_prompt_name=st_extra.get("default_prompt_name"),
-        similarity_fn_name=st_extra.get("similarity_fn_name") or "cosine",
+        default_prompt_name=default_prompt,
+        similarity_fn_name=similarity,
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import tokenizers
 
 from ferris_jax.errors import CheckpointError
-from ferris_jax.files import read_json
+from ferris_jax.files import json_field, read_json_object
 from ferris_jax.tokenize import TextTokenizer, transformers_tokenizer_class
 
 # The tokenizer files a checkpoint folder may hold (copied as they are when a model is saved).
@@ -65,9 +65,16 @@ def load_tokenizer(
             f"{tokenizer_file}: cannot be read by the tokenizers library ({e})"
         ) from e
     if model_config is None:
-        model_config = read_json(directory / "config.json") or {}
-    tok_cfg = read_json(directory / "tokenizer_config.json") or {}
-    special = read_json(directory / "special_tokens_map.json") or {}
+        model_config = read_json_object(directory / "config.json") or {}
+    tok_cfg = read_json_object(directory / "tokenizer_config.json") or {}
+    special = read_json_object(directory / "special_tokens_map.json") or {}
+    for path, data in (
+        (directory / "tokenizer_config.json", tok_cfg),
+        (directory / "special_tokens_map.json", special),
+    ):
+        pad = data.get("pad_token")
+        if pad is not None and not isinstance(pad, str):
+            json_field(path, pad if isinstance(pad, dict) else {}, "content", str)
     return TextTokenizer(
         raw_tokenizer,
         max_seq_length=max_seq_length,

@@ -43,6 +43,47 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+# Sizes that must be at least 1; every other integer field must be at least 0.
+_SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+)
+
+
+def read_config(family: Family, hf_config: dict[str, Any]) -> Any:
+    """The family's config from a config.json's contents, every field's type and range checked:
+    ValueError naming the key, or the missing one."""
+    try:
+        config = family.config_from_hf(hf_config)
+    except TypeError as e:  # a dataclass without one of its required fields
+        missing = str(e).rsplit(":", 1)[-1].strip()
+        raise ValueError(f"missing required key(s) {missing}") from None
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.type == "int":
+            low = 1 if field.name in _SIZES else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{field.name!r} must be an integer >= {low}, got {value!r}")
+        elif field.type == "float" and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+        ):
+            raise ValueError(f"{field.name!r} must be a number >= 0, got {value!r}")
+        elif field.type in ("str", "bool") and not isinstance(
+            value, {"str": str, "bool": bool}[field.type]
+        ):
+            raise ValueError(f"{field.name!r} must be a {field.type}, got {value!r}")
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"'hidden_size' {config.hidden_size} is not a multiple of 'num_attention_heads' "
+            f"{config.num_attention_heads}"
+        )
+    return config
+
+
 def family_for(model_type: str) -> Family:
     """The family for a `config.json` model_type; ValueError listing the supported ones."""
     if model_type not in FAMILIES:
