@@ -13,7 +13,7 @@ from ferris_jax.loading import load_checkpoint, resolve
 from ferris_jax.ops.impl import check_impls
 from ferris_jax.platforms import defaults_for, parse_dtype, platform_of
 from ferris_jax.runtime import backend as backends
-from ferris_jax.runtime.compilation import enable_compilation_cache
+from ferris_jax.runtime.compilation import enable_compilation_cache, repairing_cache
 
 
 def load(
@@ -64,11 +64,16 @@ def load(
     dtype_name = defaults_for(platform).dtypes.resolve(dtype_name, platform)
     if compilation_cache and defaults_for(platform).compilation_cache:
         enable_compilation_cache(None if compilation_cache is True else compilation_cache)
-    if device is not None:
-        chosen = backends.Backend(platform, device, requested="device")
-    else:
-        chosen = backends.select_backend(backend, dtype=dtype_name, platforms=available)
-    checkpoint = load_checkpoint(
-        path, preset=preset, dtype=dtype_name, max_seq_length=max_seq_length, device=chosen.device
-    )
-    return Encoder(checkpoint, device=chosen.device, backend=chosen, impls=impls)
+    with repairing_cache():  # the probe and the parameter casts compile too
+        if device is not None:
+            chosen = backends.Backend(platform, device, requested="device")
+        else:
+            chosen = backends.select_backend(backend, dtype=dtype_name, platforms=available)
+        checkpoint = load_checkpoint(
+            path,
+            preset=preset,
+            dtype=dtype_name,
+            max_seq_length=max_seq_length,
+            device=chosen.device,
+        )
+        return Encoder(checkpoint, device=chosen.device, backend=chosen, impls=impls)

@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The `ferris-jax` argument parser (subcommands embed, info, models)."""
     parser = _Parser(prog=PROG, description="JAX-native sentence embeddings.", allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error, not one line"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     model = _model_options()
 
@@ -439,12 +442,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             has_file = e.filename is not None and e.strerror
             _error(f"{e.filename}: {e.strerror}" if has_file else str(e))
             return 1
-        except ValueError as e:  # includes CheckpointError and rejected option values
+        except (ValueError, TypeError) as e:  # CheckpointError, rejected values and inputs
+            if args.debug:
+                raise
             _error(str(e))
             return 1
         except KeyboardInterrupt:
             _error("interrupted")
             return 130
+        except Exception as e:  # a bug or an unforeseen failure: still one line
+            if args.debug:
+                raise
+            _error(f"{type(e).__name__}: {e} (run with --debug for the traceback)")
+            return 1
 
 
 def _exit_on_interrupt() -> None:

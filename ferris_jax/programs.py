@@ -19,6 +19,7 @@ from flax import nnx
 
 from ferris_jax import ops
 from ferris_jax.ops.impl import ImplChoice
+from ferris_jax.runtime.compilation import repairing_cache
 
 Shape = tuple[int, ...]  # (batch, length), or (batch, length, texts per row) when packed
 
@@ -128,7 +129,8 @@ class Programs:
         program = self._compiled.get(key)
         if program is None:
             start = time.perf_counter()
-            program = self._compiled[key] = self.lower(params, shape, impls).compile()
+            with repairing_cache():
+                program = self._compiled[key] = self.lower(params, shape, impls).compile()
             self.compile_seconds += time.perf_counter() - start
         return program
 

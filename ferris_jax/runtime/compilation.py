@@ -1,8 +1,16 @@
-"""JAX's persistent compilation cache, so a second process does not compile again."""
+"""JAX's persistent compilation cache, so a second process does not compile again.
+
+JAX warns about an unreadable entry (a truncated or corrupt file) on every run and never
+rewrites it; compiling inside `repairing_cache()` removes such entries instead, with one warning
+naming the cache directory, so the next compile writes them anew.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -61,3 +69,56 @@ def enable_compilation_cache(cache_dir: str | os.PathLike | None = None) -> Path
 def compilation_cache_dir() -> Path | None:
     current = jax.config.jax_compilation_cache_dir
     return Path(current) if current else None
+
+
+# The start of JAX's warning for an entry it cannot read (jax 0.4.35 to 0.10).
+_JAX_READ_ERROR = "Error reading persistent compilation cache entry"
+_ENTRY_SUFFIX = "-cache"
+
+
+def _readable(entry: Path) -> bool:
+    """Whether a cache entry decompresses (JAX's own format check, before deserializing)."""
+    from jax._src.compilation_cache import decompress_executable
+
+    try:
+        decompress_executable(entry.read_bytes())
+        return True
+    except Exception:
+        return False
+
+
+def remove_unreadable_entries(cache_dir: Path | None = None) -> list[Path]:
+    """Delete the entries of the cache that cannot be decompressed; returns them."""
+    cache_dir = cache_dir or compilation_cache_dir()
+    if cache_dir is None or not cache_dir.is_dir():
+        return []
+    removed = []
+    for entry in sorted(cache_dir.glob(f"*{_ENTRY_SUFFIX}")):
+        if not _readable(entry):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
+@contextlib.contextmanager
+def repairing_cache() -> Iterator[None]:
+    """Compile inside this block: JAX's warnings about unreadable cache entries become the
+    removal of those entries and one warning naming the directory; other warnings pass on."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    unreadable = False
+    for w in caught:
+        if str(w.message).startswith(_JAX_READ_ERROR):
+            unreadable = True
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if unreadable:
+        removed = remove_unreadable_entries()
+        warnings.warn(
+            f"ferris-jax: the compilation cache {compilation_cache_dir()} had unreadable "
+            f"entries; removed {len(removed)}: the next run compiles and caches them again "
+            "(nothing else to do)",
+            stacklevel=3,
+        )
