@@ -53,6 +53,8 @@ def test_quickstart_notebook(monkeypatch):
     outputs = [o for cell in code for o in cell.outputs]
     errors = [o for o in outputs if o.output_type == "error"]
     assert not errors, [f"{o.ename}: {o.evalue}" for o in errors]
+    stderr = [o.text for o in outputs if o.get("name") == "stderr"]
+    assert not stderr, f"the notebook printed warnings: {stderr}"
     assert any("image/png" in o.get("data", {}) for o in outputs), "the heatmap was not drawn"
 
     search = next(c for c in code if "semantic_search(" in c.source)
