@@ -41,7 +41,9 @@ of the output. A final line without a newline is still a text; an empty input gi
 
 output: .npy (float32 [n, dim]) or JSON lines ({"index": i, "embedding": [...]} per text),
 from --format or the suffix of --output (.npy, .jsonl, .json). Without --output, JSON lines
-go to stdout. Files are written atomically: a failed run leaves an existing file untouched.
+go to stdout. Files are written atomically: a failed or interrupted run leaves an existing file
+untouched (a symbolic link is followed). A device or FIFO (/dev/stdout, >(gzip > v.jsonl.gz))
+is written straight through, as JSON lines unless its name or --format says otherwise.
 """
 
 
@@ -202,12 +204,15 @@ def read_texts(source: str | None) -> list[str]:
 
 
 def output_format(output: str | None, fmt: str | None) -> str:
-    """--format if given, else the format the output's suffix names (stdout: JSON lines)."""
+    """--format if given, else the format the output's suffix names (stdout, and a device or
+    FIFO without a known suffix: JSON lines)."""
     if fmt is not None:
         return fmt
     if output in (None, "-"):
         return "jsonl"
     suffix = Path(output).suffix.lower()
+    if suffix not in _SUFFIX_FORMATS and not is_replaceable(output):
+        return "jsonl"  # a device or FIFO without a suffix (/dev/stdout): as stdout
     if suffix not in _SUFFIX_FORMATS:
         raise UsageError(
             f"cannot tell the output format of {output!r} from its suffix; "
@@ -248,7 +253,9 @@ def write_file(path: str, fmt: str, embeddings: Any) -> None:
     complete new one), straight through for a device or FIFO."""
     binary = fmt == "npy"
     try:
-        write_output(path, lambda f: (write_npy if binary else write_jsonl)(f, embeddings))
+        write_output(
+            path, lambda f: (write_npy if binary else write_jsonl)(f, embeddings), binary=binary
+        )
     except OSError as e:
         raise CommandError(f"cannot write {path}: {e.strerror or e}") from e
 

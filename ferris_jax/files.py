@@ -135,10 +135,24 @@ def write_output(
         mode = "wb" if binary else "w"
         text_args = {} if binary else {"encoding": "utf-8", "newline": "\n"}
         with open(path, mode, **text_args) as f:
-            write(f)
+            write(_Stream(f))
         return
     with atomic_write(os.path.realpath(path), binary=binary) as f:
         write(f)
+
+
+class _Stream:
+    """Only `write` and `flush` of a file: a FIFO or device cannot seek, and libraries that
+    special-case real files (numpy's `tofile`) then fall back to plain writes."""
+
+    def __init__(self, file: IO):
+        self._file = file
+
+    def write(self, data: Any) -> int:
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
 
 
 @contextlib.contextmanager
