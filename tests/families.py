@@ -3,11 +3,14 @@ for tests that must cover every family (Metal-safe scan, presets)."""
 
 from __future__ import annotations
 
-from checkpoints_distilbert import make_distilbert_checkpoint
-from checkpoints_modernbert import make_modernbert_checkpoint
-from checkpoints_mpnet import make_mpnet_checkpoint
-from checkpoints_roberta import make_roberta_checkpoint, make_xlm_roberta_checkpoint
-from conftest import make_bert_checkpoint
+from helpers.checkpoints import (
+    make_bert_checkpoint,
+    make_distilbert_checkpoint,
+    make_modernbert_checkpoint,
+    make_mpnet_checkpoint,
+    make_roberta_checkpoint,
+    make_xlm_roberta_checkpoint,
+)
 
 # model_type -> builder(directory, seed=0, **config) -> checkpoint directory
 CHECKPOINT_BUILDERS = {

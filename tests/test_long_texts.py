@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import WORDS
 from families import CHECKPOINT_BUILDERS
+from helpers.texts import WORDS
 
 import ferris_jax
 

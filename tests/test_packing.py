@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SENTENCES, WORDS, assert_embeddings_match, make_sentence_transformer
 from families import CHECKPOINT_BUILDERS
+from helpers.assertions import assert_embeddings_match
+from helpers.checkpoints import make_sentence_transformer
+from helpers.texts import SENTENCES, WORDS, varied_texts
 from test_parity_bert import HEADS as BERT_HEADS
 
 import ferris_jax
@@ -152,7 +154,6 @@ def test_precompile_covers_packed_shapes(tiny_st):
 @pytest.mark.slow
 def test_real_minilm_packed_matches_sentence_transformers(minilm, minilm_path):
     from sentence_transformers import SentenceTransformer
-    from test_parity_minilm import varied_texts
 
     texts = varied_texts(300, seed=3)
     want = SentenceTransformer(str(minilm_path), device="cpu").encode(texts, batch_size=32)

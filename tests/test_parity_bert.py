@@ -6,13 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import (
-    SENTENCES,
-    assert_embeddings_match,
-    assert_masked_lm_loads_the_same,
-    make_bert_checkpoint,
-    make_sentence_transformer,
-)
+from helpers.assertions import assert_embeddings_match, assert_masked_lm_loads_the_same
+from helpers.checkpoints import make_bert_checkpoint, make_sentence_transformer
+from helpers.texts import SENTENCES
 
 import ferris_jax
 

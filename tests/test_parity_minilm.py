@@ -2,53 +2,9 @@
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
-
-
-def varied_texts(n: int = 300, seed: int = 0) -> list[str]:
-    """Short, long (past 256 tokens), unicode, CJK, emoji, whitespace-only and empty texts."""
-    rng = random.Random(seed)
-    words = (
-        "the model maps sentences to dense vectors for semantic search clustering and retrieval "
-        "JAX compiles numerical programs XLA runs them on CPU GPU and TPU attention is all you need"
-    ).split()
-    specials = [
-        "",
-        " ",
-        "   \t\n ",
-        "\u00a0",
-        "Ünïcödé façade naïve café coöperate",
-        "Ελληνικά κείμενα",
-        "Русский текст для проверки",
-        "中文句子用于测试嵌入模型",
-        "日本語のテキストとカタカナ",
-        "한국어 문장입니다",
-        "emoji 😀🎉🚀 and 👍🏽 skin tones",
-        "مرحبا بالعالم",
-        "עברית",
-        "tab\tseparated\tvalues",
-        "MiXeD CaSe And PUNCTUATION!!! ???",
-        "a" * 600,
-        "http://example.com/path?query=1&b=2",
-        "1234567890 3.14159 -42 1e10",
-        "🙂",
-    ]
-    texts = list(specials)
-    while len(texts) < n:
-        kind = rng.random()
-        if kind < 0.4:
-            texts.append(" ".join(rng.choices(words, k=rng.randint(1, 8))))
-        elif kind < 0.75:
-            texts.append(" ".join(rng.choices(words, k=rng.randint(9, 60))) + ".")
-        elif kind < 0.9:
-            texts.append(" ".join(rng.choices(words, k=rng.randint(200, 400))))
-        else:
-            texts.append(rng.choice(specials) + " " + " ".join(rng.choices(words, k=5)))
-    rng.shuffle(texts)
-    return texts
+from helpers.texts import varied_texts
 
 
 @pytest.fixture(scope="module")

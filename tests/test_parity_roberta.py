@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from checkpoints_roberta import make_roberta_checkpoint, make_xlm_roberta_checkpoint
-from conftest import (
-    SENTENCES,
-    assert_embeddings_match,
-    assert_masked_lm_loads_the_same,
+from helpers.assertions import assert_embeddings_match, assert_masked_lm_loads_the_same
+from helpers.checkpoints import (
+    make_roberta_checkpoint,
     make_sentence_transformer,
+    make_xlm_roberta_checkpoint,
 )
+from helpers.texts import SENTENCES
 
 import ferris_jax
 
