@@ -17,6 +17,9 @@ from helpers.tokenizers import (
     make_xlm_roberta_tokenizer_files,
 )
 
+# The builders' default size (BERT, RoBERTa, XLM-R and MPNet spell it alike).
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+
 
 def _random_model(seed: int, make_model: Callable, perturbed: Callable[[str], bool]):
     """`make_model()` under a fixed seed, in eval mode. Random init leaves norms at identity (and
@@ -44,10 +47,7 @@ def make_bert_checkpoint(directory: Path, seed: int = 0, **config) -> Path:
     n_vocab = make_bert_tokenizer_files(directory)
     defaults = dict(
         vocab_size=n_vocab,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
+        **TINY,
         max_position_embeddings=128,
         type_vocab_size=2,
         hidden_act="gelu",
@@ -102,10 +102,7 @@ def _make_roberta_like_checkpoint(
     n_vocab = make_tokens(directory, model_max_length=positions - 2)
     defaults = dict(
         vocab_size=n_vocab,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
+        **TINY,
         max_position_embeddings=positions,
         type_vocab_size=1,
         hidden_act="gelu",
@@ -160,10 +157,7 @@ def make_mpnet_checkpoint(
 
     directory.mkdir(parents=True, exist_ok=True)
     defaults = dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
+        **TINY,
         max_position_embeddings=130,
         relative_attention_num_buckets=32,
         hidden_act="gelu",

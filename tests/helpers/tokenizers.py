@@ -1,5 +1,6 @@
 """Tokenizer files of every family's real kind, built with `tokenizers` and saved through the
-transformers class the hub checkpoints name. Each builder returns the vocabulary size."""
+transformers class the hub checkpoints name. Each builder returns the vocabulary size
+(ModernBERT's, its special token ids too)."""
 
 from __future__ import annotations
 
@@ -15,23 +16,17 @@ FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 MODERNBERT_SPECIALS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")
 
 
-def make_bert_tokenizer_files(directory: Path, lowercase: bool = True) -> int:
-    """A WordPiece BERT tokenizer built with `tokenizers`, saved as transformers saves it."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+def _save_with_bracket_specials(tok, directory: Path, **kwargs) -> None:
+    """Give `tok` BERT's `[CLS] $A [SEP]` template and special tokens ([UNK] [PAD] [CLS] [SEP]
+    [MASK], wherever they sit in its vocabulary); save it as transformers saves it."""
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    vocab += [c for c in "abcdefghijklmnopqrstuvwxyz0123456789.,!?:-'" if c not in vocab]
-    vocab += ["##" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
-    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+        special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")],
     )
-    tok.decoder = decoders.WordPiece()
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="[UNK]",
@@ -39,9 +34,23 @@ def make_bert_tokenizer_files(directory: Path, lowercase: bool = True) -> int:
         cls_token="[CLS]",
         sep_token="[SEP]",
         mask_token="[MASK]",
-        model_max_length=512,
+        **kwargs,
     )
     fast.save_pretrained(str(directory))
+
+
+def make_bert_tokenizer_files(directory: Path, lowercase: bool = True) -> int:
+    """A WordPiece BERT tokenizer built with `tokenizers`, saved as transformers saves it."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    vocab += [c for c in "abcdefghijklmnopqrstuvwxyz0123456789.,!?:-'" if c not in vocab]
+    vocab += ["##" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    _save_with_bracket_specials(tok, directory, model_max_length=512)
     return len(vocab)
 
 
@@ -245,17 +254,8 @@ def make_mpnet_tokenizer_files(
 def make_modernbert_tokenizer_files(directory: Path, vocab_size: int = 400) -> dict[str, int]:
     """Train a tiny byte-level BPE, save it as transformers saves ModernBERT's tokenizer.json;
     returns the special token ids (plus "vocab_size": the tokenizer's size)."""
-    from tokenizers import (
-        AddedToken,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-    )
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from tokenizers.trainers import BpeTrainer
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
@@ -272,21 +272,8 @@ def make_modernbert_tokenizer_files(directory: Path, vocab_size: int = 400) -> d
     tok.add_special_tokens(
         [AddedToken(t, special=True, lstrip=t == "[MASK]") for t in MODERNBERT_SPECIALS]
     )
+    _save_with_bracket_specials(
+        tok, directory, model_max_length=8192, model_input_names=["input_ids", "attention_mask"]
+    )
     ids = {t: tok.token_to_id(t) for t in MODERNBERT_SPECIALS}
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=8192,
-        model_input_names=["input_ids", "attention_mask"],
-    )
-    fast.save_pretrained(str(directory))
     return {**ids, "vocab_size": tok.get_vocab_size(with_added_tokens=True)}
