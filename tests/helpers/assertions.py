@@ -31,3 +31,28 @@ def assert_masked_lm_loads_the_same(plain: Path, tmp_path: Path, texts: list[str
     np.testing.assert_array_equal(
         ferris_jax.load(prefixed).encode(texts), ferris_jax.load(plain).encode(texts)
     )
+
+
+def assert_hidden_states_match(enc, path: Path, batch) -> None:
+    """Our last hidden state for `batch` equal to transformers' (eager attention, and sdpa where
+    the model has it) on the real positions: max abs <= 1e-4. Models with token types get
+    random ones."""
+    import torch
+    from transformers import AutoModel
+
+    ref = AutoModel.from_pretrained(str(path), attn_implementation="eager").eval()
+    inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    types = getattr(ref.config, "type_vocab_size", None)
+    if types is not None:
+        rng = np.random.default_rng(0)
+        inputs["token_type_ids"] = rng.integers(0, types, batch.input_ids.shape).astype(np.int32)
+    got = np.asarray(enc.token_embeddings(enc.params, *inputs.values()))
+    assert np.isfinite(got).all()
+    real = batch.attention_mask.astype(bool)  # padding positions are not defined outputs
+    impls = ("eager", "sdpa") if type(ref)._supports_sdpa else ("eager",)
+    for impl in impls:
+        if impl != "eager":
+            ref = AutoModel.from_pretrained(str(path), attn_implementation=impl).eval()
+        with torch.no_grad():
+            want = ref(**{k: torch.from_numpy(v).long() for k, v in inputs.items()})
+        assert np.abs(got[real] - want.last_hidden_state.numpy()[real]).max() <= 1e-4, impl

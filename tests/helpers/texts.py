@@ -27,6 +27,35 @@ SENTENCES = [
     "food pizza bread cheese",
 ]
 
+# Odd whitespace, accents, scripts, emoji, and every family's special tokens written as text
+# ("<pad>" is RoBERTa's and MPNet's pad id 1, which their position ids skip).
+ODD_TEXTS = [
+    "  leading and trailing  ",
+    "tab\tand\nnewline",
+    "Ünïcödé café",
+    "Ünïcödé café naïve",
+    "Ünïcödé façade naïve café",
+    "emoji 😀 中文",
+    "emoji 😀 and 中文 text",
+    "emoji 😀🎉 👍🏽",
+    "中文句子用于测试",
+    "UPPER Case MiXeD",
+    "<s> looks special </s>",
+    "[MASK] a [MASK]",
+    "a <pad> inside the text",
+    "<mask> token </s> and <s>",
+    "x <mask>y",
+]
+# One text filling the whole length among many short ones: most of the batch is padding.
+PADDING_HEAVY = [
+    "one two three four five six seven " * 40,
+    *("hello", "", "a dog", "the cat sat", "x", "tokyo", "pizza and cheese"),
+]
+# Past every max_seq_length of the parity tests, and MPNet's bucket max_distance of 128.
+LONG = "rain in tokyo and sun in paris " * 40
+# What every family's tokenizer and model must agree with the references on.
+PARITY_TEXTS = [*SENTENCES, *ODD_TEXTS, *PADDING_HEAVY, LONG]
+
 
 def varied_texts(n: int = 300, seed: int = 0) -> list[str]:
     """Short, long (past 256 tokens), unicode, CJK, emoji, whitespace-only and empty texts."""
