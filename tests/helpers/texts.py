@@ -1,4 +1,5 @@
-"""Texts the tests feed: a small vocabulary, sentences of every length, and a varied corpus."""
+"""Texts the tests feed: a small vocabulary, sentences of every length, the parity suite's
+texts (every family's odd cases, a padding-heavy batch), and a varied corpus."""
 
 from __future__ import annotations
 
