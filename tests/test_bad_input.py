@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import make_bert_checkpoint
+from helpers.checkpoints import make_bert_checkpoint
 from safetensors.numpy import load_file, save_file
 
 import ferris_jax

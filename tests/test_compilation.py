@@ -10,7 +10,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import SENTENCES
+from helpers.texts import SENTENCES
 
 from ferris_jax.batching import BucketPolicy, plan_batches
 

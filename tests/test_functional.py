@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import SENTENCES, make_sentence_transformer
+from helpers.checkpoints import make_sentence_transformer
+from helpers.texts import SENTENCES
 
 import ferris_jax
 from ferris_jax._compat import variable_value

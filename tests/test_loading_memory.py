@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import make_bert_checkpoint
+from helpers.checkpoints import make_bert_checkpoint
 
 import ferris_jax
 from ferris_jax.loading import checkpoint

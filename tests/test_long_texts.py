@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import WORDS
-from families import CHECKPOINT_BUILDERS
+from helpers.families import FAMILY_TABLE
+from helpers.texts import WORDS
 
 import ferris_jax
 
@@ -27,9 +27,9 @@ def _long_texts(seed: int = 0) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("family", sorted(CHECKPOINT_BUILDERS))
+@pytest.mark.parametrize("family", sorted(FAMILY_TABLE))
 def test_prefix_tokenization_equals_whole_text(tmp_path, family):
-    path = CHECKPOINT_BUILDERS[family](tmp_path / family)
+    path = FAMILY_TABLE[family].build(tmp_path / family)
     tok = ferris_jax.load(path, max_seq_length=16, compilation_cache=False).tokenizer
     assert tok._prefix_chars == 16 * 6  # the shortcut is on for this family's tokenizer
     texts = _long_texts()

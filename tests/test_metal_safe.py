@@ -6,15 +6,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import pytest
-from families import CHECKPOINT_BUILDERS
+from helpers.families import FAMILY_TABLE
 
 import ferris_jax
 from ferris_jax.runtime.metal import metal_unsafe_ops
 
 
-@pytest.mark.parametrize("family", sorted(CHECKPOINT_BUILDERS))
+@pytest.mark.parametrize("family", sorted(FAMILY_TABLE))
 def test_encoder_lowers_to_metal_safe_stablehlo(tmp_path, family):
-    path = CHECKPOINT_BUILDERS[family](tmp_path / family)
+    path = FAMILY_TABLE[family].build(tmp_path / family)
     enc = ferris_jax.load(path, backend="cpu", dtype="float32")
     for shape in ((1, 16), (8, 48)):
         text = enc.lower(shape).as_text()
@@ -23,7 +23,7 @@ def test_encoder_lowers_to_metal_safe_stablehlo(tmp_path, family):
 
 
 def test_bfloat16_programs_are_flagged_on_the_metal_path(tmp_path):
-    path = CHECKPOINT_BUILDERS["bert"](tmp_path / "bf16")
+    path = FAMILY_TABLE["bert"].build(tmp_path / "bf16")
     enc = ferris_jax.load(path, backend="cpu", dtype="bfloat16")
     text = enc.lower((2, 16)).as_text()
     assert metal_unsafe_ops(text) == ["bfloat16 type"]
@@ -81,4 +81,4 @@ def test_scan_flags_each_kind_of_rejected_op(expected, program):
 def test_every_registered_family_is_scanned():
     from ferris_jax.models import FAMILIES
 
-    assert set(CHECKPOINT_BUILDERS) == set(FAMILIES)
+    assert set(FAMILY_TABLE) == set(FAMILIES)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SENTENCES, WORDS, assert_embeddings_match, make_sentence_transformer
-from families import CHECKPOINT_BUILDERS
-from test_parity_bert import HEADS as BERT_HEADS
+from helpers.assertions import assert_embeddings_match
+from helpers.checkpoints import make_sentence_transformer
+from helpers.families import FAMILY_TABLE
+from helpers.texts import SENTENCES, WORDS, varied_texts
 
 import ferris_jax
 from ferris_jax.batching import Batch, BucketPolicy, PackedBatch, pad_packed, plan_packed
@@ -86,7 +87,7 @@ def test_pad_packed_puts_each_text_at_its_offset(tiny_st):
 
 
 # sentence-transformers heads of the BERT parity tests, but max pooling (never packed)
-HEADS = {name: head for name, head in BERT_HEADS.items() if "max" not in name}
+HEADS = {name: head for name, head in FAMILY_TABLE["bert"].heads.items() if "max" not in name}
 
 
 @pytest.mark.parametrize("name", sorted(HEADS))
@@ -104,11 +105,11 @@ def test_packed_encode_matches_sentence_transformers(tmp_path, name, include_pro
     assert any(len(shape) == 3 for shape in enc.compiled_programs)  # it did pack
 
 
-@pytest.mark.parametrize("family", sorted(CHECKPOINT_BUILDERS))
+@pytest.mark.parametrize("family", sorted(FAMILY_TABLE))
 def test_every_family_packed_equals_one_text_per_row(tmp_path, family):
     """Positions restart and attention stays inside each text, for every family (absolute,
     RoBERTa-style, relative-bias and rotary positions, sliding windows)."""
-    path = CHECKPOINT_BUILDERS[family](tmp_path / family)
+    path = FAMILY_TABLE[family].build(tmp_path / family)
     enc = ferris_jax.load(path, max_seq_length=48, compilation_cache=False)
     # literal pad tokens inside texts: RoBERTa-style positions skip them
     texts = [*_texts(60, seed=1), "a <pad> inside [PAD] the text", "<pad> [PAD] first"]
@@ -152,7 +153,6 @@ def test_precompile_covers_packed_shapes(tiny_st):
 @pytest.mark.slow
 def test_real_minilm_packed_matches_sentence_transformers(minilm, minilm_path):
     from sentence_transformers import SentenceTransformer
-    from test_parity_minilm import varied_texts
 
     texts = varied_texts(300, seed=3)
     want = SentenceTransformer(str(minilm_path), device="cpu").encode(texts, batch_size=32)

@@ -2,53 +2,10 @@
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
-
-
-def varied_texts(n: int = 300, seed: int = 0) -> list[str]:
-    """Short, long (past 256 tokens), unicode, CJK, emoji, whitespace-only and empty texts."""
-    rng = random.Random(seed)
-    words = (
-        "the model maps sentences to dense vectors for semantic search clustering and retrieval "
-        "JAX compiles numerical programs XLA runs them on CPU GPU and TPU attention is all you need"
-    ).split()
-    specials = [
-        "",
-        " ",
-        "   \t\n ",
-        "\u00a0",
-        "Ünïcödé façade naïve café coöperate",
-        "Ελληνικά κείμενα",
-        "Русский текст для проверки",
-        "中文句子用于测试嵌入模型",
-        "日本語のテキストとカタカナ",
-        "한국어 문장입니다",
-        "emoji 😀🎉🚀 and 👍🏽 skin tones",
-        "مرحبا بالعالم",
-        "עברית",
-        "tab\tseparated\tvalues",
-        "MiXeD CaSe And PUNCTUATION!!! ???",
-        "a" * 600,
-        "http://example.com/path?query=1&b=2",
-        "1234567890 3.14159 -42 1e10",
-        "🙂",
-    ]
-    texts = list(specials)
-    while len(texts) < n:
-        kind = rng.random()
-        if kind < 0.4:
-            texts.append(" ".join(rng.choices(words, k=rng.randint(1, 8))))
-        elif kind < 0.75:
-            texts.append(" ".join(rng.choices(words, k=rng.randint(9, 60))) + ".")
-        elif kind < 0.9:
-            texts.append(" ".join(rng.choices(words, k=rng.randint(200, 400))))
-        else:
-            texts.append(rng.choice(specials) + " " + " ".join(rng.choices(words, k=5)))
-    rng.shuffle(texts)
-    return texts
+from helpers.assertions import assert_embeddings_match
+from helpers.texts import varied_texts
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +21,8 @@ def test_minilm_matches_sentence_transformers(minilm, st_minilm):
     assert minilm.tokenize(texts).truncated.sum() > 10  # long inputs really are cut
     got = minilm.encode(texts)
     want = st_minilm.encode(texts, batch_size=32)
-    assert got.shape == want.shape == (len(texts), 384) and got.dtype == np.float32
-    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
-    assert cos.min() >= 0.99999
-    assert np.abs(got - want).max() <= 1e-5
+    assert got.shape == (len(texts), 384)
+    assert_embeddings_match(got, want)
 
 
 @pytest.mark.slow

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SENTENCES, make_sentence_transformer
-from families import CHECKPOINT_BUILDERS
+from helpers.checkpoints import make_sentence_transformer
+from helpers.families import FAMILY_TABLE
+from helpers.texts import SENTENCES
 
 import ferris_jax
 from ferris_jax.cli import main
@@ -237,8 +238,8 @@ def test_preset_loads_by_name_from_a_local_hub_cache(family, tmp_path, monkeypat
         ferris_jax.load(preset.name, compilation_cache=False)
 
     # A tiny checkpoint whose own files disagree with the preset on every setting it overrides.
-    builder = CHECKPOINT_BUILDERS[family]
-    backbone = builder(tmp_path / "backbone", max_position_embeddings=preset.max_seq_length + 2)
+    build = FAMILY_TABLE[family].build
+    backbone = build(tmp_path / "backbone", max_position_embeddings=preset.max_seq_length + 2)
     own_prompts = {"query": "own query: ", "own": "own: "}
     checkpoint, _ = make_sentence_transformer(
         tmp_path / "checkpoint",

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from checkpoints_roberta import (
+from helpers.checkpoints import make_xlm_roberta_checkpoint
+from helpers.texts import SENTENCES
+from helpers.tokenizers import (
+    make_bert_tokenizer_files,
     make_roberta_tokenizer_files,
-    make_xlm_roberta_checkpoint,
     make_xlm_roberta_hub_tokenizer_files,
 )
-from conftest import SENTENCES, make_tokenizer_files
 
 import ferris_jax
 from ferris_jax.loading.tokenizer import load_tokenizer
@@ -68,7 +69,7 @@ def test_xlm_roberta_hub_layout(tmp_path, tokenizer_class):
 
 def _wordpiece_dir(directory: Path, model_type: str, tokenizer_config: dict) -> Path:
     """A cased WordPiece tokenizer.json with a transformers 4 style tokenizer_config.json."""
-    make_tokenizer_files(directory, lowercase=False)
+    make_bert_tokenizer_files(directory, lowercase=False)
     specials = dict(unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]")
     config = dict(specials, mask_token="[MASK]", model_max_length=512, **tokenizer_config)
     (directory / "tokenizer_config.json").write_text(json.dumps(config))
