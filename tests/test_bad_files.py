@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SENTENCES, make_sentence_transformer
+from helpers.checkpoints import make_sentence_transformer
+from helpers.texts import SENTENCES
 
 import ferris_jax
 from ferris_jax.cli import main

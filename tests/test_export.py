@@ -8,19 +8,17 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 import torch
-from conftest import (
-    SENTENCES,
-    assert_embeddings_match,
-    make_bert_checkpoint,
-    make_sentence_transformer,
-)
-from families import CHECKPOINT_BUILDERS
 from flax import nnx
+from helpers.assertions import assert_embeddings_match
+from helpers.checkpoints import make_bert_checkpoint, make_sentence_transformer
+from helpers.families import FAMILY_TABLE
+from helpers.texts import SENTENCES
 
 import ferris_jax
 from ferris_jax._compat import variable_value
@@ -30,6 +28,8 @@ from ferris_jax.loading.st_format import POOLING_FLAGS, pooling_config, pooling_
 from ferris_jax.models import family_for
 from ferris_jax.pooling import PoolingConfig
 from ferris_jax.weights import to_tensors
+
+POOLING_PATH = Path("1_Pooling/config.json")  # named in errors only
 
 
 def flat(params: nnx.State) -> dict:
@@ -83,11 +83,11 @@ def bert_checkpoint(tmp_path_factory):
     return make_bert_checkpoint(tmp_path_factory.mktemp("export") / "bert", seed=5)
 
 
-@pytest.mark.parametrize("family", sorted(CHECKPOINT_BUILDERS))
+@pytest.mark.parametrize("family", sorted(FAMILY_TABLE))
 def test_saved_folder_loads_everywhere(tmp_path, family):
     """sentence-transformers encodes as we do, AutoModel's hidden states are ours and our own
     loader gets the very same parameters; after changing them too."""
-    enc = ferris_jax.load(CHECKPOINT_BUILDERS[family](tmp_path / family, seed=1))
+    enc = ferris_jax.load(FAMILY_TABLE[family].build(tmp_path / family, seed=1))
     vectors = []
     for step in ("loaded", "changed"):
         if step == "changed":
@@ -218,7 +218,7 @@ def test_pooling_file_reads_back(modes):
     for include_prompt in (True, False):
         pooling = PoolingConfig(modes, include_prompt)
         config = pooling_file(pooling, 8)
-        assert pooling_config(config) == pooling
+        assert pooling_config(POOLING_PATH, config) == pooling
         legacy = {k: v for k, v in config.items() if k != "pooling_mode"}  # pre-6 readers
         if tuple(m for _, m in POOLING_FLAGS if m in modes) == modes:
-            assert pooling_config(legacy) == pooling
+            assert pooling_config(POOLING_PATH, legacy) == pooling

@@ -7,7 +7,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from conftest import SENTENCES, assert_embeddings_match
+from helpers.assertions import assert_embeddings_match
+from helpers.texts import SENTENCES
 
 import ferris_jax
 from ferris_jax import ops

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from conftest import WORDS
+from helpers.texts import WORDS
 
 import ferris_jax
 from ferris_jax import pipeline

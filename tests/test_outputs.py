@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SENTENCES
+from helpers.texts import SENTENCES
 
 from ferris_jax import files
 from ferris_jax.cli import main
