@@ -106,3 +106,95 @@ def test_progress_bar_only_when_asked_or_for_jobs_of_several_batches(tiny_st, ca
     enc.encode(SENTENCES[:3], batch_size=32)  # one batch: no bar, not even a delayed one
     enc.encode(SENTENCES[:3], batch_size=1, show_progress_bar=False)
     assert capsys.readouterr().err == ""
+
+
+class _Bar:
+    """A stand-in for tqdm that records how far it was moved and what was done by then."""
+
+    made: list[_Bar] = []  # noqa: RUF012
+    events: list[tuple[str, int]] = []  # noqa: RUF012
+
+    def __init__(self, total: int, **_: object):
+        self.total = total
+        _Bar.made.append(self)
+
+    def update(self, n: int) -> None:
+        _Bar.events.append(("bar", n))
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class _Terminal:
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_the_bar_counts_finished_texts_and_stays_off_non_terminals(tiny_st, monkeypatch):
+    import ferris_jax
+    from ferris_jax import encoder
+
+    enc = ferris_jax.load(tiny_st[0], compilation_cache=False)
+    monkeypatch.setattr(encoder, "tqdm", _Bar)
+    _Bar.made.clear()
+    texts = SENTENCES * 4
+    enc.encode(texts, batch_size=2)  # stderr is not a terminal here: no bar unless asked
+    assert _Bar.made == []
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    original = encoder.EmbeddedBatch.numpy
+
+    def numpy(batch):  # a text counts as finished once its vector is on the host
+        _Bar.events.append(("host", len(batch.indices)))
+        return original(batch)
+
+    monkeypatch.setattr(encoder.EmbeddedBatch, "numpy", numpy)
+    _Bar.events.clear()
+    enc.encode(texts, batch_size=2)
+    (bar,) = _Bar.made
+    hosted = [n for kind, n in _Bar.events[0::2] if kind == "host"]
+    assert bar.total == len(texts) == sum(hosted)
+    assert _Bar.events == [e for n in hosted for e in (("host", n), ("bar", n))]
+
+
+def test_unreadable_cache_entries_are_removed_with_one_warning(tiny_st, tmp_path):
+    """JAX warns about a corrupt entry on every run and never rewrites it; we remove it once,
+    say so naming the directory, and the run after next hits the cache again."""
+    script = textwrap.dedent(f"""
+        import json, warnings, ferris_jax
+        from ferris_jax.runtime.compilation import cache_stats
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ferris_jax.load({str(tiny_st[0])!r}).encode(["hello world"])
+        print(json.dumps({{**cache_stats(), "warnings": [str(w.message) for w in caught]}}))
+    """)
+    cache = tmp_path / "xla"
+    env = {**os.environ, "FERRIS_JAX_CACHE_DIR": str(cache), "JAX_PLATFORMS": "cpu"}
+
+    def run() -> dict:
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = run()
+    entries = sorted(cache.glob("*-cache"))
+    assert first["misses"] >= 1 and entries and not first["warnings"]
+    for entry in entries:
+        entry.write_bytes(entry.read_bytes()[:64])  # truncated, as by a full disk or a crash
+    repaired = run()
+    ours = [w for w in repaired["warnings"] if w.startswith("ferris-jax: the compilation cache")]
+    assert len(ours) == 1 and str(cache) in ours[0]
+    assert not any("Error reading persistent compilation cache" in w for w in repaired["warnings"])
+    assert not any(e.exists() and e.stat().st_size == 64 for e in entries)
+    rebuilt, again = run(), run()
+    assert not rebuilt["warnings"] and not again["warnings"]
+    assert again["hits"] >= 1 and again["misses"] == 0
