@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from ferris_jax._version import __version__
-from ferris_jax.files import is_replaceable, remove_pending_files, split_lines, write_output
+from ferris_jax.files import (
+    descriptor_of,
+    is_replaceable,
+    remove_pending_files,
+    split_lines,
+    write_output,
+)
 
 PROG = "ferris-jax"
 FORMATS = ("npy", "jsonl")
@@ -224,6 +230,8 @@ def output_format(output: str | None, fmt: str | None) -> str:
 def check_writable(output: str) -> None:
     """Fail before the (slow) model load if the output cannot be written."""
     path = Path(output)
+    if descriptor_of(path) is not None:  # an open descriptor: written as the shell opened it
+        return
     if path.is_dir():
         raise CommandError(f"output {output} is a directory; pass a file name")
     if not is_replaceable(path):  # a device or FIFO: written through, never replaced
@@ -434,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return args.run(args)
         except UsageError as e:
+            if args.debug:
+                raise
             _error(str(e))
             return 2
         except BrokenPipeError:
@@ -443,9 +453,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
         except CommandError as e:
+            if args.debug:
+                raise
             _error(str(e))
             return 1
         except OSError as e:  # includes ModelNotFoundError
+            if args.debug:
+                raise
             has_file = e.filename is not None and e.strerror
             _error(f"{e.filename}: {e.strerror}" if has_file else str(e))
             return 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import numbers
 import os
 import sys
 import warnings
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from ferris_jax import ops, programs
 from ferris_jax.batching import BucketPolicy, TokenBatch, pad
+from ferris_jax.errors import require_int
 from ferris_jax.loading.checkpoint import Checkpoint
 from ferris_jax.loading.export import save_pretrained
 from ferris_jax.ops.impl import check_impls, requested_impls
@@ -159,8 +159,7 @@ class Encoder:
     @max_seq_length.setter
     def max_seq_length(self, value: int) -> None:
         limit = self.checkpoint.max_positions
-        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-            raise ValueError(f"max_seq_length must be an integer >= 2, got {value!r}")
+        value = require_int("max_seq_length", value, minimum=2)
         if limit is not None and value > limit:
             raise ValueError(f"max_seq_length {value} exceeds the model's {limit} positions")
         self.settings = dataclasses.replace(self.settings, max_seq_length=value)
@@ -255,7 +254,7 @@ class Encoder:
         each `EmbeddedBatch` says which texts it holds (`indices`) and has their vectors on the
         device (`vectors()`) or on the host (`numpy()`). `encode` is this, gathered."""
         texts = validate_texts(texts)
-        batch_size = _check_positive_int("batch_size", batch_size)
+        batch_size = require_int("batch_size", batch_size)
         return self._run(texts, batch_size, self._resolve_prompt(prompt_name, prompt), on_batch)
 
     def _run(
@@ -306,9 +305,9 @@ class Encoder:
         """
         single = isinstance(texts, str)
         texts = validate_texts(texts)
-        batch_size = _check_positive_int("batch_size", batch_size)
+        batch_size = require_int("batch_size", batch_size)
         if truncate_dim is not None:
-            truncate_dim = _check_positive_int("truncate_dim", truncate_dim)
+            truncate_dim = require_int("truncate_dim", truncate_dim)
             if truncate_dim > self.embedding_dimension:
                 raise ValueError(
                     f"truncate_dim must be in 1..{self.embedding_dimension}, got {truncate_dim!r}"
@@ -425,10 +424,3 @@ def _is_terminal(stream: Any) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # replaced or closed streams
         return False
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    """`value` as an int if it is a positive integer (numpy integers included, bools not)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)

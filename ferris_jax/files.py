@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -73,6 +75,8 @@ def json_field(
         raise CheckpointError(
             f"{path}: {key!r} must be {_KINDS[kind]}, got {_json_type(value)} {value!r:.40}"
         )
+    if kind is float and value != value:  # NaN passes every comparison below
+        raise CheckpointError(f"{path}: {key!r} must be a number, got NaN")
     if minimum is not None and value < minimum:
         raise CheckpointError(f"{path}: {key!r} must be at least {minimum}, got {value!r}")
     return value
@@ -96,9 +100,19 @@ def new_file_mode(target: Path) -> int:
     try:
         return target.stat().st_mode & 0o7777
     except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux says it (setting it to read it
+    races with other threads creating files)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 # Temporary files of writes in progress: an interrupt handler that must exit at once
@@ -114,9 +128,27 @@ def remove_pending_files() -> None:
         _pending.discard(name)
 
 
+# Paths that name a file descriptor this process already has open: written through that
+# descriptor (never reopened, which would truncate a `>>` redirect or replace its file).
+_FD_PATH = re.compile(r"/dev/(?P<name>stdout|stderr|fd/(?P<fd>\d+))|/proc/self/fd/(?P<proc>\d+)")
+
+
+def descriptor_of(path: str | os.PathLike) -> int | None:
+    """The file descriptor `path` names (/dev/stdout, /dev/fd/3, ...), or None."""
+    m = _FD_PATH.fullmatch(os.fspath(path))
+    if m is None:
+        return None
+    if m["name"] in ("stdout", "stderr"):
+        return 1 if m["name"] == "stdout" else 2
+    return int(m["fd"] or m["proc"])
+
+
 def is_replaceable(path: str | os.PathLike) -> bool:
-    """Whether writing `path` means replacing a regular file (or creating one): False for a
-    device, FIFO, socket or other special file, which must be written through instead."""
+    """Whether writing `path` means replacing a regular file (or creating one): False for an
+    open descriptor's name, a device, FIFO, socket or other special file, which must be
+    written through instead."""
+    if descriptor_of(path) is not None:
+        return False
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
     except FileNotFoundError:
@@ -134,6 +166,13 @@ def write_output(
     if not is_replaceable(path):
         mode = "wb" if binary else "w"
         text_args = {} if binary else {"encoding": "utf-8", "newline": "\n"}
+        fd = descriptor_of(path)
+        if fd is not None:
+            if fd == 1:
+                sys.stdout.flush()
+            with os.fdopen(os.dup(fd), mode, **text_args) as f:
+                write(_Stream(f))
+            return
         with open(path, mode, **text_args) as f:
             write(_Stream(f))
         return

@@ -193,7 +193,8 @@ class Pipeline:
         leaves, _ = self.programs.flat_params(params)
         prompt = np.int32(prompt_length)
         in_flight: collections.deque[jax.Array] = collections.deque()
-        for batch in self.planned_batches(texts, policy, packing):
+        chunk_size = max(CHUNK_TEXTS, 2 * policy.batch_sizes[-1])  # room for two full batches
+        for batch in self.planned_batches(texts, policy, packing, chunk_size):
             program = self.programs.get(params, batch.shape, impls)
             output = program(leaves, *self.model_inputs(batch), prompt)
             if copy_to_host:

@@ -101,16 +101,18 @@ class Programs:
         )
         self.compile_seconds = 0.0
         self._compiled: dict[tuple[Shape, ImplChoice], Any] = {}
-        self._flat: tuple[nnx.State, tuple[jax.Array, ...], Any] | None = None
+        self._flat: tuple[nnx.State, tuple[jax.Array, ...], tuple[Any, tuple]] | None = None
 
     def flat_params(self, params: nnx.State) -> tuple[tuple[jax.Array, ...], Any]:
-        """`params` as (leaves, treedef), recomputed only when another object is passed."""
+        """`params` as (leaves, treedef), recomputed only when another object is passed.
+        Parameters of another structure, shape or dtype drop the programs compiled so far."""
         if self._flat is None or self._flat[0] is not params:
             leaves, treedef = jax.tree.flatten(params)
-            if self._flat is not None and treedef != self._flat[2]:
-                self._compiled.clear()  # programs are per parameter structure
-            self._flat = (params, tuple(leaves), treedef)
-        return self._flat[1], self._flat[2]
+            signature = (treedef, tuple((x.shape, x.dtype) for x in leaves))
+            if self._flat is not None and signature != self._flat[2]:
+                self._compiled.clear()  # programs are per parameter structure and dtype
+            self._flat = (params, tuple(leaves), signature)
+        return self._flat[1], self._flat[2][0]
 
     def lower(self, params: nnx.State, shape: Shape, impls: ImplChoice) -> jax.stages.Lowered:
         """The program for `shape` under `impls`, lowered (`.as_text()`: StableHLO)."""

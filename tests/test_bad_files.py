@@ -127,7 +127,7 @@ def test_a_malformed_file_is_one_line_naming_it(
 @pytest.mark.parametrize(
     ("key", "value", "says"),
     [("in_features", 0, "'in_features' must be at least 1"), ("bias", "no", "'bias'"),
-     ("use_residual", True, "use_residual"), ("scale", 2, "unknown Dense option")],
+     ("use_residual", True, "use_residual")],
 )  # fmt: skip
 def test_a_malformed_dense_config_names_its_file(dense_st, tmp_path, key, value, says):
     folder = tmp_path / "model"
@@ -193,3 +193,72 @@ def test_a_preset_typo_gets_a_suggestion(typo, suggestion, tmp_path, capsys):
         ferris_jax.load(typo, cache_dir=str(tmp_path))
     assert main(["info", "-m", typo]) == 1
     assert "did you mean" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- what loads as before
+def test_unknown_dense_options_are_ignored_with_a_warning(dense_st, tmp_path):
+    """sentence-transformers ignores (and warns about) Dense options it does not know."""
+    folder = tmp_path / "model"
+    shutil.copytree(dense_st, folder)
+    _edit_json(f"{_dense_dir(folder)}/config.json", _set("some_new_option", 1))(folder)
+    with pytest.warns(
+        UserWarning, match=r"ignoring unknown Dense option\(s\) \['some_new_option'\]"
+    ):
+        enc = ferris_jax.load(folder)
+    np.testing.assert_array_equal(
+        enc.encode(SENTENCES[:2]), ferris_jax.load(dense_st).encode(SENTENCES[:2])
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [(_set("module_input_name", "token_embeddings"), "a Dense on 'token_embeddings'"),
+     (_set("module_output_name", "other"), "a Dense on 'other'")],
+)  # fmt: skip
+def test_a_dense_on_another_output_is_refused(dense_st, tmp_path, change, says):
+    folder = tmp_path / "model"
+    shutil.copytree(dense_st, folder)
+    _edit_json(f"{_dense_dir(folder)}/config.json", change)(folder)
+    with pytest.raises(CheckpointError, match=says):
+        ferris_jax.load(folder)
+
+
+def test_modules_out_of_order_are_refused(dense_st, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(dense_st, folder)
+    _edit_json("modules.json", lambda modules: [modules[0], *modules[:0:-1]])(folder)  # reversed
+    with pytest.raises(CheckpointError, match=r"modules.json: module 2 \(Dense\) is out of place"):
+        ferris_jax.load(folder)
+
+
+def test_null_config_values_take_the_default(dense_st, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(dense_st, folder)
+    _edit_json("config.json", _set("pad_token_id", None))(folder)
+    _edit_json("tokenizer_config.json", _set("do_lower_case", None))(folder)
+    np.testing.assert_array_equal(
+        ferris_jax.load(folder).encode(SENTENCES[:2]),
+        ferris_jax.load(dense_st).encode(SENTENCES[:2]),
+    )
+
+
+def test_a_tokenizer_option_of_the_wrong_type_names_the_file(dense_st, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(dense_st, folder)
+    _edit_json("tokenizer_config.json", _set("do_lower_case", "yes"))(folder)
+    with pytest.raises(CheckpointError, match=r"tokenizer_config.json: 'do_lower_case' must be"):
+        ferris_jax.load(folder)
+
+
+def test_numpy_integers_are_accepted_for_max_seq_length(dense_st):
+    enc = ferris_jax.load(dense_st, max_seq_length=np.int64(24))
+    assert enc.max_seq_length == 24
+    enc.max_seq_length = np.int32(32)
+    assert enc.max_seq_length == 32 and enc.tokenizer.max_seq_length == 32
+    with pytest.raises(ValueError, match="max_seq_length must be an integer >= 2"):
+        enc.max_seq_length = True
+
+
+def test_debug_shows_the_traceback_of_a_missing_model(tmp_path):
+    with pytest.raises(ModelNotFoundError):
+        main(["--debug", "info", "-m", str(tmp_path / "nowhere")])

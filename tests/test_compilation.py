@@ -7,6 +7,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -108,6 +111,26 @@ def test_progress_bar_only_when_asked_or_for_jobs_of_several_batches(tiny_st, ca
     assert capsys.readouterr().err == ""
 
 
+def test_repairing_passes_other_warnings_on_and_restores_the_warning_state():
+    from ferris_jax.runtime.compilation import repairing_cache
+
+    filters, show = list(warnings.filters), warnings.showwarning
+    with pytest.warns(UserWarning, match="kept"), pytest.raises(ValueError), repairing_cache():
+        warnings.warn("kept", stacklevel=1)
+        raise ValueError("the compile failed")
+
+    def compile_in_a_thread() -> None:
+        with repairing_cache():
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=compile_in_a_thread) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert warnings.filters == filters and warnings.showwarning is show
+
+
 class _Bar:
     """A stand-in for tqdm that records how far it was moved and what was done by then."""
 
@@ -165,7 +188,8 @@ def test_the_bar_counts_finished_texts_and_stays_off_non_terminals(tiny_st, monk
     assert _Bar.events == [e for n in hosted for e in (("host", n), ("bar", n))]
 
 
-def test_unreadable_cache_entries_are_removed_with_one_warning(tiny_st, tmp_path):
+@pytest.mark.parametrize("damage", ["truncated", "undeserializable"])
+def test_unreadable_cache_entries_are_removed_with_one_warning(tiny_st, tmp_path, damage):
     """JAX warns about a corrupt entry on every run and never rewrites it; we remove it once,
     say so naming the directory, and the run after next hits the cache again."""
     script = textwrap.dedent(f"""
@@ -188,13 +212,20 @@ def test_unreadable_cache_entries_are_removed_with_one_warning(tiny_st, tmp_path
     first = run()
     entries = sorted(cache.glob("*-cache"))
     assert first["misses"] >= 1 and entries and not first["warnings"]
+    from jax._src.compilation_cache import compress_executable
+
     for entry in entries:
-        entry.write_bytes(entry.read_bytes()[:64])  # truncated, as by a full disk or a crash
+        if damage == "truncated":  # as by a full disk or a crash
+            entry.write_bytes(entry.read_bytes()[:64])
+        else:  # decompresses, but no jaxlib can load it (as from another jaxlib)
+            entry.write_bytes(compress_executable(b"\0" * 64))
+    damaged = {e: e.read_bytes() for e in entries}
     repaired = run()
     ours = [w for w in repaired["warnings"] if w.startswith("ferris-jax: the compilation cache")]
-    assert len(ours) == 1 and str(cache) in ours[0]
+    assert ours and all(str(cache) in w for w in ours)
+    assert len(ours) == 1 or damage == "undeserializable"  # one per compiling step at most
     assert not any("Error reading persistent compilation cache" in w for w in repaired["warnings"])
-    assert not any(e.exists() and e.stat().st_size == 64 for e in entries)
+    assert not any(e.exists() and e.read_bytes() == damaged[e] for e in entries)
     rebuilt, again = run(), run()
     assert not rebuilt["warnings"] and not again["warnings"]
     assert again["hits"] >= 1 and again["misses"] == 0

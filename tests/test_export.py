@@ -222,3 +222,27 @@ def test_pooling_file_reads_back(modes):
         legacy = {k: v for k, v in config.items() if k != "pooling_mode"}  # pre-6 readers
         if tuple(m for _, m in POOLING_FLAGS if m in modes) == modes:
             assert pooling_config(POOLING_PATH, legacy) == pooling
+
+
+def test_saving_refuses_to_replace_a_folder_that_holds_no_model(tmp_path, monkeypatch):
+    enc = ferris_jax.load(make_bert_checkpoint(tmp_path / "bert"))
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="it is not empty and holds no model"):
+        enc.save(other)
+    assert (other / "keep.txt").read_text() == "mine"
+    monkeypatch.chdir(other)
+    with pytest.raises(ValueError, match="it holds the working directory"):
+        enc.save(".")
+    saved = enc.save(tmp_path / "saved")
+    assert enc.save(saved) == saved  # a model folder is replaced by a new save
+
+
+def test_params_of_another_dtype_are_compiled_anew(tmp_path):
+    enc = ferris_jax.load(make_bert_checkpoint(tmp_path / "bert"))
+    before = enc.encode(SENTENCES)
+    enc.params = jax.tree.map(lambda x: x.astype("bfloat16"), enc.params)
+    after = enc.encode(SENTENCES)
+    cos = (before * after).sum(1) / np.linalg.norm(before, axis=1) / np.linalg.norm(after, axis=1)
+    assert cos.min() > 0.99  # the same model, in bfloat16

@@ -81,3 +81,9 @@ def test_an_encoders_impls_win_over_blocks_and_environment(tiny_st, monkeypatch)
         vectors = enc.encode(SENTENCES[:3])
     assert _impls(enc) == {(("attention", "einsum"), ("layer_norm", "xla"))}
     assert np.isfinite(vectors).all()
+
+
+def test_the_old_layer_norm_only_form_still_works_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="layer_norm=impl"):  # noqa: SIM117
+        with ops.use_impl("pallas_interpret"):
+            assert dict(ops.requested_impls())["layer_norm"] == "pallas_interpret"

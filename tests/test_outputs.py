@@ -83,6 +83,26 @@ def test_dev_stdout_writes_to_the_pipe(tiny_st, texts_file):
     assert len(run.stdout.splitlines()) == 4
 
 
+def test_dev_stdout_redirected_to_a_file_appends_and_keeps_the_file(tiny_st, texts_file, tmp_path):
+    """`>> log` must append (reopening /dev/stdout would truncate it, and a rename would replace
+    the file the shell holds)."""
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"previous": "line"}\n')
+    argv = ["embed", str(texts_file), "-m", str(tiny_st[0]), "-o", "/dev/stdout"]
+    with open(log, "a") as append:
+        run = subprocess.run(
+            [sys.executable, "-m", "ferris_jax", *argv, "--format", "jsonl"],
+            stdout=append,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu"},
+        )
+    assert run.returncode == 0, run.stderr
+    lines = log.read_text().splitlines()
+    assert lines[0] == '{"previous": "line"}' and len(lines) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "texts.txt"]
+
+
 def test_an_unwritable_fifo_is_refused_before_the_model_loads(tmp_path, texts_file, capsys):
     if os.geteuid() == 0:
         pytest.skip("root may write anything")

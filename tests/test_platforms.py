@@ -28,6 +28,15 @@ def _fake_gpu(version: str) -> types.SimpleNamespace:
     )
 
 
+def test_every_table_choice_is_an_implementation_the_op_has():
+    from ferris_jax.ops.impl import IMPLS
+
+    for platform, row in [*PLATFORM_DEFAULTS.items(), ("unknown", UNKNOWN_PLATFORM)]:
+        for op, impls in IMPLS.items():
+            assert getattr(row, op) in impls[1:], (platform, op)  # a concrete one, not "auto"
+        assert row.pack_length is None or row.pack_length >= 16, platform
+
+
 def test_platform_of_names_the_gpu_runtime():
     assert platform_of(_fake_gpu("cuda 12080")) == "cuda"
     assert platform_of(_fake_gpu("rocm 6.2")) == "rocm"

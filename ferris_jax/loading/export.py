@@ -50,6 +50,7 @@ def save_pretrained(
         CheckpointError: a parameter has no checkpoint name, or the source folder's
             tokenizer.json is gone.
     """
+    _check_target(Path(path))
     family = family_for(checkpoint.model_type)
     flat = _checked_params(params, checkpoint.params)
     dtype = _one_dtype(flat)
@@ -85,6 +86,18 @@ def _unused_tensors(checkpoint: Checkpoint, weight_map: WeightMap, dtype: jnp.dt
                 if bare.startswith(KEPT_UNUSED) and weight_map.is_ignored(name):
                     kept[bare] = np.asarray(jnp.asarray(handle.get_tensor(name), dtype))
     return kept
+
+
+def _check_target(target: Path) -> None:
+    """Refuse to replace what is not a model folder: the folder is replaced as a whole."""
+    if target.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise ValueError(f"cannot save into {target}: it holds the working directory")
+    holds_model = (target / "config.json").is_file() or (target / "modules.json").is_file()
+    if target.is_dir() and any(target.iterdir()) and not holds_model:
+        raise ValueError(
+            f"cannot save into {target}: it is not empty and holds no model "
+            "(config.json or modules.json); saving replaces the whole folder"
+        )
 
 
 def hf_config(config: dict[str, Any], dtype: jnp.dtype) -> dict[str, Any]:

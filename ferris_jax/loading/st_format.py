@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ferris_jax._version import __version__
-from ferris_jax.errors import CheckpointError
+from ferris_jax.errors import CheckpointError, require_int
 from ferris_jax.files import json_field, read_json, read_json_object, write_json
 from ferris_jax.models.embedder import DenseConfig, HeadConfig
 from ferris_jax.pooling import PoolingConfig
@@ -66,9 +66,11 @@ _POOLING_KEYS = {
     "include_prompt",
 }
 _POOLING_KEYS |= {key for key, _ in POOLING_FLAGS}
-# The keys its Dense accepts in N_Dense/config.json.
+# The keys its Dense reads from N_Dense/config.json (others it ignores with a warning, as we do).
 _DENSE_KEYS = {"in_features", "out_features", "bias", "activation_function", "use_residual"}
 _DENSE_KEYS |= {"module_input_name", "module_output_name"}
+# Where a module must stand: Transformer, Pooling, Dense..., Normalize.
+_STAGES = {"Pooling": 1, "Dense": 2, "Normalize": 3}
 
 
 def pooling_config(path: Path, config: dict[str, Any]) -> PoolingConfig:
@@ -105,13 +107,17 @@ def _dense_config(path: Path) -> DenseConfig:
     cfg = read_json_object(path, required=True)
     unknown = sorted(set(cfg) - _DENSE_KEYS)
     if unknown:
-        raise CheckpointError(
-            f"{path}: unknown Dense option(s) {unknown}; known: {sorted(_DENSE_KEYS)}"
-        )
+        warnings.warn(f"{path}: ignoring unknown Dense option(s) {unknown}", stacklevel=4)
     if json_field(path, cfg, "use_residual", bool, False):
         raise CheckpointError(f"{path}: Dense use_residual is not supported")
+    for key in ("module_input_name", "module_output_name"):
+        if json_field(path, cfg, key, str, "sentence_embedding") != "sentence_embedding":
+            raise CheckpointError(
+                f"{path}: a Dense on {cfg[key]!r} is not supported (only on sentence_embedding)"
+            )
+    # sentence-transformers' Dense defaults to Tanh when its config names no activation.
     activation = json_field(
-        path, cfg, "activation_function", str, "torch.nn.modules.linear.Identity"
+        path, cfg, "activation_function", str, "torch.nn.modules.activation.Tanh"
     )
     return DenseConfig(
         json_field(path, cfg, "in_features", int, minimum=1),
@@ -130,11 +136,18 @@ def read_head(directory: Path) -> tuple[HeadConfig, list[Path]]:
     if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
         raise CheckpointError(f"{path}: must hold a list of module objects")
     pooling, dense, dense_dirs, normalize = PoolingConfig(("mean",)), [], [], False
+    stage = 0
     for i, module in enumerate(modules):
         kind = json_field(path, module, "type", str).rsplit(".", 1)[-1]
         sub = directory / json_field(path, module, "path", str, "")
         if kind == "Transformer" and i == 0:
             continue
+        if _STAGES.get(kind, 4) < stage or (kind != "Dense" and _STAGES.get(kind) == stage):
+            raise CheckpointError(
+                f"{path}: module {i} ({kind}) is out of place; ferris-jax runs Transformer, "
+                "Pooling, Dense..., Normalize in that order, each once but Dense"
+            )
+        stage = _STAGES.get(kind, stage)
         if kind == "Pooling":
             config_path = sub / "config.json"
             pooling = pooling_config(config_path, read_json_object(config_path, required=True))
@@ -157,9 +170,7 @@ def max_seq_length_of(
     """The tokens per text: `requested`, else sentence_bert_config.json's, else the tokenizer's
     `model_max_length`, capped at the model's positions."""
     if requested is not None:
-        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 2:
-            raise ValueError(f"max_seq_length must be an integer >= 2, got {requested!r}")
-        length = requested
+        length = require_int("max_seq_length", requested, minimum=2)
     elif st_config.get("max_seq_length") is not None:
         path = directory / "sentence_bert_config.json"
         length = json_field(path, st_config, "max_seq_length", int, minimum=2)

@@ -35,7 +35,7 @@ def _pad_token_id(
     model_config: dict[str, Any],
 ) -> int:
     pad = tok_cfg.get("pad_token") or special.get("pad_token")
-    if isinstance(pad, dict):
+    if isinstance(pad, dict):  # an AddedToken: the text is its "content"
         pad = pad.get("content")
     if isinstance(pad, str) and tokenizer.token_to_id(pad) is not None:
         return tokenizer.token_to_id(pad)
@@ -66,15 +66,13 @@ def load_tokenizer(
         ) from e
     if model_config is None:
         model_config = read_json_object(directory / "config.json") or {}
-    tok_cfg = read_json_object(directory / "tokenizer_config.json") or {}
+    config_path = directory / "tokenizer_config.json"
+    tok_cfg = read_json_object(config_path) or {}
     special = read_json_object(directory / "special_tokens_map.json") or {}
-    for path, data in (
-        (directory / "tokenizer_config.json", tok_cfg),
-        (directory / "special_tokens_map.json", special),
-    ):
-        pad = data.get("pad_token")
-        if pad is not None and not isinstance(pad, str):
-            json_field(path, pad if isinstance(pad, dict) else {}, "content", str)
+    # The options transformers rebuilds a tokenizer from: true/false, or null for the default.
+    for key in ("do_lower_case", "tokenize_chinese_chars", "add_prefix_space"):
+        json_field(config_path, tok_cfg, key, bool, None)
+    tok_cfg = {k: v for k, v in tok_cfg.items() if v is not None or k == "strip_accents"}
     return TextTokenizer(
         raw_tokenizer,
         max_seq_length=max_seq_length,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from typing import Any
 
 from ferris_jax.models import bert, distilbert, modernbert, mpnet, roberta
@@ -59,23 +61,25 @@ def read_config(family: Family, hf_config: dict[str, Any]) -> Any:
     ValueError naming the key, or the missing one."""
     try:
         config = family.config_from_hf(hf_config)
-    except TypeError as e:  # a dataclass without one of its required fields
-        missing = str(e).rsplit(":", 1)[-1].strip()
-        raise ValueError(f"missing required key(s) {missing}") from None
+    except TypeError as e:
+        text = str(e)
+        if "required positional argument" in text:  # a dataclass field without a value
+            raise ValueError(f"missing required key(s) {text.rsplit(':', 1)[-1].strip()}") from None
+        raise ValueError(f"a value has the wrong type ({text})") from None
+    except (AttributeError, KeyError) as e:  # a nested value of the wrong shape
+        raise ValueError(f"a value has the wrong shape ({type(e).__name__}: {e})") from None
+    hints = typing.get_type_hints(type(config))
     for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if field.type == "int":
+        kind, value = hints[field.name], getattr(config, field.name)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is int:
             low = 1 if field.name in _SIZES else 0
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if not number or not isinstance(value, int) or value < low:
                 raise ValueError(f"{field.name!r} must be an integer >= {low}, got {value!r}")
-        elif field.type == "float" and (
-            isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
-        ):
-            raise ValueError(f"{field.name!r} must be a number >= 0, got {value!r}")
-        elif field.type in ("str", "bool") and not isinstance(
-            value, {"str": str, "bool": bool}[field.type]
-        ):
-            raise ValueError(f"{field.name!r} must be a {field.type}, got {value!r}")
+        elif kind is float and not (number and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{field.name!r} must be a finite number >= 0, got {value!r}")
+        elif kind in (str, bool) and not isinstance(value, kind):
+            raise ValueError(f"{field.name!r} must be a {kind.__name__}, got {value!r}")
     if config.hidden_size % config.num_attention_heads:
         raise ValueError(
             f"'hidden_size' {config.hidden_size} is not a multiple of 'num_attention_heads' "

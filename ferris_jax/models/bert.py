@@ -45,7 +45,7 @@ class BertConfig:
         if kind != "absolute":
             raise ValueError(f"position_embedding_type={kind!r} is not supported (only 'absolute')")
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in fields})
+        return cls(**{k: v for k, v in config.items() if k in fields and v is not None})
 
 
 def position_ids(

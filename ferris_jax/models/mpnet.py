@@ -38,7 +38,7 @@ class MPNetConfig(BertConfig):
     def from_hf(cls, config: dict[str, Any]) -> MPNetConfig:
         fixed = {"type_vocab_size": 0, "pad_token_id": PADDING_IDX, "positions": "roberta"}
         fields = {f.name for f in dataclasses.fields(cls)} - set(fixed)
-        cfg = cls(**{k: v for k, v in config.items() if k in fields}, **fixed)
+        cfg = cls(**{k: v for k, v in config.items() if k in fields and v is not None}, **fixed)
         if cfg.relative_attention_num_buckets < NUM_BUCKETS:
             raise ValueError(
                 f"relative_attention_num_buckets={cfg.relative_attention_num_buckets} is below "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 
 from ferris_jax.platforms import defaults_for
@@ -62,9 +63,16 @@ def requested_impls(fixed: Mapping[str, str | None] | None = None) -> ImplChoice
 
 
 @contextlib.contextmanager
-def use_impl(**choices: str | None) -> Iterator[None]:
+def use_impl(layer_norm_impl: str | None = None, /, **choices: str | None) -> Iterator[None]:
     """Select implementations for the calls traced inside this block, e.g.
     `use_impl(layer_norm="xla", attention="einsum")`; None leaves an op as it is."""
+    if layer_norm_impl is not None:  # the old LayerNorm-only form, use_impl("xla")
+        warnings.warn(
+            "use_impl(impl) is deprecated: use use_impl(layer_norm=impl)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        choices.setdefault("layer_norm", layer_norm_impl)
     token = _overrides.set(tuple({**dict(_overrides.get()), **check_impls(choices)}.items()))
     try:
         yield

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,54 +73,72 @@ def compilation_cache_dir() -> Path | None:
     return Path(current) if current else None
 
 
-# The start of JAX's warning for an entry it cannot read (jax 0.4.35 to 0.10).
-_JAX_READ_ERROR = "Error reading persistent compilation cache entry"
+# JAX's warning for an entry it cannot read (jax 0.4.35 to 0.10), naming the program's module.
+_JAX_READ_ERROR = re.compile(r"Error reading persistent compilation cache entry for '([^']+)'")
 _ENTRY_SUFFIX = "-cache"
+_repairing = threading.RLock()  # catch_warnings is process-wide: one block at a time
 
 
-def _readable(entry: Path) -> bool:
-    """Whether a cache entry decompresses (JAX's own format check, before deserializing)."""
-    from jax._src.compilation_cache import decompress_executable
-
+def _decompresses(entry: Path) -> bool:
+    """Whether a cache entry passes JAX's own decompression (its first check on reading)."""
     try:
+        from jax._src.compilation_cache import decompress_executable
+
         decompress_executable(entry.read_bytes())
         return True
     except Exception:
         return False
 
 
-def remove_unreadable_entries(cache_dir: Path | None = None) -> list[Path]:
-    """Delete the entries of the cache that cannot be decompressed; returns them."""
+def remove_unreadable_entries(modules: set[str], cache_dir: Path | None = None) -> list[Path]:
+    """Delete the cache entries JAX cannot read, once one was found: every entry that does not
+    decompress (a truncated file spoils others too), and, for a module in `modules` none of
+    whose entries was broken that way (a payload this jaxlib cannot load), all of its entries,
+    so the warning does not come back. Returns the removed files."""
     cache_dir = cache_dir or compilation_cache_dir()
     if cache_dir is None or not cache_dir.is_dir():
         return []
+    entries = sorted(cache_dir.glob(f"*{_ENTRY_SUFFIX}"))
+    broken = [e for e in entries if not _decompresses(e)]
+    for module in modules:
+        mine = [e for e in entries if e.name.startswith(f"{module}-")]
+        if not set(mine) & set(broken):
+            broken += mine
     removed = []
-    for entry in sorted(cache_dir.glob(f"*{_ENTRY_SUFFIX}")):
-        if not _readable(entry):
-            with contextlib.suppress(OSError):
-                entry.unlink()
-                removed.append(entry)
+    for entry in broken:
+        with contextlib.suppress(OSError):
+            entry.unlink()
+            removed.append(entry)
+        with contextlib.suppress(OSError):
+            entry.with_name(entry.name.removesuffix(_ENTRY_SUFFIX) + "-atime").unlink()
     return removed
 
 
 @contextlib.contextmanager
 def repairing_cache() -> Iterator[None]:
-    """Compile inside this block: JAX's warnings about unreadable cache entries become the
-    removal of those entries and one warning naming the directory; other warnings pass on."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    unreadable = False
-    for w in caught:
-        if str(w.message).startswith(_JAX_READ_ERROR):
-            unreadable = True
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if unreadable:
-        removed = remove_unreadable_entries()
-        warnings.warn(
-            f"ferris-jax: the compilation cache {compilation_cache_dir()} had unreadable "
-            f"entries; removed {len(removed)}: the next run compiles and caches them again "
-            "(nothing else to do)",
-            stacklevel=3,
-        )
+    """Compile inside this block: JAX's warnings about cache entries it cannot read (repeated
+    on every run, since JAX never rewrites them) become the removal of those entries and one
+    warning naming the directory; every other warning is passed on, also when the block
+    raises."""
+    with _repairing:
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                yield
+        finally:
+            modules = set()
+            for w in caught:
+                m = _JAX_READ_ERROR.match(str(w.message))
+                if m:
+                    modules.add(m[1])
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            if modules:
+                removed = remove_unreadable_entries(modules)
+                warnings.warn(
+                    f"ferris-jax: the compilation cache {compilation_cache_dir()} had entries "
+                    f"JAX could not read ({', '.join(sorted(modules))}); removed {len(removed)}: "
+                    "they are compiled and cached again on the next run (nothing else to do)",
+                    stacklevel=3,
+                )
