@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from ferris_jax.encoder import Encoder
 from ferris_jax.loading import load_checkpoint, resolve
 from ferris_jax.ops.impl import check_impls
-from ferris_jax.platforms import defaults_for, parse_dtype, platform_of
+from ferris_jax.platforms import defaults_for, dtype_policy, parse_dtype, platform_of
 from ferris_jax.runtime import backend as backends
 from ferris_jax.runtime.compilation import enable_compilation_cache, repairing_cache
 
@@ -61,7 +61,7 @@ def load(
         platform = backends.choose_platform(available, backends.requested_backend(backend))
     # The platform's dtype policy applies before the probe, which checks that dtype; the cache
     # is on before the probe compiles, so a second process reuses the probe too.
-    dtype_name = defaults_for(platform).dtypes.resolve(dtype_name, platform)
+    dtype_name = dtype_policy(platform).resolve(dtype_name, platform)
     if compilation_cache and defaults_for(platform).compilation_cache:
         enable_compilation_cache(None if compilation_cache is True else compilation_cache)
     with repairing_cache():  # the probe and the parameter casts compile too

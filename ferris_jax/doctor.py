@@ -26,11 +26,12 @@ def report(backend: str | None = None, *, dtype: str = "float32") -> dict[str, A
     import jax
 
     from ferris_jax import ops
+    from ferris_jax.platforms import dtype_policy
     from ferris_jax.runtime import backend as backends
 
     available = backends.detect_platforms()
     chosen = backends.select_backend(backend, dtype=dtype, platforms=available)
-    policy = chosen.dtype_policy
+    policy = dtype_policy(chosen.platform)
     return {
         "ferris_jax": __version__,
         "python": sys.version.split()[0],

@@ -332,7 +332,9 @@ class Encoder:
             for batch in self._run(texts, batch_size, prompt_text, on_batch):
                 truncated[batch.indices] = batch.truncated
                 pending.append(batch)
-                if len(pending) > MAX_IN_FLIGHT:  # the oldest is done or nearly: collect it
+                # The pipeline bounds the device's queue; this gathers results on the host as
+                # they finish, so the bar counts finished texts.
+                if len(pending) > MAX_IN_FLIGHT:
                     finish(pending.popleft())
             while pending:
                 finish(pending.popleft())

@@ -11,6 +11,7 @@ import pytest
 
 import ferris_jax
 from ferris_jax.errors import BackendFallbackWarning
+from ferris_jax.platforms import dtype_policy
 from ferris_jax.runtime import backend
 from ferris_jax.runtime.backend import ProbeResult
 
@@ -110,11 +111,11 @@ def test_passing_probe_keeps_the_accelerator():
 
 
 def test_dtype_policy():
-    assert backend.dtype_policy("cuda").resolve("bfloat16", "cuda") == "bfloat16"
-    assert backend.dtype_policy("cpu").resolve("float16", "cpu") == "float16"
+    assert dtype_policy("cuda").resolve("bfloat16", "cuda") == "bfloat16"
+    assert dtype_policy("cpu").resolve("float16", "cpu") == "float16"
     for apple in ("METAL", "mps", "mtl"):
         with pytest.warns(BackendFallbackWarning, match=f"bfloat16 is not used on {apple}"):
-            assert backend.dtype_policy(apple).resolve("bfloat16", apple) == "float32"
+            assert dtype_policy(apple).resolve("bfloat16", apple) == "float32"
 
 
 def test_real_probe_passes_on_cpu():

@@ -26,10 +26,8 @@ import numpy as np
 from ferris_jax.errors import BackendFallbackWarning
 from ferris_jax.platforms import (
     APPLE_PLATFORMS,
-    DtypePolicy,
     PlatformDefaults,
     defaults_for,
-    dtype_policy,
     platform_of,
 )
 
@@ -80,10 +78,6 @@ class Backend:
     requested: str
     probe: ProbeResult | None = None
     fallback_from: str | None = None
-
-    @property
-    def dtype_policy(self) -> DtypePolicy:
-        return dtype_policy(self.platform)
 
     @property
     def defaults(self) -> PlatformDefaults:
