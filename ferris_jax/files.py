@@ -167,13 +167,10 @@ def write_output(
         mode = "wb" if binary else "w"
         text_args = {} if binary else {"encoding": "utf-8", "newline": "\n"}
         fd = descriptor_of(path)
-        if fd is not None:
-            if fd == 1:
-                sys.stdout.flush()
-            with os.fdopen(os.dup(fd), mode, **text_args) as f:
-                write(_Stream(f))
-            return
-        with open(path, mode, **text_args) as f:
+        if fd == 1:
+            sys.stdout.flush()  # what Python printed comes first
+        target = os.fdopen(os.dup(fd), mode, **text_args) if fd is not None else None
+        with target or open(path, mode, **text_args) as f:
             write(_Stream(f))
         return
     with atomic_write(os.path.realpath(path), binary=binary) as f:

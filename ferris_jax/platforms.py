@@ -112,10 +112,6 @@ def default_platform() -> str:
     return platform_of(jax.devices()[0])
 
 
-def is_apple(platform: str) -> bool:
-    return platform in APPLE_PLATFORMS
-
-
 def dtype_policy(platform: str) -> DtypePolicy:
     """The dtypes `platform` runs correctly (Apple GPU plugins: float32 only)."""
     return defaults_for(platform).dtypes
