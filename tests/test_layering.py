@@ -15,7 +15,7 @@ LAYERS = (
     ("errors", "_compat", "_version"),
     ("platforms", "files"),
     ("ops",),
-    ("pooling", "similarity"),
+    ("pooling", "similarity", "quantization"),
     ("weights",),
     ("models",),
     ("tokenize",),
@@ -26,6 +26,8 @@ LAYERS = (
     ("pipeline",),
     ("encoder",),
     ("api",),
+    ("retrieval", "train"),  # the jobs users embed for, over the public pipeline
+    ("integrations",),  # adapters to other frameworks (LangChain, LlamaIndex)
     ("doctor", "cli", "__init__", "__main__"),
 )
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
