@@ -1,0 +1,1 @@
+"""Adapters to the RAG frameworks people already use (optional extras)."""

@@ -1,0 +1,1 @@
+"""Retrieval for RAG: documents -> chunks -> vectors -> a persistent index -> search."""
