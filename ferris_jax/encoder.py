@@ -11,12 +11,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import itertools
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +39,26 @@ from ferris_jax.similarity import SIMILARITY_FUNCTIONS
 from ferris_jax.tokenize import validate_texts
 
 _DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
+
+
+# Texts per window of `encode_stream`: each is sorted by length and batched like one `encode`
+# call, so larger windows pad less; two windows of texts and vectors are held at once.
+STREAM_CHUNK_TEXTS = 16384
+
+ArrayT = TypeVar("ArrayT", np.ndarray, jax.Array)
+
+
+@dataclasses.dataclass
+class _Window:
+    """A window of `encode_stream`: its first text's index, its vectors, texts not yet done."""
+
+    start: int
+    out: np.ndarray
+    remaining: int
+
+    @classmethod
+    def empty(cls, start: int, count: int, dimension: int) -> _Window:
+        return cls(start, np.empty((count, dimension), np.float32), count)
 
 
 class Encoder:
@@ -255,24 +276,29 @@ class Encoder:
         device (`vectors()`) or on the host (`numpy()`). `encode` is this, gathered."""
         texts = validate_texts(texts)
         batch_size = require_int("batch_size", batch_size)
-        return self._run(texts, batch_size, self._resolve_prompt(prompt_name, prompt), on_batch)
+        prompt = self._resolve_prompt(prompt_name, prompt)
+        return self._run([[prompt + t for t in texts]], batch_size, prompt, on_batch, len(texts))
 
     def _run(
         self,
-        texts: list[str],
+        windows: Iterable[list[str]],
         batch_size: int,
         prompt: str,
         on_batch: Callable[[EmbeddedBatch], Any] | None,
+        count: int | None,
+        copy_to_host: bool = True,
     ) -> Iterator[EmbeddedBatch]:
-        """The pipeline over validated texts, with this encoder's settings."""
-        return self.pipeline.run(
-            [prompt + t for t in texts],
+        """The pipeline over validated, prompted texts (`count` of them, None if unknown), with
+        this encoder's settings."""
+        return self.pipeline.run_windows(
+            windows,
             self.params,
             policy=self.bucket_policy(batch_size),
             impls=self.requested_impls(),
             prompt_length=self.tokenizer.prompt_length(prompt),
-            packing=self.packing() if len(texts) > 1 else None,  # one text never shares a row
-            copy_to_host=self.backend.platform != "cpu",  # a CPU result already is on the host
+            packing=self.packing() if count != 1 else None,  # one text never shares a row
+            # A CPU result already is on the host.
+            copy_to_host=copy_to_host and self.backend.platform != "cpu",
             on_batch=on_batch,
         )
 
@@ -286,7 +312,10 @@ class Encoder:
         truncate_dim: int | None = None,
         show_progress_bar: bool | None = None,
         on_batch: Callable[[EmbeddedBatch], Any] | None = None,
-    ) -> np.ndarray:
+        *,
+        precision: str = "float32",
+        convert_to_tensor: bool = False,
+    ) -> np.ndarray | jax.Array:
         """Embed texts; float32 numpy `[n, E]` in input order (`[E]` for a single string).
 
         Args:
@@ -302,34 +331,46 @@ class Encoder:
                 of several batches that last more than two seconds.
             on_batch: called with each `EmbeddedBatch` right after it is dispatched (e.g. to
                 record batch shapes).
+            precision: "float32", or quantized as sentence-transformers' `encode(precision=...)`
+                does: "int8"/"uint8" (scaled by each dimension's range over these embeddings)
+                or "binary"/"ubinary" (signs packed 8 per byte), see `quantize_embeddings`.
+            convert_to_tensor: return a `jax.Array` on the encoder's device instead of numpy;
+                the vectors are never copied to the host (for JAX pipelines).
         """
         single = isinstance(texts, str)
         texts = validate_texts(texts)
         batch_size = require_int("batch_size", batch_size)
-        if truncate_dim is not None:
-            truncate_dim = require_int("truncate_dim", truncate_dim)
-            if truncate_dim > self.embedding_dimension:
-                raise ValueError(
-                    f"truncate_dim must be in 1..{self.embedding_dimension}, got {truncate_dim!r}"
-                )
-        out = np.empty((len(texts), self.embedding_dimension), dtype=np.float32)
+        truncate_dim = self._check_truncate_dim(truncate_dim)
+        if precision != "float32":
+            from ferris_jax.quantization import check_precision, quantize_embeddings
+
+            precision = check_precision(precision)
         truncated = np.zeros(len(texts), dtype=bool)
+        if convert_to_tensor:
+            parts: list[jax.Array] = []
+            order: list[np.ndarray] = []
+        else:
+            out = np.empty((len(texts), self.embedding_dimension), dtype=np.float32)
         # A job of one batch gets no bar unless asked for: even a disabled one costs ~50 us.
-        show = show_progress_bar
-        hide = show is False or (
-            show is None and (len(texts) <= batch_size or not _is_terminal(sys.stderr))
-        )
-        bar = None if hide else tqdm(total=len(texts), unit="text", delay=0 if show else 2.0)
+        bar = self._progress_bar(show_progress_bar, len(texts), len(texts) <= batch_size)
 
         def finish(batch: EmbeddedBatch) -> None:
-            out[batch.indices] = batch.numpy()
+            if convert_to_tensor:
+                parts.append(batch.vectors())
+                order.append(batch.indices)
+            else:
+                out[batch.indices] = batch.numpy()
             if bar is not None:
                 bar.update(len(batch.indices))
 
         with bar or contextlib.nullcontext():
             pending: collections.deque[EmbeddedBatch] = collections.deque()
             prompt_text = self._resolve_prompt(prompt_name, prompt)
-            for batch in self._run(texts, batch_size, prompt_text, on_batch):
+            windows = [[prompt_text + t for t in texts]]
+            batches = self._run(
+                windows, batch_size, prompt_text, on_batch, len(texts), not convert_to_tensor
+            )
+            for batch in batches:
                 truncated[batch.indices] = batch.truncated
                 pending.append(batch)
                 # The pipeline bounds the device's queue; this gathers results on the host as
@@ -338,18 +379,165 @@ class Encoder:
                     finish(pending.popleft())
             while pending:
                 finish(pending.popleft())
-        if truncated.any():
-            warnings.warn(
-                f"{int(truncated.sum())} of {len(texts)} texts exceed max_seq_length="
-                f"{self.max_seq_length} tokens and were truncated (first: index "
-                f"{int(np.argmax(truncated))}); enc.tokenize(texts).truncated flags each one",
-                stacklevel=2,
+        self._warn_truncated(truncated.sum(), len(texts), np.argmax(truncated))
+        if convert_to_tensor:
+            rows = np.argsort(np.concatenate(order)) if order else np.zeros(0, np.int64)
+            if parts:
+                vectors = jnp.concatenate(parts)[rows].astype(jnp.float32)
+            else:
+                vectors = jnp.zeros((0, self.embedding_dimension), jnp.float32, device=self.device)
+            vectors = self._finish(vectors, normalize_embeddings, truncate_dim)
+            if precision != "float32":
+                quantized = quantize_embeddings(np.asarray(vectors), precision)
+                vectors = jax.device_put(quantized, self.device)
+        else:
+            vectors = self._finish(out, normalize_embeddings, truncate_dim)
+            if precision != "float32":
+                vectors = quantize_embeddings(vectors, precision)
+        return vectors[0] if single else vectors
+
+    def encode_stream(
+        self,
+        texts: Iterable[str],
+        batch_size: int = 32,
+        normalize_embeddings: bool | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        truncate_dim: int | None = None,
+        show_progress_bar: bool | None = None,
+        *,
+        chunk_size: int = STREAM_CHUNK_TEXTS,
+    ) -> Iterator[np.ndarray]:
+        """Embed an iterable of texts of any length in bounded host memory: a generator, a
+        file read lazily, a `datasets` column.
+
+        Yields float32 `[n, E]` arrays for `chunk_size` consecutive texts at a time (the last
+        may be shorter), in input order; together they equal `encode(list(texts), ...)` with
+        the same options. Texts are pulled `chunk_size` at a time and run through the same
+        pipeline and programs as `encode`, so the device stays as busy; only about two chunks
+        of texts and vectors are held at once.
+
+        Args:
+            texts: any iterable of str (a str alone is refused: wrap it in a list).
+            chunk_size: texts per yielded array (and per window sorted by length for batching).
+            batch_size, normalize_embeddings, prompt_name, prompt, truncate_dim,
+            show_progress_bar: as in `encode` (the bar counts texts; its total is known when
+                `texts` has a length).
+        """
+        if isinstance(texts, (str, bytes, bytearray, Set, Mapping)) or not hasattr(
+            texts, "__iter__"
+        ):
+            raise TypeError(
+                f"texts must be an iterable of strings in order, got {type(texts).__name__}"
+                + ("; wrap a single text in a list" if isinstance(texts, str) else "")
             )
+        batch_size = require_int("batch_size", batch_size)
+        chunk_size = require_int("chunk_size", chunk_size)
+        truncate_dim = self._check_truncate_dim(truncate_dim)
+        prompt_text = self._resolve_prompt(prompt_name, prompt)
+        total = len(texts) if isinstance(texts, Sized) else None
+        bar = self._progress_bar(show_progress_bar, total, total is not None and total <= 1)
+        return self._stream(
+            iter(texts),
+            batch_size,
+            prompt_text,
+            chunk_size,
+            normalize_embeddings,
+            truncate_dim,
+            bar,
+        )
+
+    def _stream(
+        self,
+        texts: Iterator[str],
+        batch_size: int,
+        prompt: str,
+        chunk_size: int,
+        normalize_embeddings: bool | None,
+        truncate_dim: int | None,
+        bar: tqdm | None,
+    ) -> Iterator[np.ndarray]:
+        """`encode_stream`'s generator: windows pulled by the pipeline, yielded when complete."""
+        open_windows: collections.deque[_Window] = collections.deque()
+        truncated = [0, 0, -1]  # texts truncated, texts seen, first truncated index
+
+        def windows() -> Iterator[list[str]]:
+            start = 0
+            while window := validate_texts(list(itertools.islice(texts, chunk_size)), start):
+                open_windows.append(_Window.empty(start, len(window), self.embedding_dimension))
+                yield [prompt + t for t in window]
+                start += len(window)
+            truncated[1] = start
+
+        def finish(batch: EmbeddedBatch) -> None:
+            vectors, indices = batch.numpy(), batch.indices
+            for window in open_windows:  # a batch spans at most two windows
+                inside = (indices >= window.start) & (indices < window.start + len(window.out))
+                if inside.any():
+                    window.out[indices[inside] - window.start] = vectors[inside]
+                    window.remaining -= int(inside.sum())
+            if bar is not None:
+                bar.update(len(indices))
+
+        def completed() -> Iterator[np.ndarray]:
+            while open_windows and open_windows[0].remaining == 0:
+                window = open_windows.popleft()
+                yield self._finish(window.out, normalize_embeddings, truncate_dim)
+
+        with bar or contextlib.nullcontext():
+            pending: collections.deque[EmbeddedBatch] = collections.deque()
+            for batch in self._run(windows(), batch_size, prompt, None, None):
+                if batch.truncated.any():
+                    if truncated[0] == 0:
+                        truncated[2] = int(batch.indices[np.argmax(batch.truncated)])
+                    truncated[0] += int(batch.truncated.sum())
+                pending.append(batch)
+                if len(pending) > MAX_IN_FLIGHT:
+                    finish(pending.popleft())
+                    yield from completed()
+            while pending:
+                finish(pending.popleft())
+                yield from completed()
+            yield from completed()  # windows of no texts
+        self._warn_truncated(truncated[0], truncated[1], truncated[2], stacklevel=3)
+
+    def _check_truncate_dim(self, truncate_dim: int | None) -> int | None:
+        if truncate_dim is None:
+            return None
+        truncate_dim = require_int("truncate_dim", truncate_dim)
+        if truncate_dim > self.embedding_dimension:
+            raise ValueError(
+                f"truncate_dim must be in 1..{self.embedding_dimension}, got {truncate_dim!r}"
+            )
+        return truncate_dim
+
+    def _progress_bar(self, show: bool | None, total: int | None, one_batch: bool) -> tqdm | None:
+        """A bar of finished texts, or None: shown when asked, or (None) on a terminal for jobs
+        of several batches that last more than two seconds."""
+        if show is False or (show is None and (one_batch or not _is_terminal(sys.stderr))):
+            return None
+        return tqdm(total=total, unit="text", delay=0 if show else 2.0)
+
+    def _warn_truncated(self, count: int, total: int, first: int, stacklevel: int = 3) -> None:
+        if count:
+            warnings.warn(
+                f"{int(count)} of {total} texts exceed max_seq_length={self.max_seq_length} "
+                f"tokens and were truncated (first: index {int(first)}); "
+                "enc.tokenize(texts).truncated flags each one",
+                stacklevel=stacklevel,
+            )
+
+    def _finish(
+        self, vectors: ArrayT, normalize_embeddings: bool | None, truncate_dim: int | None
+    ) -> ArrayT:
+        """Truncated to `truncate_dim` and L2-normalized as `encode` documents (numpy or JAX)."""
+        xp = jnp if isinstance(vectors, jax.Array) else np
         if truncate_dim is not None:
-            out = out[:, :truncate_dim]
+            vectors = vectors[:, :truncate_dim]
         if normalize_embeddings or (truncate_dim is not None and self.checkpoint.head.normalize):
-            out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out[0] if single else out
+            norms = xp.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / xp.maximum(norms, 1e-12)
+        return vectors
 
     def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray:
         """`encode` with the model's "query" prompt (if it has one)."""

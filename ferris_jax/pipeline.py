@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -98,45 +98,51 @@ class Pipeline:
             self._worker = None
 
     def tokenized_chunks(
-        self, texts: Sequence[str], chunk_size: int, strided: bool
-    ) -> Iterator[tuple[np.ndarray, Tokenized]]:
-        """(text indices, their tokens) in chunks cut from the texts' order by character length:
-        consecutive runs, longest first, or (`strided`, for packing) every n-th text, so each
-        chunk has short texts to fill the rows its long ones start."""
-        if not texts:
+        self, windows: Iterable[Sequence[str]], chunk_size: int, strided: bool
+    ) -> Iterator[tuple[np.ndarray, Tokenized, int]]:
+        """(text indices, their tokens, window number) in chunks of at most `chunk_size` texts.
+
+        `windows` are consecutive slices of the job's texts (one window: the whole job; a
+        stream: a window at a time, pulled as needed); indices count from the job's first text.
+        Each window is cut in its texts' order by character length: consecutive runs, longest
+        first, or (`strided`, for packing) every n-th text, so each chunk has short texts to
+        fill the rows its long ones start. The next chunk is tokenized on a worker thread,
+        across window boundaries too.
+        """
+        chunks = _chunks_of(windows, chunk_size, strided)
+        current = next(chunks, None)
+        if current is None:
             return
-        order = np.argsort(-np.fromiter(map(len, texts), np.int64, len(texts)), kind="stable")
-        n = -(-len(order) // chunk_size)
-        chunks = [
-            order[i::n] if strided else order[i * chunk_size :][:chunk_size] for i in range(n)
-        ]
-        encode = lambda rows: self.tokenizer.encode([texts[i] for i in rows])  # noqa: E731
-        if len(chunks) == 1:  # a job of one chunk uses no thread
-            yield chunks[0], encode(chunks[0])
+        upcoming = next(chunks, None)
+        if upcoming is None:  # a job of one chunk uses no thread
+            yield current[0], self.tokenizer.encode(current[1]), current[2]
             return
         if self._worker is None:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="ferris-tokenize")
-        future = self._worker.submit(encode, chunks[0])
-        for i, rows in enumerate(chunks):
+        future = self._worker.submit(self.tokenizer.encode, current[1])
+        while current is not None:
             tok = future.result()
-            if i + 1 < len(chunks):
-                future = self._worker.submit(encode, chunks[i + 1])
-            yield rows, tok
+            if upcoming is not None:
+                future = self._worker.submit(self.tokenizer.encode, upcoming[1])
+            yield current[0], tok, current[2]
+            current, upcoming = upcoming, next(chunks, None) if upcoming is not None else None
 
     def planned_batches(
         self,
-        texts: Sequence[str],
+        windows: Iterable[Sequence[str]],
         policy: BucketPolicy,
         packing: int | None = None,
         chunk_size: int = CHUNK_TEXTS,
     ) -> Iterator[PlannedBatch]:
         """Every batch of the job, planned (packed in rows of at least `packing` tokens when
-        set). A chunk's last batch, when not full, is planned again with the next chunk's texts."""
+        set). A chunk's last batch, when not full, is planned again with the next chunk's texts
+        of the same window. (Not across windows: planning sorts by length, so a window's
+        shortest texts could be carried on and on, past texts that come after them.)"""
         carry: tuple[np.ndarray, Tokenized] | None = None
-        chunks = self.tokenized_chunks(texts, chunk_size, strided=packing is not None)
+        chunks = self.tokenized_chunks(windows, chunk_size, strided=packing is not None)
         upcoming = next(chunks, None)
         while upcoming is not None:
-            indices, tok = upcoming
+            indices, tok, window = upcoming
             upcoming = next(chunks, None)
             if carry is not None:
                 indices = np.concatenate([carry[0], indices])
@@ -147,7 +153,7 @@ class Pipeline:
                 else plan_batches(tok.lengths, policy)
             )
             carry = None
-            if upcoming is not None and not policy.is_full(plan[-1]):
+            if upcoming is not None and upcoming[2] == window and not policy.is_full(plan[-1]):
                 rest = plan.pop().texts
                 carry = indices[rest], tok.take(rest)
             for batch in plan:
@@ -163,8 +169,14 @@ class Pipeline:
         return b.input_ids, b.attention_mask, b.token_type_ids
 
     def run(
+        self, texts: Sequence[str], params: nnx.State, **options: Any
+    ) -> Iterator[EmbeddedBatch]:
+        """Embed `texts` (prompts already prepended): `run_windows` over one window."""
+        return self.run_windows((texts,), params, **options)
+
+    def run_windows(
         self,
-        texts: Sequence[str],
+        windows: Iterable[Sequence[str]],
         params: nnx.State,
         *,
         policy: BucketPolicy,
@@ -174,7 +186,10 @@ class Pipeline:
         copy_to_host: bool = True,
         on_batch: Callable[[EmbeddedBatch], Any] | None = None,
     ) -> Iterator[EmbeddedBatch]:
-        """Embed `texts` (prompts already prepended), yielding each batch once dispatched.
+        """Embed the texts of consecutive `windows` (prompts already prepended), yielding each
+        batch once dispatched; `indices` count from the first window's first text. Windows are
+        pulled one at a time, so a stream of any length runs in bounded host memory, through
+        the same batches and programs as one window of all texts.
 
         Dispatch is asynchronous: the host pads the next batch while this one runs, and with
         `copy_to_host` each result starts its copy to host memory as soon as it is computed.
@@ -194,7 +209,7 @@ class Pipeline:
         prompt = np.int32(prompt_length)
         in_flight: collections.deque[jax.Array] = collections.deque()
         chunk_size = max(CHUNK_TEXTS, 2 * policy.batch_sizes[-1])  # room for two full batches
-        for batch in self.planned_batches(texts, policy, packing, chunk_size):
+        for batch in self.planned_batches(windows, policy, packing, chunk_size):
             program = self.programs.get(params, batch.shape, impls)
             output = program(leaves, *self.model_inputs(batch), prompt)
             if copy_to_host:
@@ -218,3 +233,20 @@ class Pipeline:
             if on_batch is not None:
                 on_batch(embedded)
             yield embedded
+
+
+def _chunks_of(
+    windows: Iterable[Sequence[str]], chunk_size: int, strided: bool
+) -> Iterator[tuple[np.ndarray, list[str], int]]:
+    """(job indices, texts, window number) of each chunk, window by window (see
+    `tokenized_chunks`)."""
+    start = 0
+    for window, texts in enumerate(windows):
+        if not len(texts):
+            continue
+        order = np.argsort(-np.fromiter(map(len, texts), np.int64, len(texts)), kind="stable")
+        n = -(-len(order) // chunk_size)
+        for i in range(n):
+            rows = order[i::n] if strided else order[i * chunk_size :][:chunk_size]
+            yield start + rows, [texts[j] for j in rows], window
+        start += len(texts)

@@ -70,8 +70,9 @@ class Tokenized:
         return [flat[s : s + n].tolist() for s, n in zip(self.starts, self.lengths, strict=True)]
 
 
-def validate_texts(texts: Any) -> list[str]:
-    """The inputs as a list of str, in order.
+def validate_texts(texts: Any, start: int = 0) -> list[str]:
+    """The inputs as a list of str, in order (`start`: the first text's index in a stream, for
+    error messages).
 
     Raises TypeError for what is not an ordered collection of str (None, bytes, a set, a
     mapping) naming the first bad item, and ValueError naming the text and character position
@@ -93,13 +94,13 @@ def validate_texts(texts: Any) -> list[str]:
     texts = list(texts)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] is {type(t).__name__} ({t!r:.40}), expected str")
+            raise TypeError(f"texts[{start + i}] is {type(t).__name__} ({t!r:.40}), expected str")
         if not t.isascii():  # O(1): CPython knows; only other texts can hold a lone surrogate
             try:
                 t.encode("utf-8")
             except UnicodeEncodeError as e:
                 raise ValueError(
-                    f"texts[{i}] has a character UTF-8 cannot encode at position {e.start} "
+                    f"texts[{start + i}] has a character UTF-8 cannot encode at position {e.start} "
                     f"({t[e.start]!r}: {e.reason}); a lone surrogate usually comes from text "
                     "decoded with errors='surrogateescape': decode it as UTF-8 with "
                     "errors='replace'"
