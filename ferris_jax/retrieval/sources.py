@@ -189,10 +189,13 @@ class _Reader:
             raise DocumentError(f"{where}: expected a JSON object, got {type(record).__name__}")
         text = record.get(self.text_field)
         if not isinstance(text, str):
-            got = "it is missing" if text is None else f"got {type(text).__name__}"
+            why = (
+                f"it is missing; pass text_field= to read another key (keys: {sorted(record)})"
+                if text is None
+                else f"got {type(text).__name__}"
+            )
             raise DocumentError(
-                f"{where}: the text field {self.text_field!r} must be a string ({got}); "
-                f"pass text_field= to read another key (keys: {sorted(record)})"
+                f"{where}: the text field {self.text_field!r} must be a string ({why})"
             )
         try:
             text.encode("utf-8")
