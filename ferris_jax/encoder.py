@@ -17,7 +17,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set, Sized
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +38,8 @@ from ferris_jax.runtime.backend import Backend
 from ferris_jax.similarity import SIMILARITY_FUNCTIONS
 from ferris_jax.tokenize import validate_texts
 
-_DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
+# The prompt names `encode_document` looks for, in order (sentence-transformers' names).
+DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 
 
 # Texts per window of `encode_stream`: each is sorted by length and batched like one `encode`
@@ -246,22 +247,36 @@ class Encoder:
         """The packed row length `encode` uses now (None: one text per row)."""
         return self.pack_length if self.can_pack else None
 
-    def _resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str:
+    def prompt_for(
+        self,
+        role: Literal["query", "document"] | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+    ) -> str:
+        """The prompt `encode` (role None), `encode_query` or `encode_document` prepends.
+
+        A literal `prompt` wins over `prompt_name`; without either, the role's prompt (the
+        model's "query" prompt; its "document", "passage" or "corpus" prompt) if it has one,
+        else the model's default prompt, else none.
+        """
         if prompt is not None:
             if prompt_name is not None:
                 warnings.warn("both prompt and prompt_name given; using prompt", stacklevel=3)
             if not isinstance(prompt, str):
                 raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
             return prompt
+        prompts = self.settings.prompts
+        if prompt_name is None and role is not None:
+            names = ("query",) if role == "query" else DOCUMENT_PROMPT_NAMES
+            prompt_name = next((n for n in names if prompts.get(n)), None)
         name = prompt_name if prompt_name is not None else self.settings.default_prompt_name
         if name is None:
             return ""
-        if name not in self.settings.prompts:
+        if name not in prompts:
             raise ValueError(
-                f"prompt_name {name!r} is not one of this model's prompts "
-                f"{sorted(self.settings.prompts)}"
+                f"prompt_name {name!r} is not one of this model's prompts {sorted(prompts)}"
             )
-        return self.settings.prompts[name]
+        return prompts[name]
 
     def embed_batches(
         self,
@@ -276,7 +291,7 @@ class Encoder:
         device (`vectors()`) or on the host (`numpy()`). `encode` is this, gathered."""
         texts = validate_texts(texts)
         batch_size = require_int("batch_size", batch_size)
-        prompt = self._resolve_prompt(prompt_name, prompt)
+        prompt = self.prompt_for(None, prompt_name, prompt)
         return self._run([[prompt + t for t in texts]], batch_size, prompt, on_batch, len(texts))
 
     def _run(
@@ -365,7 +380,7 @@ class Encoder:
 
         with bar or contextlib.nullcontext():
             pending: collections.deque[EmbeddedBatch] = collections.deque()
-            prompt_text = self._resolve_prompt(prompt_name, prompt)
+            prompt_text = self.prompt_for(None, prompt_name, prompt)
             windows = [[prompt_text + t for t in texts]]
             batches = self._run(
                 windows, batch_size, prompt_text, on_batch, len(texts), not convert_to_tensor
@@ -434,7 +449,7 @@ class Encoder:
         batch_size = require_int("batch_size", batch_size)
         chunk_size = require_int("chunk_size", chunk_size)
         truncate_dim = self._check_truncate_dim(truncate_dim)
-        prompt_text = self._resolve_prompt(prompt_name, prompt)
+        prompt_text = self.prompt_for(None, prompt_name, prompt)
         total = len(texts) if isinstance(texts, Sized) else None
         bar = self._progress_bar(show_progress_bar, total, total is not None and total <= 1)
         return self._stream(
@@ -539,23 +554,19 @@ class Encoder:
             vectors = vectors / xp.maximum(norms, 1e-12)
         return vectors
 
-    def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray:
+    def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray | jax.Array:
         """`encode` with the model's "query" prompt (if it has one)."""
-        if (
-            "prompt" not in kwargs
-            and "prompt_name" not in kwargs
-            and self.settings.prompts.get("query")
-        ):
-            kwargs["prompt_name"] = "query"
-        return self.encode(texts, **kwargs)
+        return self._encode_as("query", texts, kwargs)
 
-    def encode_document(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray:
+    def encode_document(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray | jax.Array:
         """`encode` with the model's document prompt ("document", "passage" or "corpus")."""
-        if "prompt" not in kwargs and "prompt_name" not in kwargs:
-            name = next((n for n in _DOCUMENT_PROMPT_NAMES if self.settings.prompts.get(n)), None)
-            if name is not None:
-                kwargs["prompt_name"] = name
-        return self.encode(texts, **kwargs)
+        return self._encode_as("document", texts, kwargs)
+
+    def _encode_as(
+        self, role: Literal["query", "document"], texts: Any, kwargs: dict[str, Any]
+    ) -> np.ndarray | jax.Array:
+        prompt = self.prompt_for(role, kwargs.pop("prompt_name", None), kwargs.pop("prompt", None))
+        return self.encode(texts, prompt=prompt, **kwargs)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write this model with its current `params` and settings (`max_seq_length`, prompts,

@@ -34,9 +34,6 @@ if TYPE_CHECKING:
 # Cut levels, best first (FORBIDDEN: the two tokens come from one character).
 PARAGRAPH, LINE, SENTENCE, WORD, PIECE, MID_WORD, FORBIDDEN = range(7)
 
-# The document prompt names, in the order `Encoder.encode_document` looks them up.
-DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
-
 _WHITESPACE = np.array(
     [ord(c) for c in " \t\n\r\v\f\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2028\u2029"]
     + list(range(0x2000, 0x200B))
@@ -160,21 +157,7 @@ def document_prompt(
     encoder: Encoder, *, prompt_name: str | None = None, prompt: str | None = None
 ) -> str:
     """The prompt `encoder.encode_document(texts, prompt_name=..., prompt=...)` prepends."""
-    if prompt is not None:
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-        return prompt
-    prompts = encoder.prompts
-    if prompt_name is None:
-        names = [n for n in DOCUMENT_PROMPT_NAMES if prompts.get(n)]
-        prompt_name = names[0] if names else encoder.settings.default_prompt_name
-        if prompt_name is None:
-            return ""
-    if prompt_name not in prompts:
-        raise ValueError(
-            f"prompt_name {prompt_name!r} is not one of this model's prompts {sorted(prompts)}"
-        )
-    return prompts[prompt_name]
+    return encoder.prompt_for("document", prompt_name, prompt)
 
 
 # Our own copy of each tokenizer without truncation or padding, made once per tokenizer.
