@@ -1,0 +1,849 @@
+"""`Index`: a persistent vector index over an encoder, searched exactly on the device.
+
+The shell around the pure search kernels (`retrieval.search`): it streams texts through
+`Encoder.encode_stream`, keeps float32 vectors in shards (memory-mapped once saved), ids, texts
+and metadata in SQLite, and a copy of the vectors on the device in equal blocks, in the search
+precision (float32, bfloat16, int8 or binary; the last three re-ranked with the float32 vectors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import json
+import math
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ferris_jax import _version
+from ferris_jax.encoder import STREAM_CHUNK_TEXTS, Encoder
+from ferris_jax.quantization import quantization_ranges, quantize_embeddings
+from ferris_jax.retrieval import filters, store
+from ferris_jax.retrieval.chunking import Chunk, chunk_documents
+from ferris_jax.retrieval.search import rescore, search_blocks
+from ferris_jax.retrieval.sources import Document
+from ferris_jax.retrieval.store import IndexFormatError, Shard
+
+# Search precisions: how the device copy of the vectors is stored.
+PRECISIONS = ("float32", "bfloat16", "int8", "binary")
+# Rows per device block once the index is larger (smaller indexes use one block of the next power
+# of two rows, at least MIN_BLOCK_ROWS), so a search compiles a few programs at most.
+BLOCK_ROWS = 1 << 18
+MIN_BLOCK_ROWS = 1 << 10
+# Unsaved rows written to a shard file early when the index has a folder (bounds host memory).
+SHARD_ROWS = 1 << 16
+# Candidates per result re-ranked with float32 vectors after a bfloat16 search.
+BFLOAT16_CANDIDATES = 2
+# The text whose embedding identifies the model an index was built with.
+PROBE_TEXT = "A probe sentence: the quick brown fox jumps over the lazy dog."
+PROBE_MIN_COSINE = 0.99
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    """One search result: the item's id, score, text (if stored) and metadata."""
+
+    id: str
+    score: float
+    text: str | None
+    metadata: dict[str, Any]
+    document_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Item:
+    id: str
+    document_id: str | None
+    text: str | None
+    metadata: dict[str, Any]
+
+
+class Index:
+    """Vectors of texts with ids, texts and metadata; exact top-k search on the device.
+
+    Build over an encoder (`Index(enc)`), add texts, documents or chunks (`add`), `search`,
+    `remove`, `save(path)`; `Index.load(path)` opens a saved one. Documents are embedded with the
+    model's document prompt and queries with its query prompt (E5's "passage: " / "query: "),
+    as recorded in the index. Thread-safe: searches may run from several threads.
+
+    Args:
+        encoder: the model that embeds texts and queries (None: vectors only, see
+            `add_embeddings`; then `dimension` and `model` are required).
+        precision: the device copy: "float32", "bfloat16", "int8" or "binary" (the last three
+            are re-ranked with the float32 vectors, see `search(rescore=...)`).
+        similarity: "cosine" (vectors normalized) or "dot"; default: the model's own.
+        store_text: keep each item's text, so hits carry their passage.
+        dimension, model: for an index of vectors without an encoder.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder | None = None,
+        *,
+        precision: str = "float32",
+        similarity: str | None = None,
+        store_text: bool = True,
+        dimension: int | None = None,
+        model: str | None = None,
+    ):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if encoder is None and (dimension is None or model is None):
+            raise ValueError("an index without an encoder needs dimension= and model=")
+        similarity = similarity or (encoder.settings.similarity_fn_name if encoder else "cosine")
+        if similarity not in ("cosine", "dot"):
+            raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
+        self.encoder = encoder
+        self.precision = precision
+        self.similarity = similarity
+        self.store_text = store_text
+        self.dimension = int(encoder.embedding_dimension if encoder else dimension)
+        self.model = {
+            "name": encoder.checkpoint.name if encoder else model,
+            "path": str(encoder.checkpoint.path) if encoder else None,
+            "revision": _revision(encoder.checkpoint.path) if encoder else None,
+        }
+        self.prompts = {
+            "query": encoder.prompt_for("query") if encoder else "",
+            "document": encoder.prompt_for("document") if encoder else "",
+        }
+        self.probe = self._probe_vector() if encoder else None
+        self.path: Path | None = None
+        self.ranges: np.ndarray | None = None  # int8: the [2, D] quantization ranges
+        self._ranges_rows = 0  # rows the ranges were computed over
+        self._lock = threading.RLock()
+        self._shards: list[Shard] = []
+        self._mapped: list[np.ndarray] = []
+        self._pending: list[np.ndarray] = []  # unsaved float32 rows after the last shard
+        self._rows = 0
+        self._alive = np.zeros(0, bool)
+        self._db, self._db_file = _working_database()
+        self._blocks: dict[int, tuple[int, jax.Array]] = {}  # block -> (version, device array)
+        self._masks: dict[int, tuple[int, jax.Array]] = {}
+        self._versions: dict[int, int] = {}  # block -> version of its rows
+        self._mask_versions: dict[int, int] = {}
+        self._block_shape: tuple[int, int] | None = None
+
+    # ------------------------------------------------------------------ size and lookup
+    def __len__(self) -> int:
+        """Items in the index (removed ones not counted)."""
+        with self._lock:
+            return int(self._alive[: self._rows].sum())
+
+    def __contains__(self, id: str) -> bool:
+        with self._lock:
+            return (
+                self._db.execute("SELECT 1 FROM items WHERE id = ?", (id,)).fetchone() is not None
+            )
+
+    def get(self, ids: str | Sequence[str]) -> list[Hit | None]:
+        """The stored items with these ids (None for ids not in the index); score 0."""
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        with self._lock:
+            found = {r[1]: _hit(r, 0.0) for r in self._select("id", ids)}
+        return [found.get(i) for i in ids]
+
+    def info(self) -> dict[str, Any]:
+        """What the index holds and how it searches (for `ferris-jax index info`)."""
+        with self._lock:
+            return {
+                "path": str(self.path) if self.path else None,
+                "model": self.model["name"],
+                "dimension": self.dimension,
+                "similarity": self.similarity,
+                "precision": self.precision,
+                "items": len(self),
+                "rows": self._rows,
+                "removed": self._rows - len(self),
+                "documents": self._db.execute(
+                    "SELECT COUNT(DISTINCT document_id) FROM items"
+                ).fetchone()[0],
+                "shards": len(self._shards) + bool(self._pending),
+                "prompts": dict(self.prompts),
+                "format_version": store.FORMAT_VERSION,
+            }
+
+    # ------------------------------------------------------------------ adding
+    def add(
+        self,
+        texts: str | Iterable[str | Document | Chunk],
+        ids: Iterable[str] | None = None,
+        metadata: Iterable[Mapping[str, Any] | None] | None = None,
+        *,
+        batch_size: int = 64,
+        chunk_size: int = STREAM_CHUNK_TEXTS,
+        show_progress_bar: bool | None = None,
+    ) -> list[str]:
+        """Embed and add texts (or `Document`s / `Chunk`s, which bring their own ids, texts and
+        metadata), streaming: any iterable, in bounded host memory.
+
+        Args:
+            texts: strings, `Document`s or `Chunk`s (a chunk's document id is kept, so
+                `search(by_document=True)` can group its chunks).
+            ids: one unique string per text (default: `Document.id` / `Chunk.id`, else new
+                random ids).
+            metadata: one dict (or None) per text, JSON-serializable.
+            batch_size, chunk_size, show_progress_bar: as in `Encoder.encode_stream`.
+
+        Returns:
+            The ids added, in order. An id already in the index (or twice in the input) is an
+            error naming it; a failing add leaves the index as it was.
+        """
+        if self.encoder is None:
+            raise ValueError("this index has no encoder: add vectors with add_embeddings")
+        items = _items(texts, ids, metadata)
+        queue: list[_Item] = []
+
+        def prompted() -> Iterator[str]:
+            for item in items:
+                queue.append(item)
+                yield item.text
+
+        added: list[str] = []
+        with self._lock, self._rollback_on_error():
+            vectors = self.encoder.encode_stream(
+                prompted(),
+                batch_size=batch_size,
+                prompt=self.prompts["document"],
+                chunk_size=chunk_size,
+                show_progress_bar=show_progress_bar,
+            )
+            for window in vectors:
+                batch, queue[: len(window)] = queue[: len(window)], []
+                self._append(window, batch)
+                added += [item.id for item in batch]
+        return added
+
+    def add_documents(
+        self,
+        documents: Iterable[Document],
+        *,
+        max_tokens: int | None = None,
+        overlap: int | None = None,
+        **options: Any,
+    ) -> list[str]:
+        """Split documents into token-bounded, overlapping chunks (`chunk_documents`, with the
+        model's own tokenizer and document prompt) and add the chunks; see `add`."""
+        if self.encoder is None:
+            raise ValueError("this index has no encoder: add vectors with add_embeddings")
+        chunks = chunk_documents(
+            documents, self.encoder, max_tokens=max_tokens, overlap=overlap,
+            prompt=self.prompts["document"],
+        )  # fmt: skip
+        return self.add(chunks, **options)
+
+    def add_embeddings(
+        self,
+        embeddings: np.ndarray,
+        ids: Iterable[str] | None = None,
+        metadata: Iterable[Mapping[str, Any] | None] | None = None,
+        *,
+        model: str,
+        texts: Iterable[str | None] | None = None,
+    ) -> list[str]:
+        """Add vectors computed elsewhere by `model` (which must be the index's model).
+
+        Args:
+            embeddings: float `[n, dimension]`.
+            model: the name of the model that computed them (refused if not the index's).
+            ids, metadata, texts: as in `add` (texts only stored).
+        """
+        if model != self.model["name"]:
+            raise ValueError(
+                f"these vectors are from model {model!r}, the index holds {self.model['name']!r}'s:"
+                " vectors of another model are not comparable"
+            )
+        vectors = np.asarray(embeddings, np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
+            raise ValueError(
+                f"embeddings must be [n, {self.dimension}], got {list(np.shape(embeddings))}"
+            )
+        if not np.isfinite(vectors).all():
+            bad = int(np.argmax(~np.isfinite(vectors).all(axis=1)))
+            raise ValueError(f"embeddings[{bad}] is not finite")
+        texts_list = list(texts) if texts is not None else [None] * len(vectors)
+        items = list(_items(texts_list, ids, metadata, allow_none=True))
+        if len(items) != len(vectors):
+            raise ValueError(f"{len(items)} ids/texts for {len(vectors)} embeddings")
+        with self._lock, self._rollback_on_error():
+            self._append(vectors, items)
+        return [item.id for item in items]
+
+    def _append(self, vectors: np.ndarray, items: list[_Item]) -> None:
+        """Add rows (under the lock): vectors to the pending shard, items to the database."""
+        new = [item.id for item in items]
+        if len(set(new)) != len(new):
+            seen = set()
+            twice = next(i for i in new if i in seen or seen.add(i))
+            raise ValueError(f"id {twice!r} appears twice in the input")
+        existing = self._select("id", new, columns="id")
+        if existing:
+            raise ValueError(
+                f"id {existing[0][0]!r} is already in the index (remove it first to replace it)"
+            )
+        if self.similarity == "cosine":
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        start = self._rows
+        self._db.executemany(
+            "INSERT INTO items (row, id, document_id, text, metadata) VALUES (?, ?, ?, ?, ?)",
+            (
+                (
+                    start + i,
+                    it.id,
+                    it.document_id,
+                    it.text if self.store_text else None,
+                    _dump(it.metadata, it.id),
+                )
+                for i, it in enumerate(items)
+            ),
+        )
+        self._pending.append(np.ascontiguousarray(vectors, np.float32))
+        self._rows += len(vectors)
+        if len(self._alive) < self._rows:
+            grown = np.zeros(max(self._rows, 2 * len(self._alive), 1024), bool)
+            grown[: len(self._alive)] = self._alive
+            self._alive = grown
+        self._alive[start : self._rows] = True
+        self._touch(range(start, self._rows), data=True)
+        if self.path is not None and sum(map(len, self._pending)) >= SHARD_ROWS:
+            self._flush_pending(self.path)
+
+    @contextlib.contextmanager
+    def _rollback_on_error(self) -> Iterator[None]:
+        """Undo the rows added in the block if it raises (including KeyboardInterrupt)."""
+        rows, shards, pending = self._rows, list(self._shards), list(self._pending)
+        self._db.execute("SAVEPOINT adding")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK TO adding")
+            self._db.execute("RELEASE adding")
+            for shard in self._shards[len(shards) :]:
+                with contextlib.suppress(OSError):
+                    (self.path / shard.file).unlink()
+            self._shards, self._pending = shards, pending
+            self._mapped = self._mapped[: len(shards)]
+            self._alive[rows:] = False
+            self._touch(range(rows, self._rows), data=True)
+            self._rows = rows
+            raise
+        self._db.execute("RELEASE adding")
+
+    # ------------------------------------------------------------------ removing
+    def remove(self, ids: str | Iterable[str]) -> int:
+        """Remove items by id (ids not in the index are ignored); the number removed. Their
+        vectors stay on disk, unsearchable, until `compact()`."""
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        with self._lock:
+            rows = np.array([r[0] for r in self._select("id", ids, columns="row")], np.int64)
+            for part in _parts(rows.tolist()):
+                marks = ",".join("?" * len(part))
+                self._db.execute(f"DELETE FROM items WHERE row IN ({marks})", part)
+            self._alive[rows] = False
+            self._touch(rows.tolist(), data=False)
+            return len(rows)
+
+    def compact(self) -> None:
+        """Drop removed rows from the vectors (new shards, rows renumbered); saved at the next
+        `save`, so searches and the store stop paying for deletions."""
+        with self._lock:
+            keep = np.flatnonzero(self._alive[: self._rows])
+            if len(keep) == self._rows:
+                return
+            vectors = self._gather(keep) if len(keep) else np.zeros((0, self.dimension))
+            self._db.execute("CREATE TEMP TABLE renumber (old INTEGER PRIMARY KEY, new INTEGER)")
+            self._db.executemany(
+                "INSERT INTO renumber VALUES (?, ?)", zip(keep.tolist(), itertools.count())
+            )
+            self._db.execute(
+                "UPDATE items SET row = -1 - (SELECT new FROM renumber WHERE old = items.row)"
+            )
+            self._db.execute("UPDATE items SET row = -1 - row")
+            self._db.execute("DROP TABLE renumber")
+            self._shards, self._mapped = [], []
+            self._pending = [np.asarray(vectors, np.float32)]
+            self._rows = len(keep)
+            self._alive = np.ones(max(len(keep), 1024), bool)
+            self._alive[len(keep) :] = False
+            self._reset_device()
+            if self.path is not None:
+                self._flush_pending(self.path)
+
+    # ------------------------------------------------------------------ searching
+    def search(
+        self,
+        queries: str | Sequence[str] | np.ndarray | jax.Array,
+        top_k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        by_document: bool = False,
+        rescore: bool = True,
+        batch_size: int = 64,
+    ) -> list[Hit] | list[list[Hit]]:
+        """The `top_k` best items for each query, best first.
+
+        Args:
+            queries: a string, a list of strings (embedded with the model's query prompt), or
+                query vectors `[D]` / `[Q, D]`.
+            top_k: results per query (fewer if fewer items match).
+            filter: metadata conditions every hit must meet, applied before the top-k (see
+                `retrieval.filters`: {"source": "a.md"}, {"year": {"$gte": 2020}}, $and/$or).
+            by_document: return the best chunk of each of the `top_k` best documents.
+            rescore: for bfloat16, int8 and binary indexes, re-rank candidates with the float32
+                vectors (False: the quantized scores as they are).
+
+        Returns:
+            A list of `Hit`s for a single query (a string or `[D]`), else one list per query.
+        """
+        top_k = int(top_k)
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        single = isinstance(queries, str) or (
+            not isinstance(queries, str) and hasattr(queries, "ndim") and queries.ndim == 1
+        )
+        vectors = self._query_vectors(queries, batch_size)
+        want = top_k
+        while True:
+            scores, rows = self._search_rows(vectors, want, filter, rescore)
+            hits = self._hits(scores, rows)
+            if not by_document:
+                break
+            grouped = [_best_per_document(h, top_k) for h in hits]
+            exhausted = all(len(h) < want for h in hits)
+            if exhausted or all(len(g) >= top_k for g in grouped) or want >= self._rows:
+                hits = grouped
+                break
+            want = min(4 * want, max(self._rows, 1))
+        hits = [h[:top_k] for h in hits]
+        return hits[0] if single else hits
+
+    def _query_vectors(self, queries: Any, batch_size: int) -> np.ndarray:
+        if isinstance(queries, str) or (
+            isinstance(queries, Sequence) and queries and isinstance(queries[0], str)
+        ):
+            if self.encoder is None:
+                raise ValueError("this index has no encoder: search with query vectors")
+            vectors = self.encoder.encode(
+                queries, batch_size=batch_size, prompt=self.prompts["query"]
+            )
+        else:
+            vectors = np.asarray(queries, np.float32)
+        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
+            raise ValueError(
+                f"query vectors must be [Q, {self.dimension}], got {list(np.shape(queries))}"
+            )
+        if self.similarity == "cosine":
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+    def _search_rows(
+        self, queries: np.ndarray, k: int, filter: Mapping[str, Any] | None, rescore_: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) `[Q, k]` of the best rows, -1 where fewer match."""
+        with self._lock:
+            if self._rows == 0:
+                return np.full((len(queries), k), -np.inf, np.float32), np.full(
+                    (len(queries), k), -1, np.int64
+                )
+            blocks = self._device_blocks()
+            masks = self._device_masks(filter)
+            ranges = self.ranges
+        device = blocks[0].devices().pop()
+        q = jax.device_put(queries, device)
+        quantized = self.precision != "float32"
+        if self.precision in ("int8", "binary"):
+            precision = "int8" if self.precision == "int8" else "ubinary"
+            scores, rows = search_blocks(
+                q, blocks, k, valid=masks, precision=precision, ranges=ranges,
+                candidates=rescore_,
+            )  # fmt: skip
+        else:
+            n = k * BFLOAT16_CANDIDATES if quantized and rescore_ else k
+            scores, rows = search_blocks(q, blocks, n, valid=masks)
+        if quantized and rescore_:
+            rows_np = np.asarray(rows).astype(np.int64)
+            with self._lock:
+                candidates = self._gather(np.maximum(rows_np, 0).ravel())
+            candidates = candidates.reshape(*rows_np.shape, self.dimension)
+            scores, rows = rescore(q, jax.device_put(candidates, device), rows, k)
+        scores, rows = np.asarray(scores, np.float32), np.asarray(rows).astype(np.int64)
+        return scores[:, :k], rows[:, :k]
+
+    def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[list[Hit]]:
+        with self._lock:
+            found = {r[0]: r for r in self._select("row", np.unique(rows[rows >= 0]).tolist())}
+        return [
+            [_hit(found[r], float(s)) for s, r in zip(qs, qr, strict=True) if r in found]
+            for qs, qr in zip(scores, rows, strict=True)
+        ]
+
+    # ------------------------------------------------------------------ device copy
+    def _device_blocks(self) -> list[jax.Array]:
+        """The vectors on the device in equal blocks, in the search precision (rebuilt where
+        rows changed since the last search)."""
+        if self.precision == "int8" and (self.ranges is None or self._rows > 2 * self._ranges_rows):
+            # Ranges from the vectors themselves, as sentence-transformers computes them; again
+            # once the index has doubled, re-quantizing every block.
+            alive = np.flatnonzero(self._alive[: self._rows])
+            sample = alive[:: max(1, len(alive) // 100_000)]
+            self.ranges = quantization_ranges(self._gather(sample))
+            self._ranges_rows = self._rows
+            self._blocks.clear()
+        R = self._rows_per_block()
+        if self._block_shape != (R, self.dimension):
+            self._reset_device()
+            self._block_shape = (R, self.dimension)
+        device = self.encoder.device if self.encoder else jax.devices()[0]
+        blocks = []
+        for b in range(math.ceil(self._rows / R)):
+            version = self._versions.get(b, 0)
+            cached = self._blocks.get(b)
+            if cached is None or cached[0] != version:
+                stop = min((b + 1) * R, self._rows)
+                host = np.zeros((R, self.dimension), np.float32)
+                host[: stop - b * R] = self._gather(np.arange(b * R, stop))
+                cached = (version, jax.device_put(self._quantize(host), device))
+                self._blocks[b] = cached
+            blocks.append(cached[1])
+        return blocks
+
+    def _device_masks(self, filter: Mapping[str, Any] | None) -> list[jax.Array]:
+        R = self._rows_per_block()
+        n = math.ceil(self._rows / R)
+        device = self.encoder.device if self.encoder else jax.devices()[0]
+        alive = np.zeros(n * R, bool)
+        alive[: self._rows] = self._alive[: self._rows]
+        if filter is not None:
+            where, params = filters.to_sql(filter)
+            allowed = np.zeros(n * R, bool)
+            rows = [r[0] for r in self._db.execute(f"SELECT row FROM items WHERE {where}", params)]
+            allowed[rows] = True
+            return [jax.device_put(m, device) for m in np.split(alive & allowed, n)]
+        masks = []
+        for b, mask in enumerate(np.split(alive, n)):
+            version = self._mask_versions.get(b, 0)
+            cached = self._masks.get(b)
+            if cached is None or cached[0] != version:
+                cached = (version, jax.device_put(mask, device))
+                self._masks[b] = cached
+            masks.append(cached[1])
+        return masks
+
+    def _quantize(self, vectors: np.ndarray) -> np.ndarray | jax.Array:
+        if self.precision == "bfloat16":
+            return jnp.asarray(vectors, jnp.bfloat16)
+        if self.precision == "int8":
+            return quantize_embeddings(vectors, "int8", ranges=self.ranges)
+        if self.precision == "binary":
+            return quantize_embeddings(vectors, "ubinary")
+        return vectors
+
+    def _rows_per_block(self) -> int:
+        if self._rows > BLOCK_ROWS:
+            return BLOCK_ROWS
+        return max(MIN_BLOCK_ROWS, 1 << max(self._rows - 1, 0).bit_length())
+
+    def _touch(self, rows: Iterable[int], *, data: bool) -> None:
+        """Mark the blocks holding `rows` changed (their data, or only their alive mask)."""
+        R = self._rows_per_block()
+        for b in {r // R for r in rows}:
+            self._mask_versions[b] = self._mask_versions.get(b, 0) + 1
+            if data:
+                self._versions[b] = self._versions.get(b, 0) + 1
+
+    def _reset_device(self) -> None:
+        self._blocks.clear()
+        self._masks.clear()
+        self._versions.clear()
+        self._mask_versions.clear()
+        self._block_shape = None
+
+    # ------------------------------------------------------------------ host vectors
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        """float32 `[len(rows), D]`: the vectors of these rows, from shards and pending rows."""
+        rows = np.asarray(rows, np.int64)
+        out = np.empty((len(rows), self.dimension), np.float32)
+        pieces = [*self._mapped, *self._pending]
+        starts = np.cumsum([0, *map(len, pieces)])
+        owner = np.searchsorted(starts, rows, side="right") - 1
+        for p in np.unique(owner):
+            at = owner == p
+            out[at] = pieces[p][rows[at] - starts[p]]
+        return out
+
+    def _flush_pending(self, folder: Path) -> None:
+        """Write the pending rows as a new shard file (not yet named by a manifest)."""
+        if not self._pending:
+            return
+        vectors = np.concatenate(self._pending)
+        start = self._rows - len(vectors)
+        shard = store.write_shard(
+            folder, f"vectors-{start:012d}-{secrets.token_hex(4)}.safetensors", vectors, start
+        )
+        self._shards.append(shard)
+        self._mapped.append(store.open_shard(folder, shard, self.dimension))
+        self._pending = []
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the index to the folder `path` (default: where it was loaded or last saved).
+
+        Only what changed is written: new vector shards and a snapshot of the item database,
+        then the manifest is replaced atomically; a save interrupted at any point leaves the
+        previous index loadable. Files no longer named by the manifest are removed.
+        """
+        with self._lock:
+            if path is None and self.path is None:
+                raise ValueError("this index was never saved: pass a folder to save it to")
+            folder = Path(path) if path is not None else self.path
+            folder = folder.resolve()
+            _check_index_folder(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            if folder != self.path:
+                for shard in self._shards:  # a new home: bring the saved shards along
+                    _link_or_copy(self.path / shard.file, folder / shard.file)
+            self._flush_pending(folder)
+            items_file = f"items-{secrets.token_hex(4)}.sqlite"
+            items_sha = store.snapshot(self._db, folder / items_file)
+            manifest = {
+                "format": store.FORMAT,
+                "format_version": store.FORMAT_VERSION,
+                "created_by": f"ferris-jax {_version.__version__}",
+                "model": self.model,
+                "dimension": self.dimension,
+                "similarity": self.similarity,
+                "normalized": self.similarity == "cosine",
+                "precision": self.precision,
+                "store_text": self.store_text,
+                "prompts": self.prompts,
+                "probe": {"text": PROBE_TEXT, "vector": self.probe} if self.probe else None,
+                "int8_ranges": self.ranges.tolist() if self.ranges is not None else None,
+                "int8_ranges_rows": self._ranges_rows,
+                "rows": self._rows,
+                "items": {"file": items_file, "sha256": items_sha, "count": len(self)},
+                "shards": [dataclasses.asdict(s) for s in self._shards],
+                "ann": None,
+            }
+            store.write_manifest(folder, manifest)
+            if self.path != folder:
+                self._mapped = [store.open_shard(folder, s, self.dimension) for s in self._shards]
+            self.path = folder
+            store.remove_unreferenced(folder, manifest)
+            return folder
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        encoder: Encoder | None = None,
+        *,
+        verify: bool = True,
+        **load_options: Any,
+    ) -> Index:
+        """Open a saved index.
+
+        Args:
+            path: the index folder.
+            encoder: the model to embed queries and new texts with (default: load the model
+                the manifest names, with `load_options` for `ferris_jax.load`). A model whose
+                vectors differ from the index's is refused.
+            verify: check every file's sha256 against the manifest first.
+        """
+        folder = Path(path).resolve()
+        manifest = store.read_manifest(folder)
+        where = folder / store.MANIFEST
+        try:
+            if verify:
+                store.verify(folder, manifest)
+            dimension = int(manifest["dimension"])
+            model = manifest["model"]
+            if encoder is None and model.get("name") is not None:
+                from ferris_jax.api import load
+
+                source = model["name"]
+                if model.get("path") and Path(model["path"]).is_dir():
+                    source = model["path"]
+                encoder = load(source, **load_options)
+            self = cls(
+                encoder,
+                precision=manifest["precision"],
+                similarity=manifest["similarity"],
+                store_text=manifest["store_text"],
+                dimension=dimension,
+                model=model["name"],
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, IndexFormatError):
+                raise
+            raise IndexFormatError(f"{where}: {type(e).__name__}: {e}") from None
+        if self.dimension != dimension:
+            raise IndexFormatError(
+                f"{where}: the index holds {dimension}-dimensional vectors; the encoder "
+                f"{self.model['name']!r} makes {self.dimension}"
+            )
+        probe = manifest.get("probe")
+        if encoder is not None and probe:
+            cosine = float(np.dot(self.probe, probe["vector"]))
+            cosine /= float(np.linalg.norm(self.probe) * np.linalg.norm(probe["vector"]))
+            if cosine < PROBE_MIN_COSINE:
+                raise IndexFormatError(
+                    f"{where}: built with model {model['name']!r}; {self.model['name']!r} embeds "
+                    f"differently (probe cosine {cosine:.3f}): load the index with its own model"
+                )
+        self.model = model
+        self.prompts = dict(manifest["prompts"])
+        self.probe = probe["vector"] if probe else None
+        if manifest.get("int8_ranges") is not None:
+            self.ranges = np.asarray(manifest["int8_ranges"], np.float32)
+            self._ranges_rows = int(manifest["int8_ranges_rows"])
+        self._shards = [Shard(**s) for s in manifest["shards"]]
+        self._mapped = [store.open_shard(folder, s, dimension) for s in self._shards]
+        self._rows = int(manifest["rows"])
+        if sum(s.rows for s in self._shards) != self._rows:
+            raise IndexFormatError(f"{where}: the shards hold a different number of rows")
+        store.restore(folder / manifest["items"]["file"], self._db)
+        self._alive = np.zeros(max(self._rows, 1024), bool)
+        rows = np.fromiter((r for (r,) in self._db.execute("SELECT row FROM items")), np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self._rows):
+            raise IndexFormatError(f"{folder / manifest['items']['file']}: rows out of range")
+        self._alive[rows] = True
+        self.path = folder
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    def _select(self, column: str, values: Sequence[Any], columns: str = "*") -> list[tuple]:
+        """Rows of the items table whose `column` is one of `values` (in parts of 500), as
+        (row, id, document_id, text, metadata) for `columns="*"`."""
+        out: list[tuple] = []
+        for part in _parts(list(values)):
+            marks = ",".join("?" * len(part))
+            query = f"SELECT {columns} FROM items WHERE {column} IN ({marks})"
+            out += self._db.execute(query, part).fetchall()
+        return out
+
+    def _probe_vector(self) -> list[float]:
+        return [float(x) for x in self.encoder.encode([PROBE_TEXT])[0]]
+
+    def __repr__(self) -> str:
+        return (
+            f"Index({self.model['name']!r}, items={len(self)}, dim={self.dimension}, "
+            f"{self.similarity}, {self.precision}, path={str(self.path) if self.path else None})"
+        )
+
+
+def _items(
+    texts: Any,
+    ids: Iterable[str] | None,
+    metadata: Iterable[Mapping[str, Any] | None] | None,
+    *,
+    allow_none: bool = False,
+) -> Iterator[_Item]:
+    """The items of an `add`: (id, document id, text, metadata) per input, checked lazily."""
+    if isinstance(texts, (str, Document, Chunk)):
+        texts = [texts]
+    ids_it = iter(ids) if ids is not None else None
+    meta_it = iter(metadata) if metadata is not None else None
+    for i, value in enumerate(texts):
+        meta = dict(next(meta_it, None) or {}) if meta_it is not None else {}
+        given = next(ids_it, None) if ids_it is not None else None
+        if ids_it is not None and given is None:
+            raise ValueError(f"ids has fewer entries than texts (none for text {i})")
+        if isinstance(value, Chunk):
+            meta = {
+                **value.metadata, **meta, "document_id": value.document_id,
+                "chunk_index": value.chunk_index, "start": value.start, "end": value.end,
+            }  # fmt: skip
+            document_id, text, default_id = value.document_id, value.text, value.id
+        elif isinstance(value, Document):
+            meta = {**value.metadata, **meta}
+            document_id, text, default_id = value.id, value.text, value.id
+        elif isinstance(value, str) or (allow_none and value is None):
+            document_id, text, default_id = None, value, None
+        else:
+            raise TypeError(
+                f"texts[{i}] is {type(value).__name__}, expected str, Document or Chunk"
+            )
+        item_id = given if given is not None else default_id or secrets.token_hex(12)
+        if not isinstance(item_id, str) or not item_id:
+            raise ValueError(f"ids[{i}] must be a non-empty string, got {item_id!r}")
+        if document_id is None:
+            document_id = item_id
+        yield _Item(item_id, document_id, text, meta)
+
+
+def _hit(row: tuple, score: float) -> Hit:
+    """A `Hit` from an items row (row, id, document_id, text, metadata)."""
+    return Hit(row[1], score, row[3], json.loads(row[4]), row[2])
+
+
+def _dump(metadata: dict[str, Any], id: str) -> str:
+    try:
+        return json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"metadata of {id!r} is not JSON-serializable: {e}") from None
+
+
+def _best_per_document(hits: list[Hit], k: int) -> list[Hit]:
+    best: dict[str, Hit] = {}
+    for hit in hits:
+        best.setdefault(hit.document_id or hit.id, hit)
+    return list(best.values())[:k]
+
+
+def _parts(values: list[Any], size: int = 500) -> Iterator[list[Any]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def _working_database() -> tuple[Any, str]:
+    """A scratch SQLite file (host memory stays flat however many items), removed with it."""
+    fd, name = tempfile.mkstemp(prefix="ferris-index-", suffix=".sqlite")
+    os.close(fd)
+    db = store.connect(name)
+    weakref.finalize(db, _remove, name)
+    return db, name
+
+
+def _remove(name: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+
+
+def _check_index_folder(folder: Path) -> None:
+    if folder == Path.cwd().resolve():
+        raise ValueError("refusing to save an index into the working directory: name a folder")
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / store.MANIFEST).exists():
+        raise ValueError(f"{folder} is a non-empty folder that holds no index: choose another")
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    if target.exists():
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _revision(path: Path) -> str | None:
+    """The Hugging Face snapshot a model was loaded from (its commit), when known."""
+    parts = Path(path).parts
+    if "snapshots" in parts and parts.index("snapshots") + 1 < len(parts):
+        return parts[parts.index("snapshots") + 1]
+    return None
