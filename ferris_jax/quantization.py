@@ -115,8 +115,8 @@ def unpack_binary(packed: np.ndarray, precision: str, dim: int, signed: bool = T
 def int8_query_weights(
     ranges: np.ndarray, precision: str = "int8"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`(scale [D], offset [D])` float32 such that `q . dequantize(c) = (q * scale) . c + q . offset`
-    for a float query `q` and int8/uint8 corpus vector `c`: the corpus needs no dequantization."""
+    """`(scale [D], offset [D])` float32 with `q . dequantize(c) = (q * scale) . c + q . offset`
+    for a float query `q` and an int8/uint8 corpus vector `c`: no corpus dequantization."""
     starts, steps = _steps(ranges)
     shift = 128 if precision == "int8" else 0
     return steps.astype(np.float32), (starts + shift * steps).astype(np.float32)

@@ -56,7 +56,7 @@ def top_k(scores: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
         return values[0], indices[0]
     if scores.ndim != 2:
         raise ValueError(f"scores must be [Q, N] or [N], got shape {scores.shape}")
-    q, n = scores.shape
+    n = scores.shape[1]
     b = bin_size(n, k)
     if k >= n:
         values, indices = jax.lax.top_k(scores, n)

@@ -117,7 +117,7 @@ def search_blocks(
         q = _query_operand(queries[start : start + chunk], kind, weights, W)
         best_s = jnp.full((chunk, n_out), -jnp.inf, jnp.float32)
         best_r = jnp.full((chunk, n_out), -1, jnp.int32)
-        for i, (block, mask) in enumerate(zip(blocks, masks)):
+        for i, (block, mask) in enumerate(zip(blocks, masks, strict=True)):
             best_s, best_r = _block_step(
                 q, block, mask, jnp.int32(i * R), best_s, best_r, n_out=n_out, kind=kind, dim=D
             )
@@ -185,8 +185,9 @@ def _prepare(precision, dtype, D, W, ranges):
         scale, offset = int8_query_weights(np.asarray(ranges), precision)
         return "int8", (jnp.asarray(scale), jnp.asarray(offset))
     if dtype not in (jnp.int8, jnp.uint8) or W != -(-D // 8):
+        want = f"[R, {-(-D // 8)}]"
         raise ValueError(
-            f"{precision} search needs packed int8/uint8 blocks [R, {-(-D // 8)}], got {dtype}[R, {W}]"
+            f"{precision} search needs packed int8/uint8 blocks {want}, got {dtype}[R, {W}]"
         )
     return precision, None
 
