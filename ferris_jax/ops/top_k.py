@@ -4,11 +4,14 @@
 row of 8M on an H200, against 4.7 ms for the matmul that made it). The two-stage form of the
 TPU-KNN paper (Chern et al., 2022) is exact when the second stage keeps whole bins:
 
-1. split each row into bins of `B` entries (strided: bin j holds entries j, j + N/B, ...) and
-   take each bin's maximum (one pass, fusible into the producer of the scores);
+1. split each row into bins of `B` consecutive entries and take each bin's maximum (one pass,
+   fusible into the producer of the scores);
 2. keep the `k` bins with the largest maxima: every entry of the true top-k lies in one of them
    (a bin holding the j-th best entry has a maximum >= it, and at most k bins can);
 3. gather those `k * B` entries and run `lax.top_k` over them.
+
+Ties: of bins with equal maxima `lax.top_k` keeps the lower-numbered, which holds the lower
+indices; so the tied entries a full sort keeps are among the candidates.
 
 Tie rule: equal values come out lower index first (as `lax.top_k` orders equal entries by
 position, and the candidates are gathered in index order). Entries equal
@@ -73,17 +76,14 @@ def top_k(scores: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
 def _two_stage(scores: jax.Array, k: int, b: int) -> tuple[jax.Array, jax.Array]:
     Q, N = scores.shape
     nb = -(-N // b)
-    # Bin j holds the strided entries j, j + nb, j + 2 nb, ...: the maxima are then an
-    # elementwise max of b contiguous rows, which vectorizes on every backend.
+    # Contiguous bins, so that of bins with equal maxima the lower-numbered one holds the lower
+    # indices (strided bins were faster on a CPU but broke the tie rule).
     padded = jnp.pad(scores, ((0, 0), (0, nb * b - N)), constant_values=-jnp.inf)
-    bin_max = padded.reshape(Q, b, nb).max(axis=1)  # [Q, nb]
+    bin_max = padded.reshape(Q, nb, b).max(axis=-1)  # [Q, nb]
     _, bins = jax.lax.top_k(bin_max, k)  # [Q, k]
+    # Candidates in ascending index order: lax.top_k's position tie rule is the index tie rule.
     bins = jnp.sort(bins, axis=-1)
-    # Candidate (t, i) is entry t * nb + bins[i]: row-major over (t, i) is ascending index order,
-    # so lax.top_k's position tie rule is the index tie rule.
-    cand = (jnp.arange(b, dtype=bins.dtype)[None, :, None] * nb + bins[:, None, :]).reshape(
-        Q, b * k
-    )
+    cand = (bins[:, :, None] * b + jnp.arange(b, dtype=bins.dtype)[None, None, :]).reshape(Q, k * b)
     inside = cand < N
     values = jnp.take_along_axis(scores, jnp.where(inside, cand, 0), axis=-1)
     values = jnp.where(inside, values, -jnp.inf)

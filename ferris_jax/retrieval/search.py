@@ -201,12 +201,12 @@ def _query_chunk(Q: int, R: int, budget: int) -> int:
 
 def _query_operand(q, kind, weights, W):
     if kind == "int8":
-        return q * weights[0]
+        return q * weights[0][None, :]
     if kind in ("binary", "ubinary"):  # sign bits packed like np.packbits: first bit is the MSB
         bits = jnp.pad(q > 0, ((0, 0), (0, 8 * W - q.shape[1]))).reshape(q.shape[0], W, 8)
-        return jnp.sum(bits.astype(jnp.uint8) << jnp.arange(7, -1, -1, dtype=jnp.uint8), -1).astype(
-            jnp.uint8
-        )
+        return jnp.sum(
+            bits.astype(jnp.uint8) << jnp.arange(7, -1, -1, dtype=jnp.uint8)[None, None, :], -1
+        ).astype(jnp.uint8)
     return q
 
 
@@ -244,5 +244,5 @@ def _scores(q, block, kind):
 
 def _unpack_signs(bits):
     shifts = jnp.arange(7, -1, -1, dtype=jnp.uint8)
-    unpacked = (bits[..., None] >> shifts) & jnp.uint8(1)
+    unpacked = (bits[:, :, None] >> shifts[None, None, :]) & jnp.uint8(1)
     return (2 * unpacked.astype(jnp.bfloat16) - 1).reshape(bits.shape[0], -1)
