@@ -69,12 +69,11 @@ def quantize_embeddings(
         raise ValueError(
             "embeddings to quantize must be float, got int8/uint8 (quantized already?)"
         )
-    if embeddings.ndim == 2 and embeddings.shape[0] == 0:
-        dim = embeddings.shape[1] if precision.endswith("int8") else (embeddings.shape[1] + 7) // 8
-        dtype = np.int8 if precision in ("int8", "binary") else np.uint8
-        return np.zeros((0, dim), np.float32 if precision == "float32" else dtype)
     if precision == "float32":
         return embeddings.astype(np.float32)
+    if embeddings.ndim == 2 and embeddings.shape[0] == 0:
+        dim = embeddings.shape[1] if precision.endswith("int8") else (embeddings.shape[1] + 7) // 8
+        return np.zeros((0, dim), np.int8 if precision in ("int8", "binary") else np.uint8)
     if precision.endswith("int8"):
         if ranges is None:
             ranges = quantization_ranges(embeddings, calibration_embeddings)

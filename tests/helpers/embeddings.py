@@ -4,6 +4,7 @@ shared by the search and quantization tests."""
 from __future__ import annotations
 
 import numpy as np
+
 from helpers.data import sts_sentences
 
 _CACHE: dict[str, np.ndarray] = {}
@@ -19,7 +20,7 @@ def sts_embeddings(minilm, split: str) -> np.ndarray:
 def brute_force(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The reference top-k of a full sort: `(values, indices)` best first, equal values lower
     index first, -inf entries as index -1, rows shorter than k padded with (-inf, -1)."""
-    q, n = scores.shape
+    n = scores.shape[1]
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     values = np.take_along_axis(scores, order, axis=1)
     if n < k:
