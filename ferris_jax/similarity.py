@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ferris_jax.ops.top_k import top_k as exact_top_k
 from ferris_jax.pooling import l2_normalize
 
 
@@ -41,6 +42,7 @@ SIMILARITY_FUNCTIONS = {
 def semantic_search(
     queries: jax.Array, corpus: jax.Array, *, top_k: int = 10, score_fn=cos_sim
 ) -> tuple[jax.Array, jax.Array]:
-    """The `top_k` best corpus rows per query: `(scores [n, k], indices [n, k])`, best first."""
+    """The `top_k` best corpus rows per query: `(scores [n, k], indices [n, k])`, best first
+    (k = min(top_k, corpus rows); equal scores lower index first; `ops.top_k`)."""
     scores = score_fn(queries, corpus)
-    return jax.lax.top_k(scores, min(top_k, scores.shape[-1]))
+    return exact_top_k(scores, min(top_k, scores.shape[-1]))
