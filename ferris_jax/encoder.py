@@ -34,6 +34,7 @@ from ferris_jax.ops.impl import check_impls, requested_impls
 from ferris_jax.pipeline import MAX_IN_FLIGHT, EmbeddedBatch, Pipeline
 from ferris_jax.platforms import platform_of
 from ferris_jax.programs import Programs
+from ferris_jax.quantization import PRECISIONS, quantize_embeddings
 from ferris_jax.runtime.backend import Backend
 from ferris_jax.similarity import SIMILARITY_FUNCTIONS
 from ferris_jax.tokenize import validate_texts
@@ -356,10 +357,8 @@ class Encoder:
         texts = validate_texts(texts)
         batch_size = require_int("batch_size", batch_size)
         truncate_dim = self._check_truncate_dim(truncate_dim)
-        if precision != "float32":
-            from ferris_jax.quantization import check_precision, quantize_embeddings
-
-            precision = check_precision(precision)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         truncated = np.zeros(len(texts), dtype=bool)
         if convert_to_tensor:
             parts: list[jax.Array] = []

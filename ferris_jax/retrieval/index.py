@@ -129,7 +129,8 @@ class Index:
         self._pending: list[np.ndarray] = []  # unsaved float32 rows after the last shard
         self._rows = 0
         self._alive = np.zeros(0, bool)
-        self._db, self._db_file = _working_database()
+        self._db, db_file = _working_database()
+        weakref.finalize(self, _close_database, self._db, db_file)
         self._blocks: dict[int, tuple[int, jax.Array]] = {}  # block -> (version, device array)
         self._masks: dict[int, tuple[int, jax.Array]] = {}
         self._versions: dict[int, int] = {}  # block -> version of its rows
@@ -500,7 +501,7 @@ class Index:
             # once the index has doubled, re-quantizing every block.
             alive = np.flatnonzero(self._alive[: self._rows])
             sample = alive[:: max(1, len(alive) // 100_000)]
-            self.ranges = quantization_ranges(self._gather(sample))
+            self.ranges = quantization_ranges(self._gather(np.resize(sample, max(len(sample), 2))))
             self._ranges_rows = self._rows
             self._blocks.clear()
         R = self._rows_per_block()
@@ -813,12 +814,11 @@ def _working_database() -> tuple[Any, str]:
     """A scratch SQLite file (host memory stays flat however many items), removed with it."""
     fd, name = tempfile.mkstemp(prefix="ferris-index-", suffix=".sqlite")
     os.close(fd)
-    db = store.connect(name)
-    weakref.finalize(db, _remove, name)
-    return db, name
+    return store.connect(name), name
 
 
-def _remove(name: str) -> None:
+def _close_database(db: Any, name: str) -> None:
+    db.close()
     with contextlib.suppress(OSError):
         os.unlink(name)
 
