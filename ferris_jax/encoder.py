@@ -393,7 +393,8 @@ class Encoder:
                     finish(pending.popleft())
             while pending:
                 finish(pending.popleft())
-        self._warn_truncated(truncated.sum(), len(texts), np.argmax(truncated))
+        if truncated.any():
+            self._warn_truncated(truncated.sum(), len(texts), np.argmax(truncated))
         if convert_to_tensor:
             rows = np.argsort(np.concatenate(order)) if order else np.zeros(0, np.int64)
             if parts:
