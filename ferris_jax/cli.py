@@ -253,8 +253,8 @@ def _add_index_commands(commands: Any, model: argparse.ArgumentParser) -> None:
         parents=[model, documents],
         help="chunk and embed documents into a new index (or continue an interrupted build)",
         description="Read documents, split them into token-bounded overlapping chunks, embed "
-        "them and save the index to the folder -o. Run again, the same command continues: documents "
-        "already in the index are skipped.",
+        "them and save the index to the folder -o. Run again, the same command continues: "
+        "documents already in the index are skipped.",
         allow_abbrev=False,
     )
     _add_sources(build)
@@ -617,20 +617,11 @@ def _document_items(documents: Any, index: Any, args: argparse.Namespace) -> Any
 
 
 def _progress(args: argparse.Namespace) -> Any:
-    """A progress bar of chunks on a terminal, else an object that ignores updates."""
-    if args.no_progress or not sys.stderr.isatty():
-        return contextlib.nullcontext(_NoBar())
+    """A progress bar of chunks, shown on a terminal unless --no-progress."""
     from tqdm.auto import tqdm
 
-    return tqdm(unit=" chunks", dynamic_ncols=True, file=sys.stderr)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix_str(self, s: str) -> None:
-        pass
+    show = not args.no_progress and sys.stderr.isatty()
+    return tqdm(unit=" chunks", dynamic_ncols=True, file=sys.stderr, disable=not show)
 
 
 def _ingest(index: Any, folder: Path, args: argparse.Namespace) -> None:
@@ -709,8 +700,8 @@ def _index_build(args: argparse.Namespace) -> int:
             index = Index.load(folder, encoder)
         except IndexFormatError as e:
             raise CommandError(
-                f"cannot continue the index at --output {args.output}: {e}; pass the model it "
-                "was built with as -m, or another --output"
+                f"cannot continue the index at --output {args.output}: {e}; or choose another "
+                "--output"
             ) from None
         if args.precision is not None and args.precision != index.precision:
             raise CommandError(
