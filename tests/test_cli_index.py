@@ -22,6 +22,27 @@ MAX_TOKENS = 48
 OVERLAP = 8
 
 
+_real_load = ferris_jax.load
+_loaded: dict[str, ferris_jax.Encoder] = {}
+
+
+def _cached_load(*args, **kwargs):
+    """ferris_jax.load, run for real once per distinct set of arguments: every command loads
+    the model (the index's own, for add/remove/info/search) and compiling it again is slow."""
+    key = repr((args, sorted(kwargs.items())))
+    if key not in _loaded:
+        _loaded[key] = _real_load(*args, **kwargs)
+    return _loaded[key]
+
+
+@pytest.fixture(autouse=True)
+def _load_once(monkeypatch):
+    import ferris_jax.api
+
+    monkeypatch.setattr(ferris_jax, "load", _cached_load)
+    monkeypatch.setattr(ferris_jax.api, "load", _cached_load)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict[str, Path]:
     """Eight Lee articles as .txt files in a folder, six as JSON Lines, two in one Markdown file."""
