@@ -1,10 +1,13 @@
-"""The `ferris-jax` command line: embed a text file, describe a model, list the presets.
+"""The `ferris-jax` command line: embed a text file, describe a model, list the presets, build
+and search an index.
 
     ferris-jax embed texts.txt -o vectors.npy
     cat texts.txt | ferris-jax embed -m e5-small-v2 --prompt-name query > vectors.jsonl
     ferris-jax info -m all-MiniLM-L6-v2
     ferris-jax models
     ferris-jax doctor
+    ferris-jax index build docs/ notes.jsonl -m all-MiniLM-L6-v2 -o my-index
+    ferris-jax search my-index "how do I reset my password?" -k 5
 
 Every expected failure prints one line, `ferris-jax: error: <message>`, and exits 2 for usage
 errors (found before any work starts) or 1 for runtime errors. JAX and the model are imported
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -39,6 +43,9 @@ PROG = "ferris-jax"
 FORMATS = ("npy", "jsonl")
 _SUFFIX_FORMATS = {".npy": "npy", ".jsonl": "jsonl", ".json": "jsonl"}
 _DTYPES = ("float32", "bfloat16", "float16")
+# Index search precisions (ferris_jax.retrieval.index.PRECISIONS, spelled out so that building
+# the parser imports no JAX).
+_PRECISIONS = ("float32", "bfloat16", "int8", "binary")
 
 _EMBED_EPILOG = """\
 input: one text per line, UTF-8 (a leading byte-order mark is ignored). Only the line ending
@@ -179,7 +186,150 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--backend", metavar="NAME", help="check this backend instead of auto")
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
     doctor.set_defaults(run=_doctor)
+    _add_index_commands(commands, model)
     return parser
+
+
+def _document_options() -> argparse.ArgumentParser:
+    """Options of the commands that read, chunk and embed documents into an index."""
+    parent = _Parser(add_help=False)
+    parent.add_argument("--batch-size", type=_int_at_least(1), default=64, metavar="N")
+    parent.add_argument(
+        "--max-tokens",
+        type=_int_at_least(1),
+        metavar="N",
+        help="tokens per chunk at most (default: as many as the model takes with its prompt)",
+    )
+    parent.add_argument(
+        "--overlap",
+        type=_int_at_least(0),
+        metavar="N",
+        help="tokens a chunk repeats from the one before, at most (default: max-tokens // 8)",
+    )
+    parent.add_argument(
+        "--no-chunk",
+        action="store_true",
+        help="embed each document whole, with its own id (a document too long for the model "
+        "is refused)",
+    )
+    parent.add_argument(
+        "--text-field", default="text", metavar="KEY", help="JSON Lines key of the text"
+    )
+    parent.add_argument("--id-field", default="id", metavar="KEY", help="JSON Lines key of the id")
+    parent.add_argument(
+        "--save-every",
+        type=_int_at_least(1),
+        default=8192,
+        metavar="N",
+        help="save the index after about every N chunks, so an interrupted run continues "
+        "from there when run again (default: 8192)",
+    )
+    parent.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    return parent
+
+
+def _add_sources(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCES",
+        help=".txt/.md files, folders of them (recursive) and .jsonl files (one document a line)",
+    )
+
+
+def _add_index_commands(commands: Any, model: argparse.ArgumentParser) -> None:
+    """The `index build/add/remove/info` and `search` commands."""
+    documents = _document_options()
+    index = commands.add_parser(
+        "index",
+        help="build, extend, shrink or describe a search index",
+        description="A persistent vector index of document chunks (see 'ferris-jax search').",
+        allow_abbrev=False,
+    )
+    actions = index.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    build = actions.add_parser(
+        "build",
+        parents=[model, documents],
+        help="chunk and embed documents into a new index (or continue an interrupted build)",
+        description="Read documents, split them into token-bounded overlapping chunks, embed "
+        "them and save the index to the folder -o. Run again, the same command continues: "
+        "documents already in the index are skipped.",
+        allow_abbrev=False,
+    )
+    _add_sources(build)
+    build.add_argument("-o", "--output", required=True, metavar="INDEX", help="index folder")
+    build.add_argument(
+        "--precision",
+        choices=_PRECISIONS,
+        help="how the index searches (default float32; int8/binary/bfloat16 are re-ranked "
+        "with the float32 vectors)",
+    )
+    build.set_defaults(run=_index_build)
+
+    backend = _Parser(add_help=False)
+    backend.add_argument("--backend", metavar="NAME", help="as in 'ferris-jax embed --help'")
+
+    add = actions.add_parser(
+        "add",
+        parents=[backend, documents],
+        help="chunk and embed more documents into an index, with the index's model",
+        description="Add documents to an index (documents already in it are skipped).",
+        allow_abbrev=False,
+    )
+    add.add_argument("index", metavar="INDEX", help="index folder")
+    _add_sources(add)
+    add.set_defaults(run=_index_add)
+
+    remove = actions.add_parser(
+        "remove",
+        parents=[backend],
+        help="remove chunks (or whole documents) from an index",
+        description="Remove items by id (chunk ids are DOCUMENT#K) and save the index.",
+        allow_abbrev=False,
+    )
+    remove.add_argument("index", metavar="INDEX", help="index folder")
+    remove.add_argument("ids", nargs="+", metavar="IDS", help="chunk ids, or document ids")
+    remove.add_argument(
+        "--document", action="store_true", help="the IDS are documents: remove all their chunks"
+    )
+    remove.add_argument(
+        "--compact", action="store_true", help="also drop the removed vectors from the files"
+    )
+    remove.set_defaults(run=_index_remove)
+
+    info = actions.add_parser(
+        "info",
+        parents=[backend],
+        help="describe an index",
+        description="Print what an index holds and how it searches.",
+        allow_abbrev=False,
+    )
+    info.add_argument("index", metavar="INDEX", help="index folder")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(run=_index_info)
+
+    search = commands.add_parser(
+        "search",
+        parents=[backend],
+        help="search an index",
+        description="Embed each QUERY with the index's model and print the best chunks.",
+        allow_abbrev=False,
+    )
+    search.add_argument("index", metavar="INDEX", help="index folder")
+    search.add_argument("queries", nargs="+", metavar="QUERY")
+    search.add_argument("-k", "--top-k", type=_int_at_least(1), default=5, metavar="K")
+    search.add_argument(
+        "--filter",
+        metavar="JSON",
+        help='metadata conditions, e.g. \'{"source": "docs/a.md"}\' or '
+        '\'{"year": {"$gte": 2020}}\'',
+    )
+    search.add_argument(
+        "--by-document", action="store_true", help="the best chunk of each of the K best documents"
+    )
+    search.add_argument("--json", action="store_true", help="print JSON lines, one per hit")
+    search.set_defaults(run=_search)
 
 
 # ---------------------------------------------------------------- input and output
@@ -367,8 +517,6 @@ def _human(value: Any) -> str:
 
 
 def _models(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from ferris_jax.loading.hub import is_available_offline
     from ferris_jax.loading.presets import list_presets
 
@@ -404,6 +552,254 @@ def _models(args: argparse.Namespace) -> int:
         ]
         print("  ".join(cells))
     return 0
+
+
+# ---------------------------------------------------------------- index and search
+def _index_folder(path: str) -> Path:
+    """An existing index folder, or a CommandError that says what is there instead."""
+    from ferris_jax.retrieval.store import MANIFEST
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CommandError(f"{path}: no such index folder; build one with '{PROG} index build'")
+    if not (folder / MANIFEST).is_file():
+        raise CommandError(
+            f"{path}: not an index (no {MANIFEST}); build one with '{PROG} index build'"
+        )
+    return folder
+
+
+def _open_index(path: str, backend: str | None = None) -> Any:
+    """The index at `path` with the model it was built with."""
+    from ferris_jax.retrieval.index import Index
+
+    return Index.load(_index_folder(path), backend=backend)
+
+
+def _check_document_options(args: argparse.Namespace) -> None:
+    if args.no_chunk and (args.max_tokens is not None or args.overlap is not None):
+        raise UsageError("--no-chunk embeds whole documents: drop --max-tokens and --overlap")
+
+
+def _documents(args: argparse.Namespace) -> Any:
+    """The documents of SOURCES, read lazily (missing sources are named at once)."""
+    from ferris_jax.retrieval.sources import read_documents
+
+    return read_documents(args.sources, text_field=args.text_field, id_field=args.id_field)
+
+
+def _document_items(documents: Any, index: Any, args: argparse.Namespace) -> Any:
+    """The items to add of each document with text: its chunks, or with --no-chunk the
+    document whole (refused if the model would truncate it)."""
+    import itertools
+
+    from ferris_jax.retrieval.chunking import chunk_documents
+    from ferris_jax.retrieval.sources import Document
+
+    chunks = chunk_documents(
+        documents,
+        index.encoder,
+        max_tokens=args.max_tokens,
+        overlap=0 if args.no_chunk else args.overlap,
+        prompt=index.prompts["document"],
+    )
+    for document_id, group in itertools.groupby(chunks, key=lambda c: c.document_id):
+        items = list(group)
+        if args.no_chunk:
+            if len(items) > 1:
+                raise CommandError(
+                    f"document {document_id!r} ({items[0].metadata.get('source', 'no source')}) "
+                    f"is longer than the {index.encoder.max_seq_length} tokens the model takes "
+                    "and would be truncated; drop --no-chunk to split it into chunks"
+                )
+            items = [Document(document_id, items[0].text, items[0].metadata)]
+        yield items
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    """A progress bar of chunks, shown on a terminal unless --no-progress."""
+    from tqdm.auto import tqdm
+
+    show = not args.no_progress and sys.stderr.isatty()
+    return tqdm(unit=" chunks", dynamic_ncols=True, file=sys.stderr, disable=not show)
+
+
+def _ingest(index: Any, folder: Path, args: argparse.Namespace) -> None:
+    """Stream SOURCES into `index` as chunks, saving it to `folder` after about every
+    --save-every chunks, and print the summary line. A document whose last item is already in
+    the index is skipped; one that an interrupted run added in part is removed and added again,
+    so running an interrupted command again finishes it."""
+    start = time.perf_counter()
+    counts = {"read": 0, "skipped": 0, "added": 0, "chunks": 0}
+
+    def counted(documents: Any) -> Any:
+        for document in documents:
+            counts["read"] += 1
+            yield document
+
+    pending: list[Any] = []
+    with _progress(args) as bar:
+
+        def fed(items: list[Any]) -> Any:
+            for item in items:
+                bar.update(1)
+                yield item
+
+        def save() -> None:
+            index.add(
+                fed(pending),
+                batch_size=args.batch_size,
+                chunk_size=max(4 * args.batch_size, 256),  # the bar follows the embedding
+                show_progress_bar=False,
+            )
+            index.save(folder)
+            counts["chunks"] += len(pending)
+            pending.clear()
+
+        for items in _document_items(counted(_documents(args)), index, args):
+            if items[-1].id in index:
+                counts["skipped"] += 1
+                continue
+            index.remove([item.id for item in items])  # left in part by an interrupted run
+            pending += items
+            counts["added"] += 1
+            bar.set_postfix_str(f"{counts['added']} documents", refresh=False)
+            if len(pending) >= args.save_every:
+                save()
+        if pending or index.path is None:
+            save()
+    seconds = time.perf_counter() - start
+    skipped = counts["skipped"]
+    print(
+        f"{PROG}: {counts['read']} documents read, {counts['added']} added "
+        f"({skipped} already in the index, skipped), {counts['chunks']} chunks "
+        f"in {seconds:.2f} s ({counts['chunks'] / max(seconds, 1e-9):.1f} chunks/s) -> {folder}",
+        file=sys.stderr,
+    )
+
+
+def _index_build(args: argparse.Namespace) -> int:
+    from ferris_jax.retrieval.store import MANIFEST
+
+    _check_document_options(args)
+    folder = Path(args.output)
+    exists = (folder / MANIFEST).is_file()
+    if folder.exists() and not folder.is_dir():
+        raise CommandError(f"--output {args.output} exists and is not a folder")
+    if not exists and folder.is_dir() and any(folder.iterdir()):
+        raise CommandError(
+            f"--output {args.output} is a non-empty folder that holds no index; name a new folder"
+        )
+    _documents(args)  # a missing or unreadable source fails here, before the model loads
+    encoder = _load(args)
+    from ferris_jax.retrieval.index import Index
+    from ferris_jax.retrieval.store import IndexFormatError
+
+    if exists:
+        try:
+            index = Index.load(folder, encoder)
+        except IndexFormatError as e:
+            raise CommandError(
+                f"cannot continue the index at --output {args.output}: {e}; or choose another "
+                "--output"
+            ) from None
+        if args.precision is not None and args.precision != index.precision:
+            raise CommandError(
+                f"the index at --output {args.output} searches in {index.precision}, not "
+                f"--precision {args.precision}; drop --precision to continue it"
+            )
+    else:
+        index = Index(encoder, precision=args.precision or "float32")
+    _ingest(index, folder, args)
+    return 0
+
+
+def _index_add(args: argparse.Namespace) -> int:
+    _check_document_options(args)
+    folder = _index_folder(args.index)
+    _documents(args)
+    index = _open_index(args.index, args.backend)
+    _ingest(index, folder, args)
+    return 0
+
+
+def _index_remove(args: argparse.Namespace) -> int:
+    index = _open_index(args.index, args.backend)
+    removed = index.remove(args.ids, by_document=args.document)
+    if args.compact:
+        index.compact()
+    index.save()
+    what = "documents" if args.document else "ids"
+    print(
+        f"{PROG}: removed {removed} item{'' if removed == 1 else 's'} of {len(args.ids)} {what}"
+        f" given; {len(index)} left{' (compacted)' if args.compact else ''}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _index_info(args: argparse.Namespace) -> int:
+    info = _open_index(args.index, args.backend).info()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    width = max(map(len, info))
+    for key, value in info.items():
+        print(f"{key + ':':<{width + 1}} {_human(value)}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    search_filter = None
+    if args.filter is not None:
+        from ferris_jax.retrieval import filters
+
+        try:
+            search_filter = json.loads(args.filter)
+        except json.JSONDecodeError as e:
+            raise UsageError(
+                f"--filter {args.filter!r} is not valid JSON ({e.msg} at column {e.colno + 1}); "
+                """write it like '{"source": "docs/a.md"}'"""
+            ) from None
+        try:
+            filters.to_sql(search_filter)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"--filter: {e}") from None
+    index = _open_index(args.index, args.backend)
+    results = index.search(
+        list(args.queries), top_k=args.top_k, filter=search_filter, by_document=args.by_document
+    )
+    for query, hits in zip(args.queries, results, strict=True):
+        if args.json:
+            for rank, hit in enumerate(hits, start=1):
+                record = {"query": query, "rank": rank, **dataclasses.asdict(hit)}
+                print(json.dumps(record, ensure_ascii=False))
+        else:
+            if len(args.queries) > 1:
+                print(f"query: {query}")
+            print_hits(hits)
+            if len(args.queries) > 1:
+                print()
+    return 0
+
+
+def print_hits(hits: Sequence[Any], width: int | None = None) -> None:
+    """A table of hits: rank, score, id and the passage on one line, cut to the terminal width."""
+    if not hits:
+        print("(no results)")
+        return
+    import shutil
+
+    width = width or shutil.get_terminal_size().columns
+    rows = [("RANK", "SCORE", "ID")]
+    rows += [(str(r), f"{h.score:.4f}", h.id) for r, h in enumerate(hits, start=1)]
+    widths = [max(len(row[c]) for row in rows) for c in range(3)]
+    room = max(width - sum(widths) - 2 * 3, 20)
+    for r, row in enumerate(rows):
+        text = "TEXT" if r == 0 else " ".join((hits[r - 1].text or "").split())
+        if len(text) > room:
+            text = text[: room - 1] + "…"
+        print(f"{row[0]:>{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  {text}")
 
 
 # ---------------------------------------------------------------- entry point

@@ -344,12 +344,14 @@ class Index:
         self._db.execute("RELEASE adding")
 
     # ------------------------------------------------------------------ removing
-    def remove(self, ids: str | Iterable[str]) -> int:
+    def remove(self, ids: str | Iterable[str], *, by_document: bool = False) -> int:
         """Remove items by id (ids not in the index are ignored); the number removed. Their
-        vectors stay on disk, unsearchable, until `compact()`."""
+        vectors stay on disk, unsearchable, until `compact()`. With `by_document=True` the ids
+        are document ids and every item (chunk) of those documents is removed."""
         ids = [ids] if isinstance(ids, str) else list(ids)
+        column = "document_id" if by_document else "id"
         with self._lock:
-            rows = np.array([r[0] for r in self._select("id", ids, columns="row")], np.int64)
+            rows = np.array([r[0] for r in self._select(column, ids, columns="row")], np.int64)
             for part in _parts(rows.tolist()):
                 marks = ",".join("?" * len(part))
                 self._db.execute(f"DELETE FROM items WHERE row IN ({marks})", part)
