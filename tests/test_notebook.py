@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
+from helpers.data import lee_corpus
 from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
@@ -70,3 +72,81 @@ def test_quickstart_notebook(monkeypatch):
 
     programs = _stdout(next(c for c in code if "compiled_programs" in c.source))
     assert programs.startswith("[(")
+
+
+# A passage line of 02_semantic_search: "  <score>  <document id>  chars <start>-<end>  <text>".
+_PASSAGE = re.compile(r"  (\d\.\d{3})  (lee-\d{3})  chars (\d+)-(\d+)  (.+)")
+_RECALL = re.compile(r"(\w+) +rescore=(True|False) +recall@10 = (\d\.\d{3})")
+
+
+def _passages(text: str, query: str) -> list[tuple[float, str, int, int, str]]:
+    """The passages printed under `query`, best first: (score, document id, start, end, text)."""
+    lines = text.splitlines()
+    hits = []
+    for line in lines[lines.index(query) + 1 :]:
+        match = _PASSAGE.fullmatch(line)
+        if match is None:
+            break
+        score, document, start, end, passage = match.groups()
+        hits.append((float(score), document, int(start), int(end), passage))
+    return hits
+
+
+@pytest.mark.slow
+def test_semantic_search_notebook(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+
+    nb = _execute(NOTEBOOKS / "02_semantic_search.ipynb")
+
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    outputs = [o for cell in code for o in cell.outputs]
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert not errors, [f"{o.ename}: {o.evalue}" for o in errors]
+    stderr = [o.text for o in outputs if o.get("name") == "stderr"]
+    assert not stderr, f"the notebook printed warnings: {stderr}"
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the recall plot was not drawn"
+
+    articles = lee_corpus()
+    printed = "".join(_stdout(c) for c in code if "show(question" in c.source)
+
+    def article(document: str) -> str:
+        return articles[int(document.removeprefix("lee-"))]
+
+    def passages(query: str, k: int) -> list[tuple[float, str, int, int, str]]:
+        hits = _passages(printed, query)
+        assert len(hits) == k, (query, hits)
+        scores = [h[0] for h in hits]
+        assert scores == sorted(scores, reverse=True), (query, scores)
+        for _, document, start, end, passage in hits:  # the offsets locate the passage
+            assert start < end <= len(article(document))
+            assert article(document)[start:end].startswith(passage.removesuffix("...")), passage
+        return hits
+
+    actor = passages("Which actor from Yes Minister has died?", 3)
+    assert actor[0][1:3] == ("lee-045", 0)
+    assert actor[0][4].startswith("Sir Nigel Hawthorne, the British actor")
+    for query, word in [
+        ("Who is leading the Sydney to Hobart yacht race?", "Hobart"),
+        ("Why is there trouble at the Woomera detention centre?", "Woomera"),
+    ]:
+        assert all(word in article(h[1]) for h in passages(query, 3)), query
+
+    by_document = passages("Will the Qantas maintenance workers strike?", 5)
+    assert len({h[1] for h in by_document}) == 5, "by_document=True repeated an article"
+    assert all("Qantas" in article(h[1]) for h in by_document)
+    filtered = passages("bushfires near Sydney", 3)
+    assert all(int(h[1].removeprefix("lee-")) < 100 for h in filtered), "filter line <= 100"
+    assert all("fire" in article(h[1]) for h in filtered)
+
+    reload = _stdout(next(c for c in code if "reloaded" in c.source))
+    assert "same results after reload: True" in reload
+
+    text = _stdout(next(c for c in code if "recall@10" in c.source))
+    assert "float32 equals brute force: True" in text
+    recall = {(p, r == "True"): float(v) for p, r, v in _RECALL.findall(text)}
+    assert set(recall) == {(p, r) for p in ("bfloat16", "int8", "binary") for r in (True, False)}
+    assert all(0 <= v <= 1 for v in recall.values()), recall
+    assert recall["int8", True] >= 0.99, recall
+    assert recall["bfloat16", True] >= 0.99, recall
+    assert recall["binary", True] >= recall["binary", False], recall
