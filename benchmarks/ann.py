@@ -71,7 +71,7 @@ def real_vectors() -> tuple[np.ndarray, np.ndarray]:
     queries = sts_sentences("test")
     corpus = list(dict.fromkeys(sts_sentences("train") + sts_sentences("dev") + lee_sentences()))
     corpus = [t for t in corpus if t not in set(queries)]
-    digest = hashlib.sha256("\n".join(corpus + ["--"] + queries).encode()).hexdigest()[:12]
+    digest = hashlib.sha256("\n".join([*corpus, "--", *queries]).encode()).hexdigest()[:12]
     path = CACHE / f"ann-vectors-{digest}.npz"
     if path.is_file():
         with np.load(path) as f:
@@ -113,7 +113,9 @@ def exact_top_k(corpus: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean fraction of the true top-k found (order ignored)."""
-    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
+    return float(
+        np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)])
+    )
 
 
 def _rss_mb() -> float:
@@ -162,7 +164,9 @@ def faiss_hnsw(m: int, ef_construction: int, ef_search: int, sq8: bool = False):
         faiss.omp_set_num_threads(threads)
         d = corpus.shape[1]
         if sq8:
-            index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, m, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexHNSWSQ(
+                d, faiss.ScalarQuantizer.QT_8bit, m, faiss.METRIC_INNER_PRODUCT
+            )
             index.train(corpus)
         else:
             index = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
