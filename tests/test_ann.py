@@ -84,7 +84,7 @@ def test_rows_are_the_callers_numbers(vectors):
 
 def test_removed_rows_are_never_returned(vectors):
     corpus, queries = vectors
-    ann = fresh(corpus)
+    ann = fresh(corpus, exact_below=0)  # the graph search, which walks through tombstones
     removed = np.random.default_rng(1).random(len(corpus)) < 0.3
     ann.remove(np.flatnonzero(removed))
     assert len(ann) == (~removed).sum() and ann.tombstones == removed.sum()
@@ -98,6 +98,10 @@ def test_removed_rows_are_never_returned(vectors):
         ann.remove(np.flatnonzero(removed)[:1])
     ann.add(np.flatnonzero(removed)[:5], corpus[removed][:5])  # a compacted row can come back
     assert len(ann) == (~removed).sum() + 5
+    empty = AnnIndex(corpus.shape[1])
+    with pytest.raises(ValueError, match="row 3 is not in the index"):
+        empty.remove(np.array([3]))
+    assert empty.search(queries[:2], K)[1].tolist() == [[-1] * K] * 2
 
 
 @pytest.mark.parametrize("exact_below", [10_000, 0], ids=["exact-among-allowed", "graph"])
@@ -122,9 +126,9 @@ def test_filter_of_one_percent_still_gives_k_allowed_rows(vectors, exact_below):
 def test_fewer_allowed_rows_than_k_are_padded(vectors, index):
     corpus, queries = vectors
     allowed = np.zeros(len(corpus), bool)
-    allowed[[5, 17, 3000]] = True
+    allowed[[5, 17, 2000]] = True
     scores, rows = index.search(queries[:4], K, allowed=allowed)
-    assert (np.sort(rows[:, :3], axis=1) == [5, 17, 3000]).all()
+    assert (np.sort(rows[:, :3], axis=1) == [5, 17, 2000]).all()
     assert (rows[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
     scores, rows = index.search(queries[:2], K, allowed=np.zeros(len(corpus), bool))
     assert (rows == -1).all() and np.isneginf(scores).all()

@@ -60,8 +60,8 @@ class AnnIndex:
         m: HNSW neighbours per node (FAISS's `M`); more raises recall, memory and build time.
         ef_construction: Beam width while building the graph.
         ef_search: Beam width while searching (recall against speed).
-        exact_below: Searches whose filter allows at most this many rows compare the query with
-            each allowed vector instead of walking the graph.
+        exact_below: Searches restricted (by a filter or by removals) to at most this many
+            rows compare the query with each of their vectors instead of walking the graph.
     """
 
     def __init__(
@@ -153,8 +153,9 @@ class AnnIndex:
         """
         rows = _as_rows(rows, "rows")
         positions = self._positions(rows)
-        missing = (positions < 0) | ~self._live[np.maximum(positions, 0)]
-        if len(rows) and missing.any():
+        missing = positions < 0
+        missing[~missing] = ~self._live[positions[~missing]]
+        if missing.any():
             raise ValueError(f"row {int(rows[missing][0])} is not in the index")
         self._live[positions] = False
 
@@ -197,7 +198,8 @@ class AnnIndex:
                 scores, positions = self._exact(queries, k, np.flatnonzero(selected))
             else:
                 scores, positions = self._graph_search(queries, k, selected, n_selected)
-        rows = np.where(positions >= 0, self._rows[np.maximum(positions, 0)], -1)
+        rows = np.full(positions.shape, -1, np.int64)
+        rows[positions >= 0] = self._rows[positions[positions >= 0]]
         return scores, rows
 
     def _selection(self, allowed: np.ndarray | None) -> np.ndarray | None:
