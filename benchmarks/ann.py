@@ -288,6 +288,40 @@ def measure(name, corpus, queries, truth, threads, repeats, single_queries):
     return row
 
 
+def measure_filters(corpus, queries, fractions, repeats, options):
+    """ferris_jax's AnnIndex under filters allowing each fraction of the rows (seeded, random
+    rows): recall@10 against exact search among the allowed rows, and queries/s."""
+    from ferris_jax.retrieval.ann import AnnIndex
+
+    t = time.perf_counter()
+    index = AnnIndex(corpus.shape[1], **options)
+    index.add(np.arange(len(corpus)), corpus)
+    rows = [
+        {"library": "ferris-AnnIndex", "filter": 1.0, "build_s": round(time.perf_counter() - t, 2)}
+    ]
+    rng = np.random.default_rng(0)
+    for fraction in [1.0, *fractions]:
+        allowed = rng.random(len(corpus)) < fraction if fraction < 1 else None
+        keep = np.flatnonzero(allowed) if allowed is not None else np.arange(len(corpus))
+        truth = keep[exact_top_k(corpus[keep], queries, K)]
+        found = index.search(queries, K, allowed=allowed)[1]
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for s in range(0, len(queries), 1024):
+                index.search(queries[s : s + 1024], K, allowed=allowed)
+            times.append(time.perf_counter() - t)
+        row = rows[-1] if fraction == 1.0 else {"library": "ferris-AnnIndex"}
+        row.update(
+            {"filter": fraction, "n": len(corpus), "recall@10": round(recall(found, truth), 4)}
+        )
+        row["qps_batch1024"] = round(len(queries) / statistics.median(times))
+        row["short_results"] = int((found < 0).sum())
+        if row is not rows[-1]:
+            rows.append(row)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--libraries", default=",".join(CANDIDATES), help="comma-separated names")
@@ -298,6 +332,12 @@ def main(argv=None):
     p.add_argument("--noise", type=float, default=0.025)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", help="write the rows as JSON here")
+    p.add_argument(
+        "--filters",
+        default="0.5,0.1,0.01",
+        help="allowed fractions for ferris_jax's AnnIndex ('' to skip it)",
+    )
+    p.add_argument("--exact-below", type=int, help="AnnIndex's exact_below (default: auto)")
     p.add_argument("--vectors", help="an .npz cache written by an earlier run (another venv)")
     args = p.parse_args(argv)
 
@@ -318,13 +358,20 @@ def main(argv=None):
         _log(f"{label}: {len(corpus)} vectors, exact numpy search {exact_qps:.0f} queries/s")
         rows.append({"library": "exact-numpy", "corpus": label, "n": len(corpus)})
         rows[-1].update({"recall@10": 1.0, "qps_batch1024": round(exact_qps)})
-        for name in args.libraries.split(","):
+        for name in [n for n in args.libraries.split(",") if n]:
             row = measure(
                 name, corpus, queries, truth, args.threads, args.repeats, args.single_queries
             )
             rows.append({"corpus": label, **row})
             _log(json.dumps(rows[-1]))
-    cols = ["corpus", "library", "n", "recall@10", "build_s", "qps_single", "p50_single_ms"]
+        if args.filters:
+            fractions = [float(f) for f in args.filters.split(",")]
+            options = {"exact_below": args.exact_below}
+            for row in measure_filters(corpus, queries, fractions, args.repeats, options):
+                rows.append({"corpus": label, **row})
+                _log(json.dumps(rows[-1]))
+    cols = ["corpus", "library", "filter", "n", "recall@10", "build_s", "qps_single"]
+    cols += ["p50_single_ms"]
     cols += ["qps_batch1024", "index_mb", "rss_growth_mb"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
@@ -332,6 +379,7 @@ def main(argv=None):
         print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
     if args.out:
         meta = {"threads": args.threads, "noise": args.noise, "repeats": args.repeats}
+        meta["exact_below"] = args.exact_below
         meta["command"] = " ".join(sys.argv)
         meta["loadavg"] = os.getloadavg()
         Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
