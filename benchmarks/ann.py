@@ -1,10 +1,20 @@
 """Approximate nearest-neighbour libraries on real all-MiniLM-L6-v2 embeddings: recall@10 against
 exact search, queries/s (one query per call and batches of 1,024), build time and memory.
 
-    python -m benchmarks.ann                                   # 2 shared cores: ~10 minutes
-    python -m benchmarks.ann --threads 16 --scale 1000000 --repeats 5 --out ann-16.json
+    python -m benchmarks.ann --scale 100000 --libraries usearch-f32-M16,usearch-i8-M16,\
+        faiss-hnsw-M16,faiss-ivfflat-np16 --filters ''    # 2 busy cores: ~20 minutes
+    python -m benchmarks.ann --scale 100000 --libraries ''  # AnnIndex under filters only
+    python -m benchmarks.ann --threads 16 --scale 200000,1000000 --repeats 5 --out ann-16.json
 
-Vectors (cached in .bench/ann-vectors.npz, keyed by the texts' digest):
+LanceDB runs in a venv of its own (pip install lancedb), from the vectors of an earlier run:
+`python -m benchmarks.ann --vectors .bench/ann-vectors-<digest>.npz --filters '' --scale 0
+--libraries lancedb-ivf-hnsw-sq-np16,lancedb-ivf-flat-np16`.
+
+After the libraries, ferris_jax's own `AnnIndex` (FAISS HNSW) is measured without a filter and
+with filters allowing `--filters` fractions of the rows: recall@10 against exact search among
+the allowed rows, queries/s, and `short_results` (result slots left at -1; should be 0).
+
+Vectors (cached in .bench/ann-vectors-<digest>.npz, keyed by the texts' digest):
 
 - real: every distinct sentence of the STS Benchmark train and dev splits plus the Lee
   background corpus split into sentences is the corpus; the distinct sentences of the STS test
