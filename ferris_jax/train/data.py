@@ -261,7 +261,7 @@ def _check_texts(texts: list[str], where) -> None:
         validate_texts(texts)
     except ValueError as e:
         i = int(str(e).split("]", 1)[0].rsplit("[", 1)[1])
-        raise ValueError(f"{where(i)}: {str(e).split(' ', 1)[1]}") from None
+        raise ValueError(f"{where(i)} {str(e).split(' ', 1)[1]}") from None
 
 
 def load_train_data(source: Any, **kwargs: Any) -> TrainDataset:
