@@ -1,0 +1,501 @@
+"""Training data: examples from Python lists, JSON Lines files or a `datasets.Dataset`; the
+no-duplicates batch sampler; and batches of examples as padded token arrays per column.
+
+Columns follow sentence-transformers: every text column in order (anchor, positive,
+negatives...), and a "label"/"labels"/"score"/"scores" column, if any, as the float label (e.g.
+CoSENT's similarity scores). A batch is tokenized per column with its prompt and padded into the
+encoder's bucket grid (`Encoder.bucket_policy`), so a run compiles a handful of shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import numbers
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ferris_jax.batching import TokenBatch, pad
+from ferris_jax.errors import require_int
+from ferris_jax.tokenize import validate_texts
+
+if TYPE_CHECKING:
+    from ferris_jax.encoder import Encoder
+
+# The columns sentence-transformers' data collator takes as the label, first found first.
+LABEL_COLUMNS = ("label", "labels", "score", "scores")
+
+
+def default_column_names(n: int) -> tuple[str, ...]:
+    """Names of `n` text columns as sentence-transformers' hard-negative mining writes them:
+    anchor, positive, then negative (one) or negative_1, negative_2, ... (several)."""
+    if n <= 2:
+        return ("anchor", "positive")[:n]
+    if n == 3:
+        return ("anchor", "positive", "negative")
+    return ("anchor", "positive", *(f"negative_{i}" for i in range(1, n - 1)))
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainDataset:
+    """Training examples held as columns: `columns[c][i]` is text column c of example i.
+
+    Build with `from_list`, `from_jsonl`, `from_hf` or `load_train_data`.
+    """
+
+    column_names: tuple[str, ...]
+    columns: tuple[tuple[str, ...], ...]
+    labels: np.ndarray | None = None  # float32 [n]
+
+    def __post_init__(self):
+        if not self.columns or len(self.columns) != len(self.column_names):
+            raise ValueError(
+                f"need at least one text column and one name per column, got {len(self.columns)} "
+                f"columns named {self.column_names}"
+            )
+        n = len(self.columns[0])
+        sizes = [len(c) for c in self.columns] + ([] if self.labels is None else [len(self.labels)])
+        if any(s != n for s in sizes):
+            raise ValueError(f"columns {self.column_names} (and labels) differ in length: {sizes}")
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def __getitem__(self, i: int) -> tuple[Any, ...]:
+        """Example i: its texts, then its label if the dataset has labels."""
+        texts = tuple(c[i] for c in self.columns)
+        return texts if self.labels is None else (*texts, float(self.labels[i]))
+
+    def select(self, indices: Sequence[int]) -> TrainDataset:
+        """The examples `indices`, in that order."""
+        rows = np.asarray(indices, dtype=np.int64)
+        return TrainDataset(
+            self.column_names,
+            tuple(tuple(c[i] for i in rows) for c in self.columns),
+            None if self.labels is None else self.labels[rows],
+        )
+
+    @classmethod
+    def from_list(
+        cls, rows: Iterable[Sequence[Any]], column_names: Sequence[str] | None = None
+    ) -> TrainDataset:
+        """Examples from tuples of texts: pairs, triplets or (anchor, positive, negatives...),
+        each optionally followed by a number, the label (e.g. `(s1, s2, 0.8)` for CoSENT).
+
+        Args:
+            rows: one tuple per example, all of the same form.
+            column_names: names of the text columns (default: `default_column_names`).
+        """
+        rows = list(rows)
+        if not rows:
+            raise ValueError("rows is empty: training needs at least one example")
+        first = rows[0]
+        if isinstance(first, (str, bytes, Mapping)) or not isinstance(first, Sequence):
+            raise TypeError(
+                f"rows[0] is {type(first).__name__}; each example must be a tuple of texts, "
+                "e.g. (anchor, positive) or (sentence1, sentence2, score)"
+            )
+        labelled = len(first) > 0 and _is_number(first[-1])
+        width = len(first) - labelled
+        if width < 1:
+            raise ValueError(f"rows[0] = {first!r:.80} has no text")
+        texts: list[list[str]] = [[] for _ in range(width)]
+        labels: list[float] = []
+        for i, row in enumerate(rows):
+            if isinstance(row, (str, bytes, Mapping)) or not isinstance(row, Sequence):
+                raise TypeError(f"rows[{i}] is {type(row).__name__}, expected a tuple of texts")
+            if len(row) != len(first) or (labelled and not _is_number(row[-1])):
+                raise ValueError(
+                    f"rows[{i}] has {len(row)} items, rows[0] has {len(first)} "
+                    f"({width} texts{' and a label' if labelled else ''}); every example must "
+                    "have the same form"
+                )
+            for c in range(width):
+                if not isinstance(row[c], str):
+                    raise TypeError(
+                        f"rows[{i}][{c}] is {type(row[c]).__name__} ({row[c]!r:.40}), expected "
+                        "str (only the last item may be a number, the label)"
+                    )
+                texts[c].append(row[c])
+            if labelled:
+                labels.append(float(row[-1]))
+        names = tuple(column_names) if column_names is not None else default_column_names(width)
+        if len(names) != width:
+            raise ValueError(f"column_names has {len(names)} names for {width} text columns")
+        for c, column in enumerate(texts):
+            _check_texts(column, lambda i, c=c: f"rows[{i}][{c}]")
+        return cls(
+            names,
+            tuple(tuple(t) for t in texts),
+            np.asarray(labels, np.float32) if labelled else None,
+        )
+
+    @classmethod
+    def from_jsonl(
+        cls,
+        path: str | os.PathLike,
+        columns: Sequence[str] | None = None,
+        label_column: str | None = None,
+    ) -> TrainDataset:
+        """Examples from a JSON Lines file, one object per line (blank lines skipped).
+
+        Args:
+            path: the file.
+            columns: the text columns, in order; default: every key of the first line that is
+                not the label, in the order written (other keys on later lines are an error).
+            label_column: the label's key; default: the first of "label", "labels", "score",
+                "scores" on the first line, if any.
+
+        Errors name the file and line.
+        """
+        path = os.fspath(path)
+        records: list[tuple[int, dict]] = []
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                if not isinstance(record, dict):
+                    raise ValueError(
+                        f"{path}:{lineno}: expected a JSON object of columns, got "
+                        f"{type(record).__name__}"
+                    )
+                records.append((lineno, record))
+        if not records:
+            raise ValueError(f"{path}: no examples (the file is empty)")
+        first_line, first = records[0]
+        if label_column is None:
+            label_column = next((k for k in LABEL_COLUMNS if k in first), None)
+        inferred = columns is None
+        names = tuple(k for k in first if k != label_column) if inferred else tuple(columns)
+        if not names:
+            raise ValueError(f"{path}:{first_line}: no text column")
+        expected = set(names) | ({label_column} if label_column else set())
+        texts: list[list[str]] = [[] for _ in names]
+        labels: list[float] = []
+        for lineno, record in records:
+            where = f"{path}:{lineno}"
+            missing = [k for k in expected if k not in record]
+            if missing:
+                raise ValueError(f"{where}: missing column(s) {sorted(missing)}")
+            if inferred and len(record) != len(expected):
+                extra = sorted(set(record) - expected)
+                raise ValueError(
+                    f"{where}: column(s) {extra} not on the first line; pass columns=[...] to "
+                    "choose the text columns"
+                )
+            for c, name in enumerate(names):
+                value = record[name]
+                if not isinstance(value, str):
+                    raise TypeError(
+                        f"{where}: column {name!r} is {type(value).__name__} ({value!r:.40}), "
+                        "expected a string"
+                    )
+                texts[c].append(value)
+            if label_column is not None:
+                value = record[label_column]
+                if not _is_number(value):
+                    raise TypeError(
+                        f"{where}: label column {label_column!r} is {type(value).__name__} "
+                        f"({value!r:.40}), expected a number"
+                    )
+                labels.append(float(value))
+        lines = [lineno for lineno, _ in records]
+        for c, name in enumerate(names):
+            _check_texts(texts[c], lambda i, name=name: f"{path}:{lines[i]}: column {name!r}")
+        return cls(
+            names,
+            tuple(tuple(t) for t in texts),
+            np.asarray(labels, np.float32) if label_column is not None else None,
+        )
+
+    @classmethod
+    def from_hf(cls, dataset: Any) -> TrainDataset:
+        """Examples from a Hugging Face `datasets.Dataset`, its columns taken as
+        sentence-transformers takes them: every column in order as text, except the first of
+        "label", "labels", "score", "scores" (the label) and "dataset_name"."""
+        if hasattr(dataset, "keys") and not hasattr(dataset, "column_names"):
+            raise TypeError(f"expected one datasets.Dataset, got {type(dataset).__name__}")
+        if isinstance(getattr(dataset, "column_names", None), dict):
+            raise TypeError(
+                f"expected one datasets.Dataset, got a DatasetDict with splits "
+                f"{sorted(dataset.column_names)}; pass one split, e.g. dataset['train']"
+            )
+        if not hasattr(dataset, "column_names"):
+            raise TypeError(f"expected a datasets.Dataset, got {type(dataset).__name__}")
+        names = [c for c in dataset.column_names if c != "dataset_name"]
+        label_column = next((k for k in LABEL_COLUMNS if k in names), None)
+        names = tuple(c for c in names if c != label_column)
+        if not names:
+            raise ValueError(f"the dataset has no text column (columns: {dataset.column_names})")
+        texts = []
+        for name in names:
+            column = list(dataset[name])
+            for i, value in enumerate(column):
+                if not isinstance(value, str):
+                    raise TypeError(
+                        f"dataset column {name!r} row {i} is {type(value).__name__} "
+                        f"({value!r:.40}), expected str"
+                    )
+            _check_texts(column, lambda i, name=name: f"dataset column {name!r} row {i}")
+            texts.append(tuple(column))
+        labels = None
+        if label_column is not None:
+            labels = np.asarray(dataset[label_column], dtype=np.float32)
+        return cls(names, tuple(texts), labels)
+
+
+def _check_texts(texts: list[str], where) -> None:
+    """validate_texts' check of each text (UTF-8 encodable), its error naming `where(i)`."""
+    try:
+        validate_texts(texts)
+    except ValueError as e:
+        i = int(str(e).split("]", 1)[0].rsplit("[", 1)[1])
+        raise ValueError(f"{where(i)} {str(e).split(' ', 1)[1]}") from None
+
+
+def load_train_data(source: Any, **kwargs: Any) -> TrainDataset:
+    """A `TrainDataset` from whatever holds the examples: a `TrainDataset` (returned as is), a
+    list of tuples (`TrainDataset.from_list`), the path of a JSON Lines file
+    (`TrainDataset.from_jsonl`) or a `datasets.Dataset` (`TrainDataset.from_hf`); `kwargs` go
+    to the reader."""
+    if isinstance(source, TrainDataset):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return TrainDataset.from_jsonl(source, **kwargs)
+    if hasattr(source, "column_names"):
+        return TrainDataset.from_hf(source, **kwargs)
+    if isinstance(source, Sequence):
+        return TrainDataset.from_list(source, **kwargs)
+    raise TypeError(
+        f"training data must be a list of tuples, a JSON Lines path or a datasets.Dataset, got "
+        f"{type(source).__name__}"
+    )
+
+
+# ---------------------------------------------------------------- sampling
+def no_duplicates_pass(
+    order: Sequence[int], values: Sequence[frozenset[str]], batch_size: int, drop_last: bool
+) -> Iterator[list[int]]:
+    """One pass of sentence-transformers' no-duplicates batching over the examples in `order`.
+
+    Each batch takes the next examples in `order` whose texts (`values[i]`) share none with the
+    batch so far, deferring the others to later batches in their order. Batches short of
+    `batch_size` (when duplicates are left over at the end) are yielded unless `drop_last`.
+    """
+    nxt = list(range(1, len(order) + 1))
+    if nxt:
+        nxt[-1] = -1
+    head = 0 if len(order) else -1
+    while head != -1:
+        seen: set[str] = set()
+        batch: list[int] = []
+        current, previous, full = head, -1, False
+        while current != -1:
+            following = nxt[current]
+            index = int(order[current])
+            if not values[index].isdisjoint(seen):
+                previous, current = current, following
+                continue
+            batch.append(index)
+            if previous == -1:
+                head = following
+            else:
+                nxt[previous] = following
+            if len(batch) == batch_size:
+                full = True
+                yield batch
+                break
+            seen.update(values[index])
+            current = following
+        if not full and not drop_last:
+            yield batch
+
+
+class NoDuplicatesBatchSampler:
+    """Seeded batches of example indices in which no text appears twice (across all text
+    columns), so in-batch negatives never hold a positive's twin; equal in behaviour to
+    sentence-transformers' `NoDuplicatesBatchSampler`.
+
+    Each epoch shuffles the examples (numpy, seeded by `(seed, epoch)`) and fills batches in
+    that order, deferring examples that repeat a text already in the batch. `len(sampler)` is
+    `n // batch_size` with `drop_last`, else `ceil(n / batch_size)`; when a pass yields fewer
+    batches than that (many duplicates), up to two more shuffled passes top it up, as
+    sentence-transformers does.
+
+    Args:
+        dataset: the examples.
+        batch_size: examples per batch.
+        drop_last: leave out batches short of `batch_size`.
+        seed: the shuffle's seed; the same seed and epoch give the same batches.
+    """
+
+    max_resample_passes = 2
+
+    def __init__(
+        self, dataset: TrainDataset, batch_size: int, *, drop_last: bool = False, seed: int = 0
+    ):
+        self.dataset = dataset
+        self.batch_size = require_int("batch_size", batch_size)
+        self.drop_last = drop_last
+        self.seed = require_int("seed", seed, minimum=0)
+        self.epoch = 0
+        self.values = [frozenset(texts) for texts in zip(*dataset.columns, strict=True)]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle as for epoch `epoch` (0-based) from now on."""
+        self.epoch = require_int("epoch", epoch, minimum=0)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def permutations(self) -> Iterator[np.ndarray]:
+        """The shuffles of this epoch, one per pass."""
+        rng = np.random.default_rng((self.seed, self.epoch))
+        while True:
+            yield rng.permutation(len(self.dataset))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if not len(self.dataset):
+            return
+        expected = len(self)
+        shuffles = self.permutations()
+        yielded = 0
+        for batch in no_duplicates_pass(
+            next(shuffles), self.values, self.batch_size, self.drop_last
+        ):
+            yield batch
+            yielded += 1
+        if yielded == 0:
+            return
+        for _ in range(self.max_resample_passes):
+            if yielded >= expected:
+                return
+            for batch in no_duplicates_pass(
+                next(shuffles), self.values, self.batch_size, self.drop_last
+            ):
+                yield batch
+                yielded += 1
+                if yielded >= expected:
+                    return
+
+
+# ---------------------------------------------------------------- batches
+@dataclasses.dataclass(frozen=True)
+class TrainBatch:
+    """A batch of training examples as the model consumes them.
+
+    All columns share the batch size B (a grid size of the encoder's bucket policy); each has
+    its own padded length. Rows from `num_examples` on are padding (`example_mask` False) and
+    must not count in a loss.
+    """
+
+    columns: tuple[TokenBatch, ...]  # one per text column: input_ids etc. [B, L_c] int32
+    labels: np.ndarray | None  # [B] float32, 0 on padding rows; None without labels
+    prompt_lengths: tuple[int, ...]  # per column: leading prompt tokens (for prompt-free pooling)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.columns[0].lengths)
+
+    @property
+    def example_mask(self) -> np.ndarray:
+        """bool `[B]`: which rows are real examples."""
+        return np.arange(self.columns[0].input_ids.shape[0]) < self.num_examples
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """(B, L) of each column."""
+        return tuple(c.input_ids.shape for c in self.columns)
+
+
+def column_prompts(
+    prompts: str | Mapping[str, str] | None, column_names: Sequence[str]
+) -> tuple[str, ...]:
+    """The prompt of each column, as sentence-transformers' training argument `prompts` gives
+    them: one string for every column, or a mapping from column name to prompt (columns not
+    named get none). No prompt by default: a model's saved prompts are not applied in
+    training, as in sentence-transformers."""
+    if prompts is None:
+        return tuple("" for _ in column_names)
+    if isinstance(prompts, str):
+        return tuple(prompts for _ in column_names)
+    if not isinstance(prompts, Mapping):
+        raise TypeError(
+            f"prompts must be a string or a mapping of column name to prompt, got "
+            f"{type(prompts).__name__}"
+        )
+    unknown = sorted(set(prompts) - set(column_names))
+    if unknown:
+        raise ValueError(
+            f"prompts names column(s) {unknown} that the data does not have; its columns are "
+            f"{list(column_names)}"
+        )
+    for name, p in prompts.items():
+        if not isinstance(p, str):
+            raise TypeError(f"prompts[{name!r}] is {type(p).__name__}, expected a str")
+    return tuple(prompts.get(name, "") for name in column_names)
+
+
+def collate(
+    encoder: Encoder,
+    dataset: TrainDataset,
+    indices: Sequence[int],
+    *,
+    batch_size: int,
+    prompts: str | Mapping[str, str] | None = None,
+) -> TrainBatch:
+    """Examples `indices` of `dataset` tokenized (each column with its prompt) and padded into
+    the shape `encoder.bucket_policy(batch_size)` gives them.
+
+    Args:
+        encoder: supplies the tokenizer, `max_seq_length` and the bucket policy.
+        dataset: the examples.
+        indices: which examples, in batch order (at most `batch_size`).
+        batch_size: the run's batch size (the largest of the policy's batch sizes).
+        prompts: see `column_prompts`.
+    """
+    batch_size = require_int("batch_size", batch_size)
+    indices = np.asarray(indices, dtype=np.int64)
+    if not 1 <= len(indices) <= batch_size:
+        raise ValueError(f"a batch takes 1..{batch_size} examples, got {len(indices)}")
+    policy = encoder.bucket_policy(batch_size)
+    tokenizer = encoder.tokenizer
+    columns, lengths = [], []
+    for prompt, texts in zip(
+        column_prompts(prompts, dataset.column_names), dataset.columns, strict=True
+    ):
+        tok = tokenizer.encode([prompt + texts[i] for i in indices])
+        shape = policy.shape_for(len(indices), int(tok.lengths.max()))
+        columns.append(pad(tok, np.arange(len(indices)), shape, tokenizer.pad_token_id))
+        lengths.append(tokenizer.prompt_length(prompt))
+    labels = None
+    if dataset.labels is not None:
+        labels = np.zeros(columns[0].input_ids.shape[0], dtype=np.float32)
+        labels[: len(indices)] = dataset.labels[indices]
+    return TrainBatch(tuple(columns), labels, tuple(lengths))
+
+
+def iter_batches(
+    encoder: Encoder,
+    dataset: TrainDataset,
+    sampler: Iterable[Sequence[int]],
+    *,
+    batch_size: int,
+    prompts: str | Mapping[str, str] | None = None,
+) -> Iterator[TrainBatch]:
+    """`collate` over the batches of indices `sampler` yields (e.g. a
+    `NoDuplicatesBatchSampler`)."""
+    for indices in sampler:
+        yield collate(encoder, dataset, indices, batch_size=batch_size, prompts=prompts)

@@ -1,0 +1,259 @@
+"""Training data: readers (lists, JSON Lines, datasets), the no-duplicates sampler against
+sentence-transformers' own, and batches through the encoder's bucket policy, on STS-B."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers.data import sts_benchmark
+
+from ferris_jax.train.data import (
+    NoDuplicatesBatchSampler,
+    TrainDataset,
+    collate,
+    column_prompts,
+    iter_batches,
+    load_train_data,
+)
+
+
+def sts_rows(split: str = "train") -> list[tuple[str, str, float]]:
+    return [(p.sentence1, p.sentence2, p.score / 5) for p in sts_benchmark(split)]
+
+
+@pytest.fixture(scope="module")
+def sts_train() -> TrainDataset:
+    return TrainDataset.from_list(sts_rows("train"), column_names=["sentence1", "sentence2"])
+
+
+# ---------------------------------------------------------------- readers
+def test_lists_of_pairs_triplets_and_n_tuples():
+    pairs = TrainDataset.from_list([("a", "b"), ("c", "d")])
+    assert pairs.column_names == ("anchor", "positive") and pairs.labels is None
+    assert pairs[1] == ("c", "d") and len(pairs) == 2
+    triplets = TrainDataset.from_list([("a", "b", "n")])
+    assert triplets.column_names == ("anchor", "positive", "negative")
+    wide = TrainDataset.from_list([("a", "b", "n1", "n2", "n3")])
+    assert wide.column_names == ("anchor", "positive", "negative_1", "negative_2", "negative_3")
+    scored = TrainDataset.from_list([("a", "b", 0.5), ("c", "d", 1)])
+    assert scored.columns == (("a", "c"), ("b", "d"))
+    assert scored.labels.dtype == np.float32 and scored.labels.tolist() == [0.5, 1.0]
+    assert scored.select([1, 0])[0] == ("c", "d", 1.0)
+
+
+def test_bad_lists_name_the_row():
+    with pytest.raises(ValueError, match=r"rows\[1\] has 3 items"):
+        TrainDataset.from_list([("a", "b"), ("c", "d", "e")])
+    with pytest.raises(ValueError, match=r"rows\[1\] has 3 items.*a label"):
+        TrainDataset.from_list([("a", "b", 0.5), ("c", "d", "e")])
+    with pytest.raises(TypeError, match=r"rows\[1\]\[0\] is NoneType"):
+        TrainDataset.from_list([("a", "b"), (None, "d")])
+    with pytest.raises(TypeError, match=r"rows\[0\] is str"):
+        TrainDataset.from_list(["a", "b"])
+    with pytest.raises(ValueError, match=r"rows\[1\]\[1\] has a character UTF-8 cannot encode"):
+        TrainDataset.from_list([("a", "b"), ("c", "bad \udcff")])
+    with pytest.raises(ValueError, match="empty"):
+        TrainDataset.from_list([])
+
+
+def test_json_lines_by_column_name(tmp_path):
+    path = tmp_path / "train.jsonl"
+    rows = [
+        {"premise": p.sentence1, "score": p.score, "hypothesis": p.sentence2}
+        for p in sts_benchmark("dev")[:20]
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n", encoding="utf-8")
+    data = TrainDataset.from_jsonl(path)
+    assert data.column_names == ("premise", "hypothesis") and len(data) == 20
+    assert data[3] == (rows[3]["premise"], rows[3]["hypothesis"], pytest.approx(rows[3]["score"]))
+    swapped = load_train_data(path, columns=["hypothesis", "premise"])
+    assert swapped.columns == data.columns[::-1]
+
+
+@pytest.mark.parametrize(
+    "lines, error",
+    [
+        (['{"a": "x", "b": "y"}', '{"a": "x"'], r"train.jsonl:2: not valid JSON"),
+        (['{"a": "x", "b": "y"}', '["x", "y"]'], r"train.jsonl:2: expected a JSON object"),
+        (['{"a": "x", "b": "y"}', "", '{"a": "x"}'], r"train.jsonl:3: missing column\(s\) \['b'\]"),
+        (['{"a": "x", "b": "y"}', '{"a": "x", "b": 3}'], r"train.jsonl:2: column 'b' is int"),
+        (['{"a": "x", "b": "y", "c": "z"}', '{"a": "x", "b": "y", "d": "z"}'], "train.jsonl:2"),
+        (['{"a": "x", "label": 1}', '{"a": "x", "label": "yes"}'], "train.jsonl:2: label column"),
+    ],
+)
+def test_bad_json_lines_name_file_and_line(tmp_path, lines, error):
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises((ValueError, TypeError), match=error):
+        TrainDataset.from_jsonl(path)
+
+
+def test_datasets_columns_as_sentence_transformers_takes_them():
+    datasets = pytest.importorskip("datasets")
+    pairs = sts_benchmark("dev")[:10]
+    ds = datasets.Dataset.from_dict(
+        {
+            "sentence2": [p.sentence2 for p in pairs],
+            "score": [p.score for p in pairs],
+            "sentence1": [p.sentence1 for p in pairs],
+        }
+    )
+    data = load_train_data(ds)
+    assert data.column_names == ("sentence2", "sentence1")  # order kept, label taken out
+    np.testing.assert_array_equal(data.labels, np.float32([p.score for p in pairs]))
+    with pytest.raises(TypeError, match="pass one split"):
+        load_train_data(datasets.DatasetDict({"train": ds}))
+    bad = datasets.Dataset.from_dict({"a": ["x", "y"], "b": [1, 2]})
+    with pytest.raises(TypeError, match="column 'b' row 0 is int"):
+        load_train_data(bad)
+
+
+# ---------------------------------------------------------------- sampler
+def test_no_duplicates_within_a_batch_on_sts_train(sts_train):
+    sampler = NoDuplicatesBatchSampler(sts_train, 64, seed=3)
+    batches = list(sampler)
+    seen = sorted(i for b in batches for i in b)
+    assert seen == list(range(len(sts_train)))  # one pass covers every example once
+    for b in batches:  # no text in two examples of a batch (one example may repeat its own)
+        per_example = [set(sts_train[i][:2]) for i in b]
+        assert len(set().union(*per_example)) == sum(map(len, per_example))
+    # STS-B train repeats sentences, so plain consecutive batches would hold twins.
+    assert any(
+        len({t for i in range(s, s + 64) for t in sts_train[i][:2]}) < 128
+        for s in range(0, len(sts_train) - 64, 64)
+    )
+
+
+def test_seeded_and_reproducible(sts_train):
+    a = NoDuplicatesBatchSampler(sts_train, 32, seed=1)
+    assert list(a) == list(NoDuplicatesBatchSampler(sts_train, 32, seed=1))
+    assert list(a) != list(NoDuplicatesBatchSampler(sts_train, 32, seed=2))
+    first = list(a)
+    a.set_epoch(1)
+    assert list(a) != first
+    a.set_epoch(0)
+    assert list(a) == first
+
+
+class TorchShuffled(NoDuplicatesBatchSampler):
+    """Our sampler with sentence-transformers' shuffles (torch.randperm, seeded seed + epoch),
+    so the batching itself can be compared batch for batch."""
+
+    def permutations(self):
+        import torch
+
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        while True:
+            yield torch.randperm(len(self.dataset), generator=g, dtype=torch.int32).numpy()
+
+
+@pytest.mark.parametrize("batch_size, drop_last", [(64, False), (64, True), (50, False)])
+def test_batches_equal_sentence_transformers(sts_train, batch_size, drop_last):
+    datasets = pytest.importorskip("datasets")
+    import torch
+    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler as StSampler
+
+    ds = datasets.Dataset.from_dict(
+        {
+            "sentence1": list(sts_train.columns[0]),
+            "sentence2": list(sts_train.columns[1]),
+            "score": sts_train.labels.tolist(),
+        }
+    )
+    for epoch in (0, 1):
+        theirs = StSampler(
+            ds,
+            batch_size,
+            drop_last,
+            valid_label_columns=["score"],
+            generator=torch.Generator(),
+            seed=7,
+        )
+        theirs.set_epoch(epoch)
+        ours = TorchShuffled(sts_train, batch_size, drop_last=drop_last, seed=7)
+        ours.set_epoch(epoch)
+        assert len(ours) == len(theirs)
+        assert list(ours) == [list(map(int, b)) for b in theirs]
+
+
+def test_few_distinct_texts_resample_as_sentence_transformers():
+    """With many duplicates one pass falls short of len(sampler); more passes top it up."""
+    datasets = pytest.importorskip("datasets")
+    import torch
+    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler as StSampler
+
+    words = [p.sentence1 for p in sts_benchmark("dev")[:6]]
+    rng = np.random.default_rng(0)
+    rows = [(words[rng.integers(6)], words[rng.integers(6)]) for _ in range(60)]
+    data = TrainDataset.from_list(rows)
+    ds = datasets.Dataset.from_dict(
+        {"anchor": [r[0] for r in rows], "positive": [r[1] for r in rows]}
+    )
+    for drop_last in (True, False):
+        theirs = StSampler(ds, 3, drop_last, generator=torch.Generator(), seed=0)
+        ours = TorchShuffled(data, 3, drop_last=drop_last, seed=0)
+        want = [list(map(int, b)) for b in theirs]
+        assert list(ours) == want
+        if drop_last:
+            assert len(want) == len(ours) == 20  # needed the extra passes
+
+
+# ---------------------------------------------------------------- batches
+def test_collate_pads_each_column_into_the_bucket_grid(tiny_st, sts_train):
+    import ferris_jax
+
+    path, _ = tiny_st
+    enc = ferris_jax.load(path)
+    batch = collate(enc, sts_train, [5, 0, 9], batch_size=16)
+    assert batch.num_examples == 3 and batch.example_mask.tolist() == [True] * 3 + [False]
+    policy = enc.bucket_policy(16)
+    for c, column in enumerate(batch.columns):
+        B, L = column.input_ids.shape
+        assert B in policy.batch_sizes and L in policy.seq_lengths
+        want = enc.tokenize([sts_train.columns[c][i] for i in (5, 0, 9)])
+        n = want.input_ids.shape[1]
+        np.testing.assert_array_equal(column.input_ids[:3, :n], want.input_ids)
+        np.testing.assert_array_equal(column.attention_mask[:3, :n], want.attention_mask)
+        assert not column.attention_mask[:3, n:].any()
+    np.testing.assert_array_equal(batch.labels, [*sts_train.labels[[5, 0, 9]], 0.0])
+    with pytest.raises(ValueError, match=r"1\.\.16 examples"):
+        collate(enc, sts_train, list(range(17)), batch_size=16)
+
+
+def test_prompts_per_column_as_sentence_transformers(tiny_st):
+    """The prompt is prepended to the text of its column and counted as ST counts it."""
+    import ferris_jax
+
+    path, st = tiny_st
+    enc = ferris_jax.load(path)
+    data = TrainDataset.from_list(
+        [("how do cats sleep", "Cats sleep a lot.")], column_names=["query", "answer"]
+    )
+    batch = collate(enc, data, [0], batch_size=4, prompts={"query": "query: "})
+    want = st.preprocess(["how do cats sleep"], prompt="query: ")
+    n = want["input_ids"].shape[1]
+    np.testing.assert_array_equal(batch.columns[0].input_ids[:1, :n], want["input_ids"].numpy())
+    assert batch.prompt_lengths[0] == int(want.get("prompt_length", batch.prompt_lengths[0]))
+    assert batch.prompt_lengths[1] == 0
+    plain = st.preprocess(["Cats sleep a lot."])
+    m = plain["input_ids"].shape[1]
+    np.testing.assert_array_equal(batch.columns[1].input_ids[:1, :m], plain["input_ids"].numpy())
+    assert column_prompts("p: ", ["a", "b"]) == ("p: ", "p: ")
+    assert column_prompts(None, ["a"]) == ("",)
+    with pytest.raises(ValueError, match=r"\['qeury'\].*\['query', 'answer'\]"):
+        column_prompts({"qeury": "q: "}, ["query", "answer"])
+
+
+def test_a_whole_epoch_compiles_a_handful_of_shapes(minilm, sts_train):
+    """All of STS-B train at batch 64 (no duplicates, last batch kept) lands in few shapes."""
+    sampler = NoDuplicatesBatchSampler(sts_train, 64, seed=0)
+    shapes, examples = set(), 0
+    for batch in iter_batches(minilm, sts_train, sampler, batch_size=64):
+        shapes.update(batch.shapes)
+        examples += batch.num_examples
+    assert examples == len(sts_train)
+    assert len(shapes) <= 6, sorted(shapes)
+    assert {B for B, _ in shapes} <= set(minilm.bucket_policy(64).batch_sizes)
