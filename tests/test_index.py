@@ -254,3 +254,25 @@ def test_small_indexes_use_small_blocks(minilm):
     index.add(["one text", "two texts"])
     index.search("text")
     assert index._block_shape == (index_module.MIN_BLOCK_ROWS, 384)
+
+
+def test_an_approximate_index_finds_nearly_what_the_exact_one_finds(minilm, sts, tmp_path):
+    pytest.importorskip("faiss")
+    corpus, vectors, _, queries = sts
+    exact = _ids(_vector_index(minilm, sts).search(queries[:100], top_k=10))
+    index = Index(minilm, ann={"ef_search": 64})
+    index.add_embeddings(vectors, ids=[f"s{i}" for i in range(len(corpus))],
+                         metadata=[{"odd": i % 2 == 1} for i in range(len(corpus))],
+                         model=minilm.checkpoint.name)  # fmt: skip
+    got = _ids(index.search(queries[:100], top_k=10))
+    recall = np.mean([len(set(g) & set(e)) / 10 for g, e in zip(got, exact, strict=True)])
+    assert recall >= 0.97, recall
+    index.remove(["s1", "s3"])
+    odd = index.search(queries[:20], top_k=10, filter={"odd": True})
+    assert all(len(q) == 10 and all(h.metadata["odd"] for h in q) for q in odd)
+    assert not {"s1", "s3"} & {h.id for q in odd for h in q}
+    path = index.save(tmp_path / "ann")
+    assert json.loads((path / "manifest.json").read_text())["ann"]["file"].startswith("ann-")
+    again = Index.load(path, minilm)
+    assert again.ann_options == {"ef_search": 64}
+    assert _ids(again.search(queries[:20], top_k=10, filter={"odd": True})) == _ids(odd)

@@ -86,6 +86,9 @@ class Index:
         similarity: "cosine" (vectors normalized) or "dot"; default: the model's own.
         store_text: keep each item's text, so hits carry their passage.
         dimension, model: for an index of vectors without an encoder.
+        ann: search approximately through a FAISS HNSW graph on the host (`retrieval.ann`,
+            the "ann" extra) instead of exactly on the device: for corpora beyond device
+            memory. True for the defaults, or a dict of `AnnIndex` options (m, ef_search...).
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class Index:
         store_text: bool = True,
         dimension: int | None = None,
         model: str | None = None,
+        ann: bool | Mapping[str, Any] = False,
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -136,6 +140,11 @@ class Index:
         self._versions: dict[int, int] = {}  # block -> version of its rows
         self._mask_versions: dict[int, int] = {}
         self._block_shape: tuple[int, int] | None = None
+        self.ann_options: dict[str, Any] | None = (
+            None if ann is False else dict(ann) if isinstance(ann, Mapping) else {}
+        )
+        self._ann: Any = None  # the AnnIndex, built on first search; holds rows < _ann_rows
+        self._ann_rows = 0
 
     # ------------------------------------------------------------------ size and lookup
     def __len__(self) -> int:
@@ -382,6 +391,7 @@ class Index:
             self._alive = np.ones(max(len(keep), 1024), bool)
             self._alive[len(keep) :] = False
             self._reset_device()
+            self._ann, self._ann_rows = None, 0
             if self.path is not None:
                 self._flush_pending(self.path)
 
@@ -457,6 +467,8 @@ class Index:
         self, queries: np.ndarray, k: int, filter: Mapping[str, Any] | None, rescore_: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows) `[Q, k]` of the best rows, -1 where fewer match."""
+        if self.ann_options is not None:
+            return self._search_ann(queries, k, filter)
         with self._lock:
             if self._rows == 0:
                 return np.full((len(queries), k), -np.inf, np.float32), np.full(
@@ -485,6 +497,34 @@ class Index:
             scores, rows = rescore(q, jax.device_put(candidates, device), rows, k)
         scores, rows = np.asarray(scores, np.float32), np.asarray(rows).astype(np.int64)
         return scores[:, :k], rows[:, :k]
+
+    def _search_ann(
+        self, queries: np.ndarray, k: int, filter: Mapping[str, Any] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) from the HNSW graph, among alive rows that pass the filter."""
+        with self._lock:
+            graph = self._ann_graph()
+            allowed = self._alive[: self._rows].copy()
+            if filter is not None:
+                where, params = filters.to_sql(filter)
+                passing = np.zeros(self._rows, bool)
+                query = f"SELECT row FROM items WHERE {where}"
+                passing[[r[0] for r in self._db.execute(query, params)]] = True
+                allowed &= passing
+        return graph.search(queries, k, allowed=allowed)
+
+    def _ann_graph(self) -> Any:
+        """The HNSW graph, with the rows added since it was last extended."""
+        from ferris_jax.retrieval.ann import AnnIndex
+
+        if self._ann is None:
+            self._ann = AnnIndex(self.dimension, metric="dot", **self.ann_options)
+            self._ann_rows = 0
+        for start in range(self._ann_rows, self._rows, SHARD_ROWS):
+            rows = np.arange(start, min(start + SHARD_ROWS, self._rows))
+            self._ann.add(rows, self._gather(rows))
+        self._ann_rows = self._rows
+        return self._ann
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[list[Hit]]:
         with self._lock:
@@ -622,6 +662,12 @@ class Index:
             self._flush_pending(folder)
             items_file = f"items-{secrets.token_hex(4)}.sqlite"
             items_sha = store.snapshot(self._db, folder / items_file)
+            ann = None
+            if self.ann_options is not None and self._rows:
+                ann_file = f"ann-{secrets.token_hex(4)}.faiss"
+                self._ann_graph().save(folder / ann_file)
+                ann_sha = store.sha256_of(folder / ann_file)
+                ann = {"file": ann_file, "sha256": ann_sha, "rows": self._ann_rows}
             manifest = {
                 "format": store.FORMAT,
                 "format_version": store.FORMAT_VERSION,
@@ -639,7 +685,8 @@ class Index:
                 "rows": self._rows,
                 "items": {"file": items_file, "sha256": items_sha, "count": len(self)},
                 "shards": [dataclasses.asdict(s) for s in self._shards],
-                "ann": None,
+                "ann_options": self.ann_options,
+                "ann": ann,
             }
             store.write_manifest(folder, manifest)
             if self.path != folder:
@@ -688,6 +735,7 @@ class Index:
                 store_text=manifest["store_text"],
                 dimension=dimension,
                 model=model["name"],
+                ann=False if manifest.get("ann_options") is None else manifest["ann_options"],
             )
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, IndexFormatError):
@@ -724,6 +772,11 @@ class Index:
         if len(rows) and (rows.min() < 0 or rows.max() >= self._rows):
             raise IndexFormatError(f"{folder / manifest['items']['file']}: rows out of range")
         self._alive[rows] = True
+        if manifest.get("ann"):
+            from ferris_jax.retrieval.ann import AnnIndex
+
+            self._ann = AnnIndex.load(folder / manifest["ann"]["file"])
+            self._ann_rows = int(manifest["ann"]["rows"])
         self.path = folder
         return self
 
