@@ -43,6 +43,10 @@ QUERY_BUCKETS = (1, 8, 64, 256, 1024)
 SCORE_BUDGET_BYTES = 1 << 30
 # Up to this many query rows, binary scores are XOR + popcount; above, a +-1 matmul.
 _POPCOUNT_MAX_QUERIES = 8
+# Float query chunks of at most this many rows are scored as multiply + row sum (one fused pass
+# over the block) instead of a dot, which XLA may lower to a slow GEMV. Unmeasured on GPUs:
+# `python -m benchmarks.search` times both; 0 turns the form off.
+MATVEC_MAX_QUERIES = 1
 
 
 def search_blocks(
@@ -112,6 +116,7 @@ def search_blocks(
     chunk = _query_chunk(Q, R, score_budget_bytes)
     padded = -(-Q // chunk) * chunk
     queries = jnp.pad(queries, ((0, padded - Q), (0, 0)))
+    matvec = kind == "float" and chunk <= MATVEC_MAX_QUERIES
     out_s, out_r = [], []
     for start in range(0, padded, chunk):
         q = _query_operand(queries[start : start + chunk], kind, weights, W)
@@ -119,7 +124,15 @@ def search_blocks(
         best_r = jnp.full((chunk, n_out), -1, jnp.int32)
         for i, (block, mask) in enumerate(zip(blocks, masks, strict=True)):
             best_s, best_r = _block_step(
-                q, block, mask, jnp.int32(i * R), best_s, best_r, n_out=n_out, kind=kind, dim=D
+                q,
+                block,
+                mask,
+                jnp.int32(i * R),
+                best_s,
+                best_r,
+                n_out=n_out,
+                kind=kind,
+                matvec=matvec,
             )
         out_s.append(best_s)
         out_r.append(best_r)
@@ -210,9 +223,9 @@ def _query_operand(q, kind, weights, W):
     return q
 
 
-@functools.partial(jax.jit, static_argnames=("n_out", "kind", "dim"))
-def _block_step(q, block, valid, offset, best_s, best_r, *, n_out, kind, dim):
-    scores = _scores(q, block, kind)
+@functools.partial(jax.jit, static_argnames=("n_out", "kind", "matvec"))
+def _block_step(q, block, valid, offset, best_s, best_r, *, n_out, kind, matvec):
+    scores = _scores(q, block, kind, matvec)
     scores = jnp.where(valid[None, :], scores, -jnp.inf)
     values, idx = top_k(scores, n_out)
     rows = jnp.where(idx >= 0, idx + offset, -1)
@@ -221,8 +234,14 @@ def _block_step(q, block, valid, offset, best_s, best_r, *, n_out, kind, dim):
     return values, jnp.take_along_axis(jnp.concatenate([best_r, rows], 1), pos, 1)
 
 
-def _scores(q, block, kind):
+def _scores(q, block, kind, matvec=False):
     """`[Qc, R]` float32 scores of one block."""
+    if matvec:
+        products = (
+            block.astype(jnp.float32)[None, :, :]
+            * q.astype(block.dtype).astype(jnp.float32)[:, None, :]
+        )
+        return jnp.sum(products, axis=-1)
     if kind == "float":
         return jnp.einsum(
             "qd,rd->qr", q.astype(block.dtype), block, preferred_element_type=jnp.float32
