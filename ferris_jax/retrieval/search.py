@@ -8,7 +8,8 @@ the last block). Each block runs one jitted program, compiled once per (query bu
 shape, k, precision), which scores the block, takes its top-k (`ops.top_k`) and merges it into
 the running best on the device.
 
-Scores are dot products (normalize for cosine), except:
+Scores are dot products (normalize for cosine), accumulated in float32 (with bfloat16 blocks
+the queries are rounded to bfloat16 first, as a bfloat16 matmul does), except:
 - int8/uint8: float query . dequantized corpus vector, computed without dequantizing the
   corpus as `(q * step) . c + q . offset` (`quantization.int8_query_weights`). Measured on
   MiniLM embeddings (STS train 10.5k, STS test queries, k=10): recall@10 of the int8 search
