@@ -51,6 +51,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--score-budget-mib", type=int, help="search_blocks' score_budget_bytes")
     p.add_argument("--minilm", help="model for the real-derived corpus (skipped when absent)")
     p.add_argument(
+        "--real-texts", type=int, help="sentences embedded (default: cuda 20000, cpu 2000)"
+    )
+    p.add_argument(
         "--out", help="JSON file (default: benchmarks/results/DATE-search-PLATFORM.json)"
     )
     return p.parse_args()
