@@ -44,10 +44,10 @@ QUERY_BUCKETS = (1, 8, 64, 256, 1024)
 SCORE_BUDGET_BYTES = 1 << 30
 # Up to this many query rows, binary scores are XOR + popcount; above, a +-1 matmul.
 _POPCOUNT_MAX_QUERIES = 8
-# Float query chunks of at most this many rows are scored as multiply + row sum (one fused pass
-# over the block) instead of a dot, which XLA may lower to a slow GEMV. Unmeasured on GPUs:
-# `python -m benchmarks.search` times both; 0 turns the form off.
-MATVEC_MAX_QUERIES = 1
+# Float query chunks of at most this many rows are scored as multiply + row sum instead of a
+# dot (an alternative to a slow GEMV). Off: on a CPU it was 45x slower than the dot at 1M x 384
+# (3.5 s vs 78 ms); `python -m benchmarks.search` times it on GPUs as "ferris_jax matvec".
+MATVEC_MAX_QUERIES = 0
 
 
 def search_blocks(
