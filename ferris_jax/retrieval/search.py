@@ -8,7 +8,8 @@ the last block). Each block runs one jitted program, compiled once per (query bu
 shape, k, precision), which scores the block, takes its top-k (`ops.top_k`) and merges it into
 the running best on the device.
 
-Scores are dot products (normalize for cosine), except:
+Scores are dot products (normalize for cosine), accumulated in float32 (with bfloat16 blocks
+the queries are rounded to bfloat16 first, as a bfloat16 matmul does), except:
 - int8/uint8: float query . dequantized corpus vector, computed without dequantizing the
   corpus as `(q * step) . c + q . offset` (`quantization.int8_query_weights`). Measured on
   MiniLM embeddings (STS train 10.5k, STS test queries, k=10): recall@10 of the int8 search
@@ -43,6 +44,10 @@ QUERY_BUCKETS = (1, 8, 64, 256, 1024)
 SCORE_BUDGET_BYTES = 1 << 30
 # Up to this many query rows, binary scores are XOR + popcount; above, a +-1 matmul.
 _POPCOUNT_MAX_QUERIES = 8
+# Float query chunks of at most this many rows are scored as multiply + row sum instead of a
+# dot (an alternative to a slow GEMV). Off: on a CPU it was 45x slower than the dot at 1M x 384
+# (3.5 s vs 78 ms); `python -m benchmarks.search` times it on GPUs as "ferris_jax matvec".
+MATVEC_MAX_QUERIES = 0
 
 
 def search_blocks(
@@ -112,6 +117,7 @@ def search_blocks(
     chunk = _query_chunk(Q, R, score_budget_bytes)
     padded = -(-Q // chunk) * chunk
     queries = jnp.pad(queries, ((0, padded - Q), (0, 0)))
+    matvec = kind == "float" and chunk <= MATVEC_MAX_QUERIES
     out_s, out_r = [], []
     for start in range(0, padded, chunk):
         q = _query_operand(queries[start : start + chunk], kind, weights, W)
@@ -119,7 +125,15 @@ def search_blocks(
         best_r = jnp.full((chunk, n_out), -1, jnp.int32)
         for i, (block, mask) in enumerate(zip(blocks, masks, strict=True)):
             best_s, best_r = _block_step(
-                q, block, mask, jnp.int32(i * R), best_s, best_r, n_out=n_out, kind=kind, dim=D
+                q,
+                block,
+                mask,
+                jnp.int32(i * R),
+                best_s,
+                best_r,
+                n_out=n_out,
+                kind=kind,
+                matvec=matvec,
             )
         out_s.append(best_s)
         out_r.append(best_r)
@@ -210,9 +224,9 @@ def _query_operand(q, kind, weights, W):
     return q
 
 
-@functools.partial(jax.jit, static_argnames=("n_out", "kind", "dim"))
-def _block_step(q, block, valid, offset, best_s, best_r, *, n_out, kind, dim):
-    scores = _scores(q, block, kind)
+@functools.partial(jax.jit, static_argnames=("n_out", "kind", "matvec"))
+def _block_step(q, block, valid, offset, best_s, best_r, *, n_out, kind, matvec):
+    scores = _scores(q, block, kind, matvec)
     scores = jnp.where(valid[None, :], scores, -jnp.inf)
     values, idx = top_k(scores, n_out)
     rows = jnp.where(idx >= 0, idx + offset, -1)
@@ -221,8 +235,14 @@ def _block_step(q, block, valid, offset, best_s, best_r, *, n_out, kind, dim):
     return values, jnp.take_along_axis(jnp.concatenate([best_r, rows], 1), pos, 1)
 
 
-def _scores(q, block, kind):
+def _scores(q, block, kind, matvec=False):
     """`[Qc, R]` float32 scores of one block."""
+    if matvec:
+        products = (
+            block.astype(jnp.float32)[None, :, :]
+            * q.astype(block.dtype).astype(jnp.float32)[:, None, :]
+        )
+        return jnp.sum(products, axis=-1)
     if kind == "float":
         return jnp.einsum(
             "qd,rd->qr", q.astype(block.dtype), block, preferred_element_type=jnp.float32
