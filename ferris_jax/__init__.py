@@ -26,15 +26,22 @@ _LAZY = {
     "cos_sim": "ferris_jax.similarity",
     "dot_score": "ferris_jax.similarity",
     "semantic_search": "ferris_jax.similarity",
+    "quantize_embeddings": "ferris_jax.quantization",
+    "Index": "ferris_jax.retrieval.index",
+    "retrieval": "ferris_jax.retrieval",
 }
 
 if TYPE_CHECKING:
     from ferris_jax.api import load
     from ferris_jax.encoder import Encoder
+    from ferris_jax.quantization import quantize_embeddings
+    from ferris_jax.retrieval.index import Index
     from ferris_jax.similarity import cos_sim, dot_score, semantic_search
 
 
 def __getattr__(name: str):
+    if name == "retrieval":
+        return importlib.import_module(_LAZY[name])
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'ferris_jax' has no attribute {name!r}")
@@ -43,9 +50,11 @@ def __getattr__(name: str):
 __all__ = [
     "CheckpointError",
     "Encoder",
+    "Index",
     "ModelNotFoundError",
     "cos_sim",
     "dot_score",
     "load",
+    "quantize_embeddings",
     "semantic_search",
 ]
