@@ -8,6 +8,7 @@ precision (float32, bfloat16, int8 or binary; the last three re-ranked with the 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -20,6 +21,7 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +224,10 @@ class Index:
                 yield item.text
 
         added: list[str] = []
-        with self._lock, self._rollback_on_error():
+        # A writer thread stores each window (database rows, shard files) while the next one is
+        # embedded, so the device is not left waiting on the host.
+        writer = ThreadPoolExecutor(1, thread_name_prefix="ferris-index-writer")
+        with self._lock, self._rollback_on_error(), writer:
             vectors = self.encoder.encode_stream(
                 prompted(),
                 batch_size=batch_size,
@@ -230,10 +235,15 @@ class Index:
                 chunk_size=chunk_size,
                 show_progress_bar=show_progress_bar,
             )
+            writing: collections.deque[Future] = collections.deque()
             for window in vectors:
                 batch, queue[: len(window)] = queue[: len(window)], []
-                self._append(window, batch)
+                writing.append(writer.submit(self._append, window, batch))
                 added += [item.id for item in batch]
+                if len(writing) > 1:  # one window stored while the next is embedded
+                    writing.popleft().result()
+            while writing:
+                writing.popleft().result()
         return added
 
     def add_documents(
@@ -812,6 +822,7 @@ def _items(
     if isinstance(texts, (str, Document, Chunk)):
         texts = [texts]
     ids_it = iter(ids) if ids is not None else None
+    prefix = secrets.token_hex(6)  # new ids: random per call, numbered within it
     meta_it = iter(metadata) if metadata is not None else None
     for i, value in enumerate(texts):
         meta = dict(next(meta_it, None) or {}) if meta_it is not None else {}
@@ -833,7 +844,7 @@ def _items(
             raise TypeError(
                 f"texts[{i}] is {type(value).__name__}, expected str, Document or Chunk"
             )
-        item_id = given if given is not None else default_id or secrets.token_hex(12)
+        item_id = given if given is not None else default_id or f"{prefix}-{i}"
         if not isinstance(item_id, str) or not item_id:
             raise ValueError(f"ids[{i}] must be a non-empty string, got {item_id!r}")
         if document_id is None:
