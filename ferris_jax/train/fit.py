@@ -399,6 +399,10 @@ def load_checkpoint(
         tensors = load_file(str(path / STATE_FILE))
     except Exception as e:
         raise CheckpointError(f"{path / STATE_FILE}: not a readable safetensors file ({e})") from e
+    # safetensors stores a scalar (a step count) as one element of shape [1].
+    for name, leaf in zip(names, leaves, strict=True):
+        if name in tensors and leaf.ndim == 0 and tensors[name].shape == (1,):
+            tensors[name] = tensors[name].reshape(())
     problems = [f"missing tensor {n!r}" for n in names if n not in tensors]
     problems += [f"unexpected tensor {n!r}" for n in tensors if n not in set(names)]
     for name, leaf in zip(names, leaves, strict=True):
