@@ -50,7 +50,7 @@ class TrainBatch:
     """What the train step takes: columns (anchor, positive, negatives...) of B texts each,
     row i of every column belonging to example i, and optional labels `[B]` (e.g. CoSENT's
     similarity scores). Every column has B rows, none of them padding (each row is an in-batch
-    negative for the others); each column has its own padded length."""
+    negative for the others). Columns of one length are embedded in one pass."""
 
     columns: tuple[Column, ...]
     labels: jax.Array | None = None
@@ -71,8 +71,8 @@ def make_batch(
     examples: Sequence[Sequence[str]],
     labels: Sequence[float] | np.ndarray | None = None,
 ) -> TrainBatch:
-    """Tokenize examples into a `TrainBatch`, each column padded to a length of the encoder's
-    bucket grid (`enc.bucket_policy`), so a run compiles a few shapes only.
+    """Tokenize examples into a `TrainBatch`, its columns padded to one length of the
+    encoder's bucket grid (`enc.bucket_policy`), so a run compiles a few shapes only.
 
     Args:
         enc: the encoder whose tokenizer and `max_seq_length` apply.
@@ -93,12 +93,16 @@ def make_batch(
             f"{first} is {examples[first]!r:.80} and example 0 has {len(examples[0])} texts"
         )
     B = len(examples)
-    policy = enc.bucket_policy(B)
+    tokenized = [
+        enc.tokenizer.encode(validate_texts([e[c] for e in examples]))
+        for c in range(len(examples[0]))
+    ]
+    # One length for all columns: a run compiles one program per bucket length, not per
+    # combination of the columns' lengths, and the step embeds the columns in one pass.
+    longest = max(int(tok.lengths.max(initial=1)) for tok in tokenized)
+    _, L = enc.bucket_policy(B).shape_for(1, longest)
     columns = []
-    for c in range(len(examples[0])):
-        texts = validate_texts([e[c] for e in examples])
-        tok = enc.tokenizer.encode(texts)
-        _, L = policy.shape_for(1, int(tok.lengths.max(initial=1)))
+    for tok in tokenized:
         padded = pad(tok, np.arange(B), (B, L), enc.tokenizer.pad_token_id)
         columns.append(Column(padded.input_ids, padded.attention_mask, padded.token_type_ids))
     if labels is not None:
@@ -259,8 +263,15 @@ def loss_and_grad(
 ) -> tuple[jax.Array, nnx.State]:
     """The loss of `batch` and its gradient with respect to `params` (one backward pass)."""
 
+    lengths = {c.input_ids.shape[1] for c in batch.columns}
+
     def value(p: nnx.State) -> jax.Array:
-        return call_loss(loss, [embed(p, c) for c in batch.columns], batch.labels)
+        if len(lengths) == 1:  # one forward pass over all columns: bigger matmuls
+            joined = jax.tree.map(lambda *xs: jnp.concatenate(xs), *batch.columns)
+            embeddings = jnp.split(embed(p, joined), len(batch.columns))
+        else:
+            embeddings = [embed(p, c) for c in batch.columns]
+        return call_loss(loss, embeddings, batch.labels)
 
     return jax.value_and_grad(value)(params)
 
