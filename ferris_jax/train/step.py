@@ -31,6 +31,8 @@ from ferris_jax.platforms import parse_dtype
 from ferris_jax.tokenize import validate_texts
 
 Loss = Callable[..., jax.Array]
+# optax >= 0.2.5 names it optax.tree.norm (optax.global_norm warns there).
+_global_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.global_norm
 
 
 # ---------------------------------------------------------------- batches
@@ -355,7 +357,7 @@ def train_step(
             value, grads = cached_loss_and_grad(embed, loss, state.params, batch, mini_batch_size)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": value, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": value, "grad_norm": _global_norm(grads)}
         return TrainState(params, opt_state, state.step + 1), metrics
 
     return jax.jit(step, donate_argnums=0)
