@@ -17,6 +17,7 @@ from helpers.training import (
     flat,
     our_path,
     st_features,
+    st_symmetric_mnrl,
     sts_pairs,
     sts_scored,
     sts_triplets,
@@ -103,7 +104,7 @@ def cases():
         (
             "mnrl_symmetric",
             mnrl_symmetric_loss,
-            lambda m: st_losses.MultipleNegativesSymmetricRankingLoss(m),
+            st_symmetric_mnrl,
             pairs,
             None,
         ),
@@ -168,7 +169,6 @@ def test_decay_exclusions_are_transformers_trainers(tiny):
     assert got == want
 
 
-@pytest.mark.slow
 def test_ten_adamw_steps_end_in_torchs_parameters(tiny):
     """Ten steps of MNRL on STS-B pairs (batches of 8, in the same order), AdamW with 3 warmup
     steps then linear decay over 10, weight decay 0.01 except biases and LayerNorm weights,
@@ -212,7 +212,6 @@ def test_ten_adamw_steps_end_in_torchs_parameters(tiny):
     assert_tensors_match(got, want)
 
 
-@pytest.mark.slow
 def test_minilm_mnrl_loss_and_every_gradient_match(minilm, minilm_path):
     """The real model, on STS-B pairs of every score (paraphrase-only batches are so easy for
     MiniLM that the loss, ~4e-4, is below float32's resolution of its terms, ~20)."""

@@ -102,3 +102,13 @@ def assert_tensors_match(got: dict, want: dict, rtol: float = RTOL) -> None:
         if err > rtol * scale:
             bad.append(f"{'.'.join(map(str, path))}: max error {err:.3g} vs max {scale:.3g}")
     assert not bad, "\n".join(bad)
+
+
+def st_symmetric_mnrl(model, **kwargs):
+    """sentence-transformers' MultipleNegativesSymmetricRankingLoss, in the form its deprecation
+    message asks for (the same loss)."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    return MultipleNegativesRankingLoss(
+        model, directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction", **kwargs
+    )
