@@ -141,14 +141,9 @@ def decay_mask(params: nnx.State) -> nnx.State:
 
 
 def _leaf_name(path: tuple) -> str:
-    key = path[-1]
-    while hasattr(key, "key") or hasattr(key, "name"):  # DictKey / GetAttrKey of the Variable
-        name = getattr(key, "key", None) or getattr(key, "name", None)
-        if name != "value":
-            return str(name)
-        path = path[:-1]
-        key = path[-1]
-    return str(key)
+    """The parameter's own name in a pytree path (not the Variable's `value` attribute)."""
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    return next(n for n in reversed(names) if n != "value")
 
 
 def adamw(
