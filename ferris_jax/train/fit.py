@@ -1,0 +1,423 @@
+"""`fit`: the training loop for the common case, a thin shell around `train_step`.
+
+It orders the data (seeded, the same order on every run), steps, shows a bar, evaluates,
+writes checkpoints (parameters and optimizer state as safetensors, the loop's position as
+JSON, in one folder that appears whole) and resumes from the latest one exactly: a run
+interrupted and resumed ends with the parameters an uninterrupted run ends with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from ferris_jax.encoder import Encoder
+from ferris_jax.errors import CheckpointError, require_int
+from ferris_jax.files import atomic_directory, read_json_object, write_json
+from ferris_jax.train.losses import mnrl_loss
+from ferris_jax.train.step import (
+    Loss,
+    TrainBatch,
+    TrainState,
+    adamw,
+    init_state,
+    linear_schedule_with_warmup,
+    make_batch,
+    train_step,
+)
+
+Example = Sequence[Any]  # (text, text[, text...][, label])
+CHECKPOINT_PREFIX = "checkpoint-"
+STATE_FILE = "train_state.safetensors"
+MANIFEST_FILE = "trainer_state.json"
+FORMAT = 1
+
+
+@dataclasses.dataclass
+class History:
+    """What `fit` measured: per batch step, and each evaluation (with its optimizer `step`)."""
+
+    loss: list[float] = dataclasses.field(default_factory=list)
+    learning_rate: list[float] = dataclasses.field(default_factory=list)
+    grad_norm: list[float] = dataclasses.field(default_factory=list)
+    evaluations: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+
+def fit(
+    encoder: Encoder,
+    train_data: Sequence[Example] | Sequence[TrainBatch] | Iterable[TrainBatch],
+    *,
+    loss: Loss = mnrl_loss,
+    epochs: int = 1,
+    steps: int | None = None,
+    batch_size: int = 32,
+    learning_rate: float = 5e-5,
+    warmup: int | float = 0,
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = 1.0,
+    accumulation_steps: int = 1,
+    mini_batch_size: int | None = None,
+    compute_dtype: str | None = None,
+    seed: int = 0,
+    evaluator: Callable[[Encoder], dict[str, float]] | None = None,
+    evaluation_steps: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_steps: int = 500,
+    resume: bool = True,
+    callback: Callable[[int, dict[str, float]], Any] | None = None,
+    show_progress_bar: bool | None = None,
+) -> History:
+    """Fine-tune `encoder` in place (`encoder.params`; save it with `encoder.save(path)`).
+
+    Args:
+        encoder: the model to train (loaded in float32: its parameters are the master weights).
+        train_data: examples as tuples of texts, e.g. (anchor, positive[, negatives...]), with
+            an optional trailing number as the label ((a, b, 0.8) for `cosent_loss`), which
+            `fit` shuffles (seeded) and batches itself; or ready `TrainBatch`es (a sequence, or
+            an iterable with `set_epoch(epoch)` to reorder per epoch), taken in their order.
+        loss: a loss of embeddings (`mnrl_loss`, `cosent_loss`, `matryoshka_loss(...)`, ...).
+        epochs: passes over `train_data` (unless `steps` is given).
+        steps: optimizer steps to run instead of whole epochs.
+        batch_size: examples per batch when `fit` batches the examples.
+        learning_rate: peak AdamW learning rate.
+        warmup: linear warmup, in optimizer steps (int) or as a fraction of them (float < 1).
+        weight_decay: AdamW's decoupled weight decay (not on biases and LayerNorm weights).
+        max_grad_norm: clip the global gradient norm to this (None: no clipping).
+        accumulation_steps: batches whose gradients are averaged into one update.
+        mini_batch_size: run the cached (GradCache) step in mini-batches of this many rows.
+        compute_dtype: "float32" or "bfloat16"; default bfloat16 on GPUs, float32 elsewhere.
+        seed: the data order's seed (the order of epoch e depends on (seed, e) only).
+        evaluator: `evaluator(encoder) -> {metric: value}`, run every `evaluation_steps`
+            optimizer steps (0: only at the end) with `encoder.params` set to the current ones.
+        evaluation_steps: optimizer steps between evaluations.
+        checkpoint_dir: where `checkpoint-<step>` folders go (the latest one is kept).
+        checkpoint_steps: optimizer steps between checkpoints (one is also written at the end).
+        resume: continue from the latest checkpoint in `checkpoint_dir`, if there is one.
+        callback: `callback(step, metrics)` after every batch: loss, learning_rate,
+            grad_norm, epoch, and the evaluator's metrics when it ran.
+        show_progress_bar: None shows a bar on a terminal only.
+
+    Returns:
+        The `History` of the whole run (a resumed run's includes the steps before the restart).
+    """
+    epochs = require_int("epochs", epochs)
+    batch_size = require_int("batch_size", batch_size)
+    accumulation_steps = require_int("accumulation_steps", accumulation_steps)
+    checkpoint_steps = require_int("checkpoint_steps", checkpoint_steps)
+    evaluation_steps = require_int("evaluation_steps", evaluation_steps, minimum=0)
+    data = _Data(encoder, train_data, batch_size, seed)
+    if steps is not None:
+        total = require_int("steps", steps)
+    elif data.batches_per_epoch is None:
+        raise ValueError(
+            "train_data has no length: give steps= (optimizer steps), or a sequence of batches"
+        )
+    else:
+        total = epochs * data.batches_per_epoch // accumulation_steps
+    if total < 1:
+        raise ValueError(
+            f"no optimizer step to run: {data.batches_per_epoch} batch(es) per epoch with "
+            f"accumulation_steps={accumulation_steps}"
+        )
+    warmup_steps = _warmup_steps(warmup, total)
+    schedule = linear_schedule_with_warmup(learning_rate, warmup_steps, total)
+    optimizer = adamw(
+        schedule,
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,
+        accumulation_steps=accumulation_steps,
+    )
+    step_fn = train_step(
+        encoder, loss, optimizer, compute_dtype=compute_dtype, mini_batch_size=mini_batch_size
+    )
+    state = init_state(encoder.params, optimizer)
+    position = Position()
+    history = History()
+    run = {"seed": seed, "batch_size": batch_size, "accumulation_steps": accumulation_steps}
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if folder is not None and resume and (latest := latest_checkpoint(folder)) is not None:
+        state, position, history = load_checkpoint(latest, state, run)
+
+    show = show_progress_bar if show_progress_bar is not None else _is_terminal(sys.stderr)
+    pending: list[tuple[dict[str, jax.Array], float, int]] = []  # metrics not yet on the host
+
+    def flush(evaluation: dict[str, float] | None = None, keep: int = 0) -> None:
+        """Move the pending metrics but the last `keep` to the history (waiting for their
+        steps: keeping the newest lets the device run it while the host reads the others)."""
+        done = pending[: len(pending) - keep]
+        for i, (metrics, lr, epoch) in enumerate(done):
+            values = {k: float(v) for k, v in metrics.items()}
+            history.loss.append(values["loss"])
+            history.grad_norm.append(values["grad_norm"])
+            history.learning_rate.append(lr)
+            if callback is not None:
+                extra = evaluation if evaluation and i == len(done) - 1 else {}
+                callback(
+                    len(history.loss), {**values, "learning_rate": lr, "epoch": epoch, **extra}
+                )
+        del pending[: len(done)]
+
+    started, examples = time.perf_counter(), 0
+    bar = tqdm(total=total, initial=position.step, unit="step", disable=not show)
+    with bar:
+        while position.step < total:
+            seen = 0
+            for batch in data.epoch(position.epoch, skip=position.batch):
+                seen += 1
+                lr = float(schedule(position.step))
+                state, metrics = step_fn(state, batch)
+                position.batch += 1
+                position.batches_done += 1
+                examples += batch.size
+                pending.append((metrics, lr, position.epoch))
+                if position.batches_done % accumulation_steps:
+                    continue
+                position.step += 1
+                last = position.step == total
+                evaluation = None
+                if evaluator is not None and (
+                    last or (evaluation_steps and position.step % evaluation_steps == 0)
+                ):
+                    encoder.params = _params_for(encoder, state)
+                    evaluation = {k: float(v) for k, v in evaluator(encoder).items()}
+                    history.evaluations.append({"step": position.step, **evaluation})
+                saving = folder is not None and (last or position.step % checkpoint_steps == 0)
+                flush(evaluation, keep=0 if evaluation or saving or last else 1)
+                if saving:
+                    save_checkpoint(folder, state, position, history, run)
+                elapsed = time.perf_counter() - started
+                bar.set_postfix(
+                    loss=f"{history.loss[-1]:.4f}" if history.loss else "-",
+                    lr=f"{lr:.2e}",
+                    pairs_per_s=f"{examples / max(elapsed, 1e-9):.0f}",
+                    refresh=False,
+                )
+                bar.update(1)
+                if last:
+                    break
+            else:
+                if seen == 0 and position.batch == 0:
+                    raise ValueError("train_data holds no batch")
+                position.epoch += 1
+                position.batch = 0
+    flush()
+    encoder.params = _params_for(encoder, state)
+    return history
+
+
+@dataclasses.dataclass
+class Position:
+    """Where a run is: optimizer `step`, batches done in all, and batch `batch` of `epoch`."""
+
+    epoch: int = 0
+    batch: int = 0
+    batches_done: int = 0
+    step: int = 0
+
+
+class _Data:
+    """The batches of each epoch: examples shuffled by (seed, epoch) and batched, or the
+    caller's batches in their order."""
+
+    def __init__(self, encoder: Encoder, data: Any, batch_size: int, seed: int):
+        self.encoder, self.batch_size, self.seed = encoder, batch_size, seed
+        self.examples: list[tuple[str, ...]] | None = None
+        self.labels: np.ndarray | None = None
+        self.batches = data
+        if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+            raise TypeError(
+                f"train_data must be examples or TrainBatches, got {type(data).__name__}"
+            )
+        if isinstance(data, Sequence) and (len(data) == 0 or not isinstance(data[0], TrainBatch)):
+            self.examples, self.labels = _parse_examples(data)
+        self.batches_per_epoch: int | None
+        if self.examples is not None:
+            self.batches_per_epoch = math.ceil(len(self.examples) / batch_size)
+        else:
+            self.batches_per_epoch = len(data) if isinstance(data, Sequence) else None
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[TrainBatch]:
+        """Epoch `epoch`'s batches after the first `skip`."""
+        if self.examples is None:
+            if hasattr(self.batches, "set_epoch"):
+                self.batches.set_epoch(epoch)
+            for i, batch in enumerate(self.batches):
+                if i >= skip:
+                    yield batch
+            return
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
+        for start in range(skip * self.batch_size, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            labels = None if self.labels is None else self.labels[rows]
+            yield make_batch(self.encoder, [self.examples[i] for i in rows], labels)
+
+
+def _parse_examples(data: Sequence[Any]) -> tuple[list[tuple[str, ...]], np.ndarray | None]:
+    """(texts, labels or None) from tuples of texts with an optional trailing number."""
+    examples, labels = [], []
+    width = None
+    for i, example in enumerate(data):
+        if isinstance(example, (str, bytes)) or not isinstance(example, Sequence):
+            raise TypeError(
+                f"train_data[{i}] must be a tuple of texts (anchor, positive, ...), "
+                f"got {type(example).__name__}"
+            )
+        *texts, last = example
+        has_label = isinstance(last, (int, float, np.number)) and not isinstance(last, bool)
+        texts = tuple(texts) if has_label else (*texts, last)
+        if width is None:
+            width = (len(texts), has_label)
+        if (len(texts), has_label) != width or len(texts) < 2:
+            raise ValueError(
+                f"train_data[{i}] has {len(texts)} texts{' and a label' if has_label else ''}; "
+                f"every example needs the same form as train_data[0] "
+                f"({width[0]} texts{' and a label' if width[1] else ''}), at least two texts"
+            )
+        bad = next((t for t in texts if not isinstance(t, str)), None)
+        if bad is not None:
+            raise TypeError(
+                f"train_data[{i}] holds a {type(bad).__name__}, not a text: {bad!r:.60}"
+            )
+        examples.append(texts)
+        if has_label:
+            labels.append(float(last))
+    return examples, (np.asarray(labels, np.float32) if width and width[1] else None)
+
+
+def _warmup_steps(warmup: int | float, total: int) -> int:
+    """Warmup in optimizer steps from a step count or a fraction of `total` (transformers'
+    warmup_ratio rounds up)."""
+    if isinstance(warmup, float) and 0 <= warmup < 1:
+        return math.ceil(warmup * total)
+    return require_int("warmup", warmup, minimum=0)
+
+
+def _params_for(encoder: Encoder, state: TrainState) -> Any:
+    """The state's parameters as a copy in the encoder's dtype (the state's are donated)."""
+    dtype = encoder.checkpoint.dtype
+    return jax.tree.map(lambda x: jnp.array(x, dtype=dtype, copy=True), state.params)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------- checkpoints
+def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """The `checkpoint-<step>` folder of `folder` with the highest step, or None."""
+    folder = Path(folder)
+    found = []
+    if folder.is_dir():
+        for sub in folder.iterdir():
+            number = sub.name.removeprefix(CHECKPOINT_PREFIX)
+            if sub.name.startswith(CHECKPOINT_PREFIX) and number.isdigit():
+                found.append((int(number), sub))
+    return max(found)[1] if found else None
+
+
+def _named_leaves(state: TrainState) -> tuple[list[str], list[Any], Any]:
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(state)
+    names = [jax.tree_util.keystr(path) for path, _ in with_paths]
+    return names, [leaf for _, leaf in with_paths], treedef
+
+
+def save_checkpoint(
+    folder: str | os.PathLike,
+    state: TrainState,
+    position: Position,
+    history: History,
+    run: dict[str, Any],
+) -> Path:
+    """Write `folder/checkpoint-<step>` (parameters and optimizer state as safetensors, the
+    position, history and run settings as JSON) atomically, then remove older checkpoints."""
+    from safetensors.numpy import save_file
+
+    names, leaves, _ = _named_leaves(state)
+    target = Path(folder) / f"{CHECKPOINT_PREFIX}{position.step}"
+    with atomic_directory(target) as staging:
+        save_file(
+            {
+                n: np.ascontiguousarray(jax.device_get(x))
+                for n, x in zip(names, leaves, strict=True)
+            },
+            str(staging / STATE_FILE),
+        )
+        write_json(
+            staging / MANIFEST_FILE,
+            {
+                "format": FORMAT,
+                "position": dataclasses.asdict(position),
+                "run": run,
+                "tensors": names,
+                "history": dataclasses.asdict(history),
+            },
+        )
+    for sub in Path(folder).iterdir():
+        if sub != target and sub.name.startswith(CHECKPOINT_PREFIX):
+            shutil.rmtree(sub, ignore_errors=True)
+    return target
+
+
+def load_checkpoint(
+    path: str | os.PathLike, template: TrainState, run: dict[str, Any]
+) -> tuple[TrainState, Position, History]:
+    """A checkpoint written by `save_checkpoint`, into a state shaped like `template`.
+
+    Raises:
+        CheckpointError: naming the file and tensor, when the checkpoint is not this run's
+            (other settings, another model or optimizer) or is unreadable.
+    """
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    manifest_path = path / MANIFEST_FILE
+    manifest = read_json_object(manifest_path, required=True)
+    if manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{manifest_path}: format {manifest.get('format')!r} is not {FORMAT}")
+    if manifest.get("run") != run:
+        raise CheckpointError(
+            f"{manifest_path}: written by a run with {manifest.get('run')}, this one has {run}; "
+            "resume with the same settings, or pass resume=False or another checkpoint_dir"
+        )
+    names, leaves, treedef = _named_leaves(template)
+    try:
+        tensors = load_file(str(path / STATE_FILE))
+    except Exception as e:
+        raise CheckpointError(f"{path / STATE_FILE}: not a readable safetensors file ({e})") from e
+    # safetensors stores a scalar (a step count) as one element of shape [1].
+    for name, leaf in zip(names, leaves, strict=True):
+        if name in tensors and leaf.ndim == 0 and tensors[name].shape == (1,):
+            tensors[name] = tensors[name].reshape(())
+    problems = [f"missing tensor {n!r}" for n in names if n not in tensors]
+    problems += [f"unexpected tensor {n!r}" for n in tensors if n not in set(names)]
+    for name, leaf in zip(names, leaves, strict=True):
+        got = tensors.get(name)
+        if got is not None and (got.shape != leaf.shape or got.dtype != leaf.dtype):
+            problems.append(
+                f"tensor {name!r} is {got.dtype}{list(got.shape)}, the run needs "
+                f"{leaf.dtype}{list(leaf.shape)}"
+            )
+    if problems:
+        raise CheckpointError(
+            f"{path / STATE_FILE} does not match this model and optimizer:\n  "
+            + "\n  ".join(problems)
+        )
+    device = next(iter(leaves[0].devices())) if hasattr(leaves[0], "devices") else None
+    state = jax.tree.unflatten(treedef, [jax.device_put(tensors[n], device) for n in names])
+    history = History(**manifest["history"])
+    return state, Position(**manifest["position"]), history

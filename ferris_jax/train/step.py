@@ -1,0 +1,358 @@
+"""The train step: a batch of token columns -> embeddings -> a loss -> an optax update.
+
+`TrainBatch` is what the step takes: one padded `[B, L]` token `Column` per text column
+(anchor, positive, negatives...) and optional labels `[B]`. `adamw(...)` is the optimizer
+transformers' Trainer builds (linear warmup and decay, no weight decay on biases and LayerNorm
+weights, global-norm clipping, gradient accumulation); `train_step(enc, loss, optimizer)` is
+the jitted, buffer-donating step over a `TrainState`; with `mini_batch_size` it is the cached
+(GradCache) step, whose memory is that of one mini-batch while its gradients are the plain
+step's. Research loops call these directly; `fit` is the loop for the common case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from ferris_jax import ops, programs
+from ferris_jax.batching import pad
+from ferris_jax.encoder import Encoder
+from ferris_jax.errors import require_int
+from ferris_jax.models import family_for, read_config
+from ferris_jax.models.embedder import SentenceEmbedder
+from ferris_jax.platforms import parse_dtype
+from ferris_jax.tokenize import validate_texts
+
+Loss = Callable[..., jax.Array]
+# optax >= 0.2.5 names it optax.tree.norm (optax.global_norm warns there).
+_global_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.global_norm
+
+
+# ---------------------------------------------------------------- batches
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One text column of a batch, padded: `[B, L]` int32 arrays as `Encoder.apply` takes them."""
+
+    input_ids: jax.Array
+    attention_mask: jax.Array
+    token_type_ids: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainBatch:
+    """What the train step takes: columns (anchor, positive, negatives...) of B texts each,
+    row i of every column belonging to example i, and optional labels `[B]` (e.g. CoSENT's
+    similarity scores). Every column has B rows, none of them padding (each row is an in-batch
+    negative for the others). Columns of one length are embedded in one pass."""
+
+    columns: tuple[Column, ...]
+    labels: jax.Array | None = None
+
+    @property
+    def size(self) -> int:
+        """B, the examples in the batch."""
+        return int(self.columns[0].input_ids.shape[0])
+
+    @property
+    def shape(self) -> tuple[tuple[int, int], ...]:
+        """`(B, L)` of each column: the step compiles once per distinct `shape`."""
+        return tuple(tuple(c.input_ids.shape) for c in self.columns)
+
+
+def make_batch(
+    enc: Encoder,
+    examples: Sequence[Sequence[str]],
+    labels: Sequence[float] | np.ndarray | None = None,
+) -> TrainBatch:
+    """Tokenize examples into a `TrainBatch`, its columns padded to one length of the
+    encoder's bucket grid (`enc.bucket_policy`), so a run compiles a few shapes only.
+
+    Args:
+        enc: the encoder whose tokenizer and `max_seq_length` apply.
+        examples: B tuples of texts, all of one length: (anchor, positive[, negatives...]) or
+            the two sides of a labelled pair.
+        labels: optional `[B]` floats, e.g. similarity scores for `cosent_loss`.
+    """
+    examples = [tuple(e) if not isinstance(e, str) else e for e in examples]
+    if not examples:
+        raise ValueError("a batch needs at least one example")
+    widths = {len(e) if not isinstance(e, str) else -1 for e in examples}
+    if -1 in widths or len(widths) != 1:
+        first = next(
+            i for i, e in enumerate(examples) if isinstance(e, str) or len(e) != len(examples[0])
+        )
+        raise ValueError(
+            f"examples must be tuples of texts of one length (anchor, positive, ...); example "
+            f"{first} is {examples[first]!r:.80} and example 0 has {len(examples[0])} texts"
+        )
+    B = len(examples)
+    tokenized = [
+        enc.tokenizer.encode(validate_texts([e[c] for e in examples]))
+        for c in range(len(examples[0]))
+    ]
+    # One length for all columns: a run compiles one program per bucket length, not per
+    # combination of the columns' lengths, and the step embeds the columns in one pass.
+    longest = max(int(tok.lengths.max(initial=1)) for tok in tokenized)
+    _, L = enc.bucket_policy(B).shape_for(1, longest)
+    columns = []
+    for tok in tokenized:
+        padded = pad(tok, np.arange(B), (B, L), enc.tokenizer.pad_token_id)
+        columns.append(Column(padded.input_ids, padded.attention_mask, padded.token_type_ids))
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.float32)
+        if labels.shape != (B,):
+            raise ValueError(f"labels must be one number per example ({B}), got {labels.shape}")
+    return TrainBatch(tuple(columns), labels)
+
+
+# ---------------------------------------------------------------- optimizer
+def linear_schedule_with_warmup(
+    learning_rate: float, warmup_steps: int, total_steps: int
+) -> optax.Schedule:
+    """transformers' `get_linear_schedule_with_warmup`: 0 -> `learning_rate` over
+    `warmup_steps` optimizer steps, then linearly to 0 at `total_steps`."""
+    warmup = max(1, warmup_steps)
+    decay = max(1, total_steps - warmup_steps)
+
+    def schedule(count: jax.Array) -> jax.Array:
+        count = jnp.asarray(count, jnp.float32)
+        up = count / warmup
+        down = jnp.maximum(0.0, (total_steps - count) / decay)
+        return learning_rate * jnp.where(count < warmup_steps, up, down)
+
+    return schedule
+
+
+def decay_mask(params: nnx.State) -> nnx.State:
+    """True for the parameters that get weight decay: all but biases and normalization weights
+    (leaves named `bias` and `scale`), the rule of transformers' Trainer."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: _leaf_name(path) not in ("bias", "scale"), params
+    )
+
+
+def _leaf_name(path: tuple) -> str:
+    """The parameter's own name in a pytree path (not the Variable's `value` attribute)."""
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    return next(n for n in reversed(names) if n != "value")
+
+
+def adamw(
+    learning_rate: float | optax.Schedule = 5e-5,
+    *,
+    total_steps: int | None = None,
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = 1.0,
+    accumulation_steps: int = 1,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> optax.GradientTransformation:
+    """AdamW as sentence-transformers' trainer (transformers' Trainer) sets it up.
+
+    Args:
+        learning_rate: peak learning rate, or an optax schedule of the optimizer step.
+        total_steps: optimizer steps of the run; with it, the rate warms up linearly over
+            `warmup_steps` and then decays linearly to 0 (`linear_schedule_with_warmup`).
+        warmup_steps: optimizer steps of linear warmup.
+        weight_decay: decoupled weight decay, not applied to biases and LayerNorm weights.
+        max_grad_norm: clip the gradients' global norm to this (None: no clipping).
+        accumulation_steps: average the gradients of this many steps before each update.
+        b1, b2, eps: Adam's moments and epsilon (torch's defaults).
+    """
+    accumulation_steps = require_int("accumulation_steps", accumulation_steps)
+    if callable(learning_rate) or total_steps is None:
+        schedule = learning_rate
+    else:
+        schedule = linear_schedule_with_warmup(
+            learning_rate, require_int("warmup_steps", warmup_steps, minimum=0), total_steps
+        )
+    inner = optax.chain(
+        optax.clip_by_global_norm(max_grad_norm) if max_grad_norm else optax.identity(),
+        optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask),
+    )
+    if accumulation_steps == 1:
+        return inner
+    return optax.MultiSteps(inner, every_k_schedule=accumulation_steps)
+
+
+# ---------------------------------------------------------------- state and step
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Parameters (float32 master weights), the optimizer's state and the steps taken."""
+
+    params: nnx.State
+    opt_state: Any
+    step: jax.Array
+
+
+def init_state(params: nnx.State, optimizer: optax.GradientTransformation) -> TrainState:
+    """A fresh state: float32 copies of `params` (e.g. `enc.params`), which the step donates."""
+    params = jax.tree.map(lambda x: jnp.array(x, dtype=jnp.float32, copy=True), params)
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+
+def default_compute_dtype(enc: Encoder) -> str:
+    """bfloat16 on GPUs and TPUs (float32 master weights), float32 elsewhere."""
+    return "bfloat16" if enc.backend.platform in ("cuda", "rocm", "tpu") else "float32"
+
+
+def embedder(
+    enc: Encoder, compute_dtype: str | jnp.dtype | None = None
+) -> Callable[[nnx.State, Column], jax.Array]:
+    """Pure `(params, column) -> float32 embeddings [B, E]`, computed in `compute_dtype`
+    (parameters are cast inside; the default is `default_compute_dtype(enc)`)."""
+    dtype = parse_dtype(compute_dtype or default_compute_dtype(enc))
+    graphdef = enc.graphdef
+    if jnp.dtype(dtype) != jnp.dtype(enc.checkpoint.dtype):
+        # The modules' compute dtype is part of the graph: build the same model in `dtype`.
+        ckpt = enc.checkpoint
+        family = family_for(ckpt.model_type)
+        config = read_config(family, ckpt.config)
+
+        def build() -> SentenceEmbedder:
+            rngs = nnx.Rngs(0)
+            return SentenceEmbedder(
+                family.model(config, dtype=dtype, rngs=rngs), ckpt.head, dtype=dtype, rngs=rngs
+            )
+
+        graphdef, _ = nnx.split(nnx.eval_shape(build))
+    impls = dict(enc.impls)
+
+    def embed(params: nnx.State, column: Column) -> jax.Array:
+        params = jax.tree.map(lambda x: x.astype(dtype), params)
+        with ops.use_impl(**impls):
+            out = programs.embed(
+                graphdef, params, column.input_ids, column.attention_mask, column.token_type_ids
+            )
+        return out.astype(jnp.float32)
+
+    return embed
+
+
+def call_loss(loss: Loss, embeddings: Sequence[jax.Array], labels: jax.Array | None) -> jax.Array:
+    """`loss` on a batch's column embeddings: `loss(anchors, positives)`,
+    `loss(anchors, positives, negatives [B, K, E])` or `loss(a, b, labels=labels)`."""
+    if len(embeddings) < 2:
+        raise ValueError(f"a loss needs at least two columns, the batch has {len(embeddings)}")
+    args = list(embeddings[:2])
+    if len(embeddings) > 2:
+        args.append(jnp.stack(embeddings[2:], axis=1))
+    return loss(*args) if labels is None else loss(*args, labels=labels)
+
+
+def loss_and_grad(
+    embed: Callable[[nnx.State, Column], jax.Array],
+    loss: Loss,
+    params: nnx.State,
+    batch: TrainBatch,
+) -> tuple[jax.Array, nnx.State]:
+    """The loss of `batch` and its gradient with respect to `params` (one backward pass)."""
+
+    lengths = {c.input_ids.shape[1] for c in batch.columns}
+
+    def value(p: nnx.State) -> jax.Array:
+        if len(lengths) == 1:  # one forward pass over all columns: bigger matmuls
+            joined = jax.tree.map(lambda *xs: jnp.concatenate(xs), *batch.columns)
+            embeddings = jnp.split(embed(p, joined), len(batch.columns))
+        else:
+            embeddings = [embed(p, c) for c in batch.columns]
+        return call_loss(loss, embeddings, batch.labels)
+
+    return jax.value_and_grad(value)(params)
+
+
+def cached_loss_and_grad(
+    embed: Callable[[nnx.State, Column], jax.Array],
+    loss: Loss,
+    params: nnx.State,
+    batch: TrainBatch,
+    mini_batch_size: int,
+) -> tuple[jax.Array, nnx.State]:
+    """GradCache (sentence-transformers' Cached* losses): `loss_and_grad`'s result with the
+    memory of one mini-batch of `mini_batch_size` rows.
+
+    Embeddings are computed mini-batch by mini-batch without gradients, the loss's gradient
+    with respect to all embeddings is taken, then each mini-batch's forward pass is run again
+    and its vector-Jacobian product with that gradient is summed into the parameters' gradient.
+    """
+    m = mini_batch_size
+    B = batch.size
+    full = B // m * m
+
+    def chunks(column: Column) -> tuple[Column, Column | None]:
+        """The first `full` rows as `[B // m, m, L]`, and the remaining rows."""
+        head = jax.tree.map(lambda x: x[:full].reshape(B // m, m, *x.shape[1:]), column)
+        tail = jax.tree.map(lambda x: x[full:], column) if full < B else None
+        return head, tail
+
+    frozen = jax.lax.stop_gradient(params)
+    split = [chunks(c) for c in batch.columns]
+    embeddings = []
+    for head, tail in split:
+        e = jax.lax.map(lambda c: embed(frozen, c), head).reshape(full, -1)
+        if tail is not None:
+            e = jnp.concatenate([e, embed(frozen, tail)])
+        embeddings.append(e)
+    value, cotangents = jax.value_and_grad(lambda es: call_loss(loss, es, batch.labels))(embeddings)
+
+    def accumulate(grads: nnx.State, chunk: tuple[Column, jax.Array]) -> tuple[nnx.State, None]:
+        column, cotangent = chunk
+        _, vjp = jax.vjp(lambda p: embed(p, column), params)
+        return jax.tree.map(jnp.add, grads, vjp(cotangent)[0]), None
+
+    grads = jax.tree.map(jnp.zeros_like, params)
+    for (head, tail), g in zip(split, cotangents, strict=True):
+        grads, _ = jax.lax.scan(accumulate, grads, (head, g[:full].reshape(B // m, m, -1)))
+        if tail is not None:
+            grads, _ = accumulate(grads, (tail, g[full:]))
+    return value, grads
+
+
+def train_step(
+    enc: Encoder,
+    loss: Loss,
+    optimizer: optax.GradientTransformation,
+    *,
+    compute_dtype: str | None = None,
+    mini_batch_size: int | None = None,
+) -> Callable[[TrainState, TrainBatch], tuple[TrainState, dict[str, jax.Array]]]:
+    """The jitted step `(state, batch) -> (new state, {"loss", "grad_norm"})`.
+
+    The state's buffers are donated (do not use `state` after the call). One program is
+    compiled per batch `shape`; `make_batch` pads to the bucket grid so there are few.
+
+    Args:
+        enc: the model (its graph, implementation choices and checkpoint).
+        loss: a loss of embeddings, e.g. `mnrl_loss` (see `call_loss` for how it is called).
+        optimizer: e.g. `adamw(...)`.
+        compute_dtype: "float32" or "bfloat16" for the forward and backward passes; the
+            state's parameters stay float32. Default: `default_compute_dtype(enc)`.
+        mini_batch_size: run the cached (GradCache) step in mini-batches of this many rows.
+    """
+    embed = embedder(enc, compute_dtype)
+    if mini_batch_size is not None:
+        mini_batch_size = require_int("mini_batch_size", mini_batch_size)
+
+    def step(state: TrainState, batch: TrainBatch) -> tuple[TrainState, dict[str, jax.Array]]:
+        if mini_batch_size is None or mini_batch_size >= batch.size:
+            value, grads = loss_and_grad(embed, loss, state.params, batch)
+        else:
+            value, grads = cached_loss_and_grad(embed, loss, state.params, batch, mini_batch_size)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": value, "grad_norm": _global_norm(grads)}
+        return TrainState(params, opt_state, state.step + 1), metrics
+
+    return jax.jit(step, donate_argnums=0)
