@@ -4,7 +4,8 @@ host memory, each run in its own process (Linux /proc/self/status).
     python -m benchmarks.index_build --model-dir .bench/minilm --sizes 100000 1000000
 
 The texts (benchmarks/corpus.py's "mix") are written once to a JSON Lines file. `encode` reads
-them all into a list and embeds them (what a user without streaming does); `index` reads the
+them all into a list and embeds them (what a user without streaming does); `stream` runs
+`encode_stream` over the file read lazily and drops the vectors; `index` reads the
 file lazily line by line into `Index.add`, which streams through `Encoder.encode_stream`,
 writes vector shards as it goes and saves at the end. Peak memory is VmHWM minus VmRSS after
 the model is loaded and warmed up.
@@ -50,11 +51,22 @@ def run_one(args: argparse.Namespace) -> dict:
         texts = list(_lines(args.texts))
         vectors = enc.encode(texts, batch_size=args.batch_size)
         n = len(vectors)
+    elif args.mode == "stream":  # the streaming embedding alone: vectors dropped as they come
+        n = 0
+        for window in enc.encode_stream(
+            _lines(args.texts), batch_size=args.batch_size, chunk_size=args.chunk_size
+        ):
+            n += len(window)
     else:
         folder = Path(tempfile.mkdtemp(prefix="ferris-index-bench-")) / "index"
         index = Index(enc, precision=args.precision)
         index.save(folder)
-        index.add(_lines(args.texts), batch_size=args.batch_size, show_progress_bar=False)
+        index.add(
+            _lines(args.texts),
+            batch_size=args.batch_size,
+            chunk_size=args.chunk_size,
+            show_progress_bar=False,
+        )
         index.save()
         n = len(index)
     seconds = time.perf_counter() - start
@@ -77,8 +89,10 @@ def main() -> None:
     p.add_argument("--max-batch-tokens", type=int, default=32768)
     p.add_argument("--precision", default="bfloat16")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--chunk-size", type=int, default=16384, help="encode_stream's window")
+    p.add_argument("--modes", nargs="+", default=["encode", "stream", "index"])
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/index_build.json"))
-    p.add_argument("--mode", choices=["encode", "index"], help=argparse.SUPPRESS)
+    p.add_argument("--mode", choices=["encode", "stream", "index"], help=argparse.SUPPRESS)
     p.add_argument("--texts", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.mode:  # one measurement, in this process
@@ -92,13 +106,13 @@ def main() -> None:
             for text in corpus.build("mix", n, seed=0):
                 f.write(json.dumps(text) + "\n")
         for _ in range(args.rounds):
-            for mode in ("encode", "index"):
+            for mode in args.modes:
                 cmd = [
                     sys.executable, "-m", "benchmarks.index_build", "--mode", mode,
                     "--texts", str(path), "--model-dir", str(args.model_dir),
                     "--dtype", args.dtype, "--batch-size", str(args.batch_size),
                     "--max-batch-tokens", str(args.max_batch_tokens),
-                    "--precision", args.precision,
+                    "--precision", args.precision, "--chunk-size", str(args.chunk_size),
                 ]  # fmt: skip
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
                 result = {"n": n, **json.loads(out.strip().splitlines()[-1])}

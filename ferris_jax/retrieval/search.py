@@ -121,6 +121,15 @@ def search_blocks(
     out_s, out_r = [], []
     for start in range(0, padded, chunk):
         q = _query_operand(queries[start : start + chunk], kind, weights, W)
+        if chunk * R * len(blocks) * 4 <= score_budget_bytes:
+            # The whole corpus's scores fit the budget: one program, one top-k over all blocks
+            # (a top-k and a merge per block cost more than the scores for a few queries).
+            best_s, best_r = _all_blocks_step(
+                q, tuple(blocks), tuple(masks), n_out=n_out, kind=kind, matvec=matvec
+            )
+            out_s.append(best_s)
+            out_r.append(best_r)
+            continue
         best_s = jnp.full((chunk, n_out), -jnp.inf, jnp.float32)
         best_r = jnp.full((chunk, n_out), -1, jnp.int32)
         for i, (block, mask) in enumerate(zip(blocks, masks, strict=True)):
@@ -233,6 +242,13 @@ def _block_step(q, block, valid, offset, best_s, best_r, *, n_out, kind, matvec)
     # Earlier blocks first: on equal scores the lower row wins, as in top_k.
     values, pos = jax.lax.top_k(jnp.concatenate([best_s, values], 1), n_out)
     return values, jnp.take_along_axis(jnp.concatenate([best_r, rows], 1), pos, 1)
+
+
+@functools.partial(jax.jit, static_argnames=("n_out", "kind", "matvec"))
+def _all_blocks_step(q, blocks, valid, *, n_out, kind, matvec):
+    scores = jnp.concatenate([_scores(q, block, kind, matvec) for block in blocks], axis=1)
+    scores = jnp.where(jnp.concatenate(valid)[None, :], scores, -jnp.inf)
+    return top_k(scores, n_out)  # block i's rows follow block i - 1's: indices are rows
 
 
 def _scores(q, block, kind, matvec=False):
