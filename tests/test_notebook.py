@@ -150,3 +150,39 @@ def test_semantic_search_notebook(monkeypatch):
     assert recall["int8", True] >= 0.99, recall
     assert recall["bfloat16", True] >= 0.99, recall
     assert recall["binary", True] >= recall["binary", False], recall
+
+
+_SPEARMAN = re.compile(r"Spearman (before|after): +(\d\.\d{4})")
+_LOSS = re.compile(r"loss, mean of the (first|last) 8 steps: +(\d+\.\d{4})")
+_DIFFERENCE = re.compile(r"(ferris_jax\.load|SentenceTransformer), max difference: (\S+)")
+
+
+@pytest.mark.slow
+def test_fine_tuning_notebook(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+
+    nb = _execute(NOTEBOOKS / "03_fine_tuning.ipynb")
+
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    outputs = [o for cell in code for o in cell.outputs]
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert not errors, [f"{o.ename}: {o.evalue}" for o in errors]
+    stderr = [o.text for o in outputs if o.get("name") == "stderr"]
+    assert not stderr, f"the notebook printed warnings: {stderr}"
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the plots were not drawn"
+
+    trained = _stdout(next(c for c in code if "history = fit(" in c.source))
+    loss = dict(_LOSS.findall(trained))
+    assert set(loss) == {"first", "last"}, trained
+    assert float(loss["last"]) < float(loss["first"]), loss  # training lowered the loss
+    spearman = {k: float(v) for k, v in _SPEARMAN.findall(trained)}
+    assert set(spearman) == {"before", "after"}, trained
+    assert all(0 <= v <= 1 for v in spearman.values()), spearman
+    assert spearman["before"] != spearman["after"], "training did not change the model"
+
+    reload = _stdout(next(c for c in code if "SentenceTransformer(" in c.source))
+    differences = {k: float(v) for k, v in _DIFFERENCE.findall(reload)}
+    assert set(differences) == {"ferris_jax.load", "SentenceTransformer"}, reload
+    assert differences["ferris_jax.load"] == 0.0, differences
+    assert differences["SentenceTransformer"] <= 1e-5, differences  # assert_embeddings_match's

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pytest
+from helpers.assertions import assert_embeddings_match
+from helpers.checkpoints import make_sentence_transformer
 from helpers.data import sts_benchmark
 
+from ferris_jax.train import TrainBatch, make_batch
 from ferris_jax.train.data import (
+    BatchSampler,
     NoDuplicatesBatchSampler,
     TrainDataset,
     collate,
@@ -202,25 +207,43 @@ def test_few_distinct_texts_resample_as_sentence_transformers():
 
 
 # ---------------------------------------------------------------- batches
-def test_collate_pads_each_column_into_the_bucket_grid(tiny_st, sts_train):
+def test_collate_pads_all_columns_to_one_bucket_length(tiny_st, sts_train):
     import ferris_jax
 
     path, _ = tiny_st
     enc = ferris_jax.load(path)
-    batch = collate(enc, sts_train, [5, 0, 9], batch_size=16)
-    assert batch.num_examples == 3 and batch.example_mask.tolist() == [True] * 3 + [False]
-    policy = enc.bucket_policy(16)
+    batch = collate(enc, sts_train, [5, 0, 9])
+    assert isinstance(batch, TrainBatch) and batch.size == 3  # one row per example, no padding
+    (B, L), (B2, L2) = batch.shape
+    assert B == B2 == 3 and L == L2 and L in enc.bucket_policy(3).seq_lengths
     for c, column in enumerate(batch.columns):
-        B, L = column.input_ids.shape
-        assert B in policy.batch_sizes and L in policy.seq_lengths
         want = enc.tokenize([sts_train.columns[c][i] for i in (5, 0, 9)])
         n = want.input_ids.shape[1]
-        np.testing.assert_array_equal(column.input_ids[:3, :n], want.input_ids)
-        np.testing.assert_array_equal(column.attention_mask[:3, :n], want.attention_mask)
-        assert not column.attention_mask[:3, n:].any()
-    np.testing.assert_array_equal(batch.labels, [*sts_train.labels[[5, 0, 9]], 0.0])
-    with pytest.raises(ValueError, match=r"1\.\.16 examples"):
-        collate(enc, sts_train, list(range(17)), batch_size=16)
+        np.testing.assert_array_equal(column.input_ids[:, :n], want.input_ids)
+        np.testing.assert_array_equal(column.attention_mask[:, :n], want.attention_mask)
+        assert not column.attention_mask[:, n:].any()
+        assert column.prompt_length.tolist() == [0, 0, 0]
+    np.testing.assert_array_equal(batch.labels, sts_train.labels[[5, 0, 9]])
+    with pytest.raises(IndexError, match="example index 9000 is out of range"):
+        collate(enc, sts_train, [0, 9000])
+    with pytest.raises(ValueError, match="at least one example"):
+        collate(enc, sts_train, [])
+
+
+def test_make_batch_is_collate_of_the_examples(tiny_st):
+    import ferris_jax
+
+    enc = ferris_jax.load(tiny_st[0])
+    rows = sts_rows("dev")[:4]
+    data = TrainDataset.from_list(rows)
+    via_collate = collate(enc, data, range(4))
+    for batch in (make_batch(enc, rows), make_batch(enc, [r[:2] for r in rows], data.labels)):
+        for a, b in zip(jax.tree.leaves(batch), jax.tree.leaves(via_collate), strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="labels must be one number per example"):
+        make_batch(enc, [("a", "b")], labels=[1.0, 2.0])
+    with pytest.raises(ValueError, match="labels given twice"):
+        make_batch(enc, [("a", "b", 1.0)], labels=[1.0])
 
 
 def test_prompts_per_column_as_sentence_transformers(tiny_st):
@@ -232,28 +255,64 @@ def test_prompts_per_column_as_sentence_transformers(tiny_st):
     data = TrainDataset.from_list(
         [("how do cats sleep", "Cats sleep a lot.")], column_names=["query", "answer"]
     )
-    batch = collate(enc, data, [0], batch_size=4, prompts={"query": "query: "})
+    batch = collate(enc, data, [0], prompts={"query": "query: "})
     want = st.preprocess(["how do cats sleep"], prompt="query: ")
     n = want["input_ids"].shape[1]
-    np.testing.assert_array_equal(batch.columns[0].input_ids[:1, :n], want["input_ids"].numpy())
-    assert batch.prompt_lengths[0] == int(want.get("prompt_length", batch.prompt_lengths[0]))
-    assert batch.prompt_lengths[1] == 0
+    np.testing.assert_array_equal(batch.columns[0].input_ids[:, :n], want["input_ids"].numpy())
+    assert batch.columns[0].prompt_length.tolist() == [enc.tokenizer.prompt_length("query: ")]
+    if "prompt_length" in want:
+        assert batch.columns[0].prompt_length.tolist() == [int(want["prompt_length"])]
+    assert batch.columns[1].prompt_length.tolist() == [0]
     plain = st.preprocess(["Cats sleep a lot."])
     m = plain["input_ids"].shape[1]
-    np.testing.assert_array_equal(batch.columns[1].input_ids[:1, :m], plain["input_ids"].numpy())
+    np.testing.assert_array_equal(batch.columns[1].input_ids[:, :m], plain["input_ids"].numpy())
     assert column_prompts("p: ", ["a", "b"]) == ("p: ", "p: ")
     assert column_prompts(None, ["a"]) == ("",)
     with pytest.raises(ValueError, match=r"\['qeury'\].*\['query', 'answer'\]"):
         column_prompts({"qeury": "q: "}, ["query", "answer"])
 
 
+def test_the_step_pools_without_the_prompt_as_sentence_transformers(tmp_path):
+    """With `include_prompt=False` the train step's embeddings of a prompted column leave the
+    prompt's tokens out of pooling: equal to sentence-transformers' `encode(prompt=...)`."""
+    import ferris_jax
+    from ferris_jax.train.step import embedder
+
+    path, st = make_sentence_transformer(tmp_path / "st", include_prompt=False)
+    enc = ferris_jax.load(path)
+    pairs = sts_benchmark("dev")[:6]
+    data = TrainDataset.from_list([(p.sentence1, p.sentence2) for p in pairs])
+    batch = collate(enc, data, range(6), prompts={"anchor": "query: "})
+    embed = jax.jit(embedder(enc, "float32"))
+    got = [np.asarray(embed(enc.params, column)) for column in batch.columns]
+    assert_embeddings_match(
+        got[0], st.encode(list(data.columns[0]), prompt="query: ", convert_to_numpy=True)
+    )
+    assert_embeddings_match(got[1], st.encode(list(data.columns[1]), convert_to_numpy=True))
+    with_prompt = st.encode(list(data.columns[0]), prompt="query: ", convert_to_numpy=True)
+    plain_pooled = enc.encode(["query: " + t for t in data.columns[0]])
+    assert np.abs(with_prompt - plain_pooled).max() > 1e-3  # the prompt length mattered
+
+
 def test_a_whole_epoch_compiles_a_handful_of_shapes(minilm, sts_train):
     """All of STS-B train at batch 64 (no duplicates, last batch kept) lands in few shapes."""
     sampler = NoDuplicatesBatchSampler(sts_train, 64, seed=0)
     shapes, examples = set(), 0
-    for batch in iter_batches(minilm, sts_train, sampler, batch_size=64):
-        shapes.update(batch.shapes)
-        examples += batch.num_examples
+    for batch in iter_batches(minilm, sts_train, sampler):
+        shapes.update(batch.shape)
+        examples += batch.size
     assert examples == len(sts_train)
     assert len(shapes) <= 6, sorted(shapes)
-    assert {B for B, _ in shapes} <= set(minilm.bucket_policy(64).batch_sizes)
+    assert {L for _, L in shapes} <= set(minilm.bucket_policy(64).seq_lengths)
+
+
+def test_plain_sampler_is_a_seeded_shuffle(sts_train):
+    sampler = BatchSampler(sts_train, 100, seed=5)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == -(-len(sts_train) // 100)
+    assert sorted(i for b in batches for i in b) == list(range(len(sts_train)))
+    assert batches == list(BatchSampler(sts_train, 100, seed=5))
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+    dropped = list(BatchSampler(sts_train, 100, drop_last=True, seed=5))
+    assert dropped == batches[: len(sts_train) // 100]

@@ -4,6 +4,7 @@ back with our vectors, evaluation and callbacks, gradient accumulation, and bad 
 from __future__ import annotations
 
 import functools
+import json
 
 import jax
 import numpy as np
@@ -15,9 +16,9 @@ from helpers.training import sts_pairs, sts_scored
 
 import ferris_jax
 from ferris_jax.errors import CheckpointError
+from ferris_jax.train import TrainDataset, make_batch
 from ferris_jax.train.fit import MANIFEST_FILE, fit, latest_checkpoint
-from ferris_jax.train.losses import cosent_loss
-from ferris_jax.train.step import make_batch
+from ferris_jax.train.losses import cosent_loss, matryoshka_loss, mnrl_loss
 
 # One run's settings (the same program compiles once per session through the cache).
 RUN = dict(batch_size=8, learning_rate=1e-3, warmup=0.25, weight_decay=0.01, seed=3)
@@ -129,18 +130,42 @@ def test_accumulating_a_batch_twice_is_one_step_on_it(model_dir):
 
 def test_bad_training_data_is_named(model_dir):
     enc = ferris_jax.load(model_dir)
-    with pytest.raises(ValueError, match=r"train_data\[1\] has 3 texts"):
+    with pytest.raises(ValueError, match=r"train_data: rows\[1\] has 3 items"):
         fit(enc, [("a", "b"), ("a", "b", "c")])
-    with pytest.raises(TypeError, match=r"train_data\[0\] must be a tuple"):
+    with pytest.raises(TypeError, match=r"train_data: rows\[0\] is str"):
         fit(enc, ["just a text"])
-    with pytest.raises(TypeError, match=r"train_data\[1\] holds a int"):
+    with pytest.raises(TypeError, match=r"train_data: rows\[1\]\[0\] is int"):
         fit(enc, [("a", "b"), (3, "b")])
+    with pytest.raises(ValueError, match="one text column"):
+        fit(enc, [("a",), ("b",)])
     with pytest.raises(ValueError, match="steps="):
         fit(enc, iter([make_batch(enc, [("a", "b")])]))
-    with pytest.raises(ValueError, match="labels must be one number per example"):
-        make_batch(enc, [("a", "b")], labels=[1.0, 2.0])
     with pytest.raises(ValueError, match="accumulation_steps"):
         fit(enc, [("a", "b")], accumulation_steps=0)
+    with pytest.raises(ValueError, match="batch_sampler must be one of"):
+        fit(enc, [("a", "b")], batch_sampler="group_by_label")
+
+
+def test_in_batch_negative_losses_sample_without_duplicates(model_dir, tmp_path):
+    """MNRL-style losses get `NoDuplicatesBatchSampler` by default (as sentence-transformers'
+    trainer with `batch_sampler=NO_DUPLICATES`), other losses a plain seeded shuffle; a
+    `TrainDataset`, a JSON Lines file and a list of the same examples train alike."""
+    pairs = sts_pairs(16)
+    rows = pairs + pairs[:8]  # repeated texts: a plain shuffle puts twins in one batch
+    settings = dict(steps=3, **RUN)
+
+    def losses(data, **kwargs):
+        return fit(ferris_jax.load(model_dir), data, **settings, **kwargs).loss
+
+    default = losses(rows)
+    assert default == losses(rows, batch_sampler="no_duplicates")
+    assert default != losses(rows, batch_sampler="batch_sampler")
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text("".join(json.dumps({"q": a, "d": b}) + "\n" for a, b in rows), "utf-8")
+    assert losses(str(jsonl)) == default
+    assert losses(TrainDataset.from_list(rows)) == default
+    assert matryoshka_loss(mnrl_loss, [16, 8]).in_batch_negatives
+    assert not getattr(cosent_loss, "in_batch_negatives", False)
 
 
 def test_bfloat16_compute_keeps_float32_master_weights(model_dir):

@@ -27,6 +27,7 @@ from helpers.training import (
 
 import ferris_jax
 from ferris_jax.models import family_for
+from ferris_jax.train.data import make_batch
 from ferris_jax.train.losses import (
     cosent_loss,
     matryoshka_loss,
@@ -39,7 +40,6 @@ from ferris_jax.train.step import (
     embedder,
     init_state,
     loss_and_grad,
-    make_batch,
     train_step,
 )
 

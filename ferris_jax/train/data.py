@@ -3,8 +3,9 @@ no-duplicates batch sampler; and batches of examples as padded token arrays per 
 
 Columns follow sentence-transformers: every text column in order (anchor, positive,
 negatives...), and a "label"/"labels"/"score"/"scores" column, if any, as the float label (e.g.
-CoSENT's similarity scores). A batch is tokenized per column with its prompt and padded into the
-encoder's bucket grid (`Encoder.bucket_policy`), so a run compiles a handful of shapes.
+CoSENT's similarity scores). A batch (`collate`, the one path from examples to the train step's
+`TrainBatch`) is tokenized per column with its prompt and padded into the encoder's bucket grid
+(`Encoder.bucket_policy`), so a run compiles a handful of shapes.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ferris_jax.batching import TokenBatch, pad
+from ferris_jax.batching import pad
 from ferris_jax.errors import require_int
 from ferris_jax.tokenize import validate_texts
+from ferris_jax.train.step import Column, TrainBatch
 
 if TYPE_CHECKING:
     from ferris_jax.encoder import Encoder
@@ -322,7 +324,50 @@ def no_duplicates_pass(
             yield batch
 
 
-class NoDuplicatesBatchSampler:
+class BatchSampler:
+    """Seeded, shuffled batches of example indices: sentence-transformers' default
+    (`BatchSamplers.BATCH_SAMPLER`), for losses without in-batch negatives (e.g. CoSENT).
+
+    Each epoch is a permutation of the examples (numpy, seeded by `(seed, epoch)`) cut into
+    batches of `batch_size`; the last one is shorter unless `drop_last`.
+
+    Args:
+        dataset: the examples.
+        batch_size: examples per batch.
+        drop_last: leave out a last batch short of `batch_size`.
+        seed: the shuffle's seed; the same seed and epoch give the same batches.
+    """
+
+    def __init__(
+        self, dataset: TrainDataset, batch_size: int, *, drop_last: bool = False, seed: int = 0
+    ):
+        self.dataset = dataset
+        self.batch_size = require_int("batch_size", batch_size)
+        self.drop_last = drop_last
+        self.seed = require_int("seed", seed, minimum=0)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle as for epoch `epoch` (0-based) from now on."""
+        self.epoch = require_int("epoch", epoch, minimum=0)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def permutations(self) -> Iterator[np.ndarray]:
+        """The shuffles of this epoch, one per pass."""
+        rng = np.random.default_rng((self.seed, self.epoch))
+        while True:
+            yield rng.permutation(len(self.dataset))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = next(self.permutations())
+        for b in range(len(self)):
+            yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+
+
+class NoDuplicatesBatchSampler(BatchSampler):
     """Seeded batches of example indices in which no text appears twice (across all text
     columns), so in-batch negatives never hold a positive's twin; equal in behaviour to
     sentence-transformers' `NoDuplicatesBatchSampler`.
@@ -345,26 +390,8 @@ class NoDuplicatesBatchSampler:
     def __init__(
         self, dataset: TrainDataset, batch_size: int, *, drop_last: bool = False, seed: int = 0
     ):
-        self.dataset = dataset
-        self.batch_size = require_int("batch_size", batch_size)
-        self.drop_last = drop_last
-        self.seed = require_int("seed", seed, minimum=0)
-        self.epoch = 0
+        super().__init__(dataset, batch_size, drop_last=drop_last, seed=seed)
         self.values = [frozenset(texts) for texts in zip(*dataset.columns, strict=True)]
-
-    def set_epoch(self, epoch: int) -> None:
-        """Shuffle as for epoch `epoch` (0-based) from now on."""
-        self.epoch = require_int("epoch", epoch, minimum=0)
-
-    def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def permutations(self) -> Iterator[np.ndarray]:
-        """The shuffles of this epoch, one per pass."""
-        rng = np.random.default_rng((self.seed, self.epoch))
-        while True:
-            yield rng.permutation(len(self.dataset))
 
     def __iter__(self) -> Iterator[list[int]]:
         if not len(self.dataset):
@@ -392,34 +419,6 @@ class NoDuplicatesBatchSampler:
 
 
 # ---------------------------------------------------------------- batches
-@dataclasses.dataclass(frozen=True)
-class TrainBatch:
-    """A batch of training examples as the model consumes them.
-
-    All columns share the batch size B (a grid size of the encoder's bucket policy); each has
-    its own padded length. Rows from `num_examples` on are padding (`example_mask` False) and
-    must not count in a loss.
-    """
-
-    columns: tuple[TokenBatch, ...]  # one per text column: input_ids etc. [B, L_c] int32
-    labels: np.ndarray | None  # [B] float32, 0 on padding rows; None without labels
-    prompt_lengths: tuple[int, ...]  # per column: leading prompt tokens (for prompt-free pooling)
-
-    @property
-    def num_examples(self) -> int:
-        return len(self.columns[0].lengths)
-
-    @property
-    def example_mask(self) -> np.ndarray:
-        """bool `[B]`: which rows are real examples."""
-        return np.arange(self.columns[0].input_ids.shape[0]) < self.num_examples
-
-    @property
-    def shapes(self) -> tuple[tuple[int, int], ...]:
-        """(B, L) of each column."""
-        return tuple(c.input_ids.shape for c in self.columns)
-
-
 def column_prompts(
     prompts: str | Mapping[str, str] | None, column_names: Sequence[str]
 ) -> tuple[str, ...]:
@@ -453,38 +452,74 @@ def collate(
     dataset: TrainDataset,
     indices: Sequence[int],
     *,
-    batch_size: int,
     prompts: str | Mapping[str, str] | None = None,
 ) -> TrainBatch:
-    """Examples `indices` of `dataset` tokenized (each column with its prompt) and padded into
-    the shape `encoder.bucket_policy(batch_size)` gives them.
+    """Examples `indices` of `dataset` as the train step's `TrainBatch`: each column tokenized
+    with its prompt prepended (as sentence-transformers' data collator does) and every column
+    padded to one length of the encoder's bucket grid (`encoder.bucket_policy`), so a run
+    compiles one program per length; one row per example, none of padding.
 
     Args:
         encoder: supplies the tokenizer, `max_seq_length` and the bucket policy.
         dataset: the examples.
-        indices: which examples, in batch order (at most `batch_size`).
-        batch_size: the run's batch size (the largest of the policy's batch sizes).
+        indices: which examples, in batch order.
         prompts: see `column_prompts`.
     """
-    batch_size = require_int("batch_size", batch_size)
     indices = np.asarray(indices, dtype=np.int64)
-    if not 1 <= len(indices) <= batch_size:
-        raise ValueError(f"a batch takes 1..{batch_size} examples, got {len(indices)}")
-    policy = encoder.bucket_policy(batch_size)
+    if indices.ndim != 1 or not len(indices):
+        raise ValueError(f"a batch takes a list of at least one example index, got {indices!r:.80}")
+    bad = indices[(indices < 0) | (indices >= len(dataset))]
+    if len(bad):
+        raise IndexError(f"example index {int(bad[0])} is out of range for {len(dataset)} examples")
+    B = len(indices)
     tokenizer = encoder.tokenizer
-    columns, lengths = [], []
-    for prompt, texts in zip(
-        column_prompts(prompts, dataset.column_names), dataset.columns, strict=True
-    ):
-        tok = tokenizer.encode([prompt + texts[i] for i in indices])
-        shape = policy.shape_for(len(indices), int(tok.lengths.max()))
-        columns.append(pad(tok, np.arange(len(indices)), shape, tokenizer.pad_token_id))
-        lengths.append(tokenizer.prompt_length(prompt))
-    labels = None
-    if dataset.labels is not None:
-        labels = np.zeros(columns[0].input_ids.shape[0], dtype=np.float32)
-        labels[: len(indices)] = dataset.labels[indices]
-    return TrainBatch(tuple(columns), labels, tuple(lengths))
+    prompts = column_prompts(prompts, dataset.column_names)
+    tokenized = [
+        tokenizer.encode([prompt + texts[i] for i in indices])
+        for prompt, texts in zip(prompts, dataset.columns, strict=True)
+    ]
+    # One length for all columns: one program per bucket length, not per combination of the
+    # columns' lengths, and the step embeds the columns in one pass.
+    longest = max(int(tok.lengths.max(initial=1)) for tok in tokenized)
+    _, L = encoder.bucket_policy(B).shape_for(1, longest)
+    columns = []
+    for prompt, tok in zip(prompts, tokenized, strict=True):
+        padded = pad(tok, np.arange(B), (B, L), tokenizer.pad_token_id)
+        prompt_length = np.full(B, tokenizer.prompt_length(prompt), np.int32)
+        columns.append(
+            Column(padded.input_ids, padded.attention_mask, padded.token_type_ids, prompt_length)
+        )
+    labels = None if dataset.labels is None else dataset.labels[indices]
+    return TrainBatch(tuple(columns), labels)
+
+
+def make_batch(
+    encoder: Encoder,
+    examples: Sequence[Sequence[Any]],
+    labels: Sequence[float] | np.ndarray | None = None,
+    *,
+    prompts: str | Mapping[str, str] | None = None,
+) -> TrainBatch:
+    """One `TrainBatch` of all `examples` (`collate` of `TrainDataset.from_list(examples)`).
+
+    Args:
+        encoder: supplies the tokenizer, `max_seq_length` and the bucket policy.
+        examples: B tuples of texts, (anchor, positive[, negatives...]) or the two sides of a
+            pair, each optionally followed by its label.
+        labels: `[B]` floats (e.g. similarity scores for `cosent_loss`), for examples without.
+        prompts: see `column_prompts`.
+    """
+    dataset = TrainDataset.from_list(examples)
+    if labels is not None:
+        if dataset.labels is not None:
+            raise ValueError("labels given twice: in the examples and as labels=")
+        labels = np.asarray(labels, dtype=np.float32)
+        if labels.shape != (len(dataset),):
+            raise ValueError(
+                f"labels must be one number per example ({len(dataset)}), got {labels.shape}"
+            )
+        dataset = dataclasses.replace(dataset, labels=labels)
+    return collate(encoder, dataset, range(len(dataset)), prompts=prompts)
 
 
 def iter_batches(
@@ -492,10 +527,9 @@ def iter_batches(
     dataset: TrainDataset,
     sampler: Iterable[Sequence[int]],
     *,
-    batch_size: int,
     prompts: str | Mapping[str, str] | None = None,
 ) -> Iterator[TrainBatch]:
     """`collate` over the batches of indices `sampler` yields (e.g. a
     `NoDuplicatesBatchSampler`)."""
     for indices in sampler:
-        yield collate(encoder, dataset, indices, batch_size=batch_size, prompts=prompts)
+        yield collate(encoder, dataset, indices, prompts=prompts)

@@ -14,9 +14,9 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +26,14 @@ from tqdm import tqdm
 from ferris_jax.encoder import Encoder
 from ferris_jax.errors import CheckpointError, require_int
 from ferris_jax.files import atomic_directory, read_json_object, write_json
-from ferris_jax.train.losses import mnrl_loss
+from ferris_jax.train.data import (
+    BatchSampler,
+    NoDuplicatesBatchSampler,
+    TrainDataset,
+    collate,
+    load_train_data,
+)
+from ferris_jax.train.losses import mnrl_loss, uses_in_batch_negatives
 from ferris_jax.train.step import (
     Loss,
     TrainBatch,
@@ -34,11 +41,12 @@ from ferris_jax.train.step import (
     adamw,
     init_state,
     linear_schedule_with_warmup,
-    make_batch,
     train_step,
 )
 
 Example = Sequence[Any]  # (text, text[, text...][, label])
+# sentence-transformers' `BatchSamplers` names.
+BATCH_SAMPLERS = {"batch_sampler": BatchSampler, "no_duplicates": NoDuplicatesBatchSampler}
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "train_state.safetensors"
 MANIFEST_FILE = "trainer_state.json"
@@ -57,12 +65,20 @@ class History:
 
 def fit(
     encoder: Encoder,
-    train_data: Sequence[Example] | Sequence[TrainBatch] | Iterable[TrainBatch],
+    train_data: TrainDataset
+    | Sequence[Example]
+    | str
+    | os.PathLike
+    | Any
+    | Sequence[TrainBatch]
+    | Iterable[TrainBatch],
     *,
     loss: Loss = mnrl_loss,
     epochs: int = 1,
     steps: int | None = None,
     batch_size: int = 32,
+    batch_sampler: Literal["batch_sampler", "no_duplicates"] | None = None,
+    prompts: str | Mapping[str, str] | None = None,
     learning_rate: float = 5e-5,
     warmup: int | float = 0,
     weight_decay: float = 0.0,
@@ -83,14 +99,22 @@ def fit(
 
     Args:
         encoder: the model to train (loaded in float32: its parameters are the master weights).
-        train_data: examples as tuples of texts, e.g. (anchor, positive[, negatives...]), with
-            an optional trailing number as the label ((a, b, 0.8) for `cosent_loss`), which
-            `fit` shuffles (seeded) and batches itself; or ready `TrainBatch`es (a sequence, or
-            an iterable with `set_epoch(epoch)` to reorder per epoch), taken in their order.
+        train_data: the examples, which `fit` samples (seeded) and batches itself: a
+            `TrainDataset`, or anything `load_train_data` reads (a list of tuples of texts,
+            e.g. (anchor, positive[, negatives...]), with an optional trailing number as the
+            label ((a, b, 0.8) for `cosent_loss`); a JSON Lines path; a `datasets.Dataset`).
+            Or ready `TrainBatch`es (a sequence, or an iterable with `set_epoch(epoch)` to
+            reorder per epoch), taken in their order.
         loss: a loss of embeddings (`mnrl_loss`, `cosent_loss`, `matryoshka_loss(...)`, ...).
         epochs: passes over `train_data` (unless `steps` is given).
         steps: optimizer steps to run instead of whole epochs.
         batch_size: examples per batch when `fit` batches the examples.
+        batch_sampler: "no_duplicates" (`NoDuplicatesBatchSampler`: no text twice in a batch)
+            or "batch_sampler" (a plain seeded shuffle), as sentence-transformers names them.
+            Default: "no_duplicates" for losses with in-batch negatives
+            (`uses_in_batch_negatives(loss)`: MNRL and its variants), else "batch_sampler".
+        prompts: a prompt for every text column, or a mapping from column name to prompt
+            (see `column_prompts`), prepended as sentence-transformers' trainer does.
         learning_rate: peak AdamW learning rate.
         warmup: linear warmup, in optimizer steps (int) or as a fraction of them (float < 1).
         weight_decay: AdamW's decoupled weight decay (not on biases and LayerNorm weights).
@@ -117,7 +141,13 @@ def fit(
     accumulation_steps = require_int("accumulation_steps", accumulation_steps)
     checkpoint_steps = require_int("checkpoint_steps", checkpoint_steps)
     evaluation_steps = require_int("evaluation_steps", evaluation_steps, minimum=0)
-    data = _Data(encoder, train_data, batch_size, seed)
+    if batch_sampler is None:
+        batch_sampler = "no_duplicates" if uses_in_batch_negatives(loss) else "batch_sampler"
+    if batch_sampler not in BATCH_SAMPLERS:
+        raise ValueError(
+            f"batch_sampler must be one of {sorted(BATCH_SAMPLERS)}, got {batch_sampler!r}"
+        )
+    data = _Data(encoder, train_data, batch_size, seed, batch_sampler, prompts)
     if steps is not None:
         total = require_int("steps", steps)
     elif data.batches_per_epoch is None:
@@ -145,7 +175,13 @@ def fit(
     state = init_state(encoder.params, optimizer)
     position = Position()
     history = History()
-    run = {"seed": seed, "batch_size": batch_size, "accumulation_steps": accumulation_steps}
+    run = {
+        "seed": seed,
+        "batch_size": batch_size,
+        "accumulation_steps": accumulation_steps,
+        "batch_sampler": batch_sampler if data.dataset is not None else None,
+        "prompts": dict(prompts) if isinstance(prompts, Mapping) else prompts,
+    }
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if folder is not None and resume and (latest := latest_checkpoint(folder)) is not None:
         state, position, history = load_checkpoint(latest, state, run)
@@ -228,72 +264,62 @@ class Position:
 
 
 class _Data:
-    """The batches of each epoch: examples shuffled by (seed, epoch) and batched, or the
+    """The batches of each epoch: the examples sampled by (seed, epoch) and collated, or the
     caller's batches in their order."""
 
-    def __init__(self, encoder: Encoder, data: Any, batch_size: int, seed: int):
-        self.encoder, self.batch_size, self.seed = encoder, batch_size, seed
-        self.examples: list[tuple[str, ...]] | None = None
-        self.labels: np.ndarray | None = None
-        self.batches = data
-        if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
-            raise TypeError(
-                f"train_data must be examples or TrainBatches, got {type(data).__name__}"
-            )
-        if isinstance(data, Sequence) and (len(data) == 0 or not isinstance(data[0], TrainBatch)):
-            self.examples, self.labels = _parse_examples(data)
+    def __init__(
+        self,
+        encoder: Encoder,
+        data: Any,
+        batch_size: int,
+        seed: int,
+        batch_sampler: str,
+        prompts: str | Mapping[str, str] | None,
+    ):
+        self.encoder, self.prompts, self.batches = encoder, prompts, data
+        self.dataset: TrainDataset | None = None
         self.batches_per_epoch: int | None
-        if self.examples is not None:
-            self.batches_per_epoch = math.ceil(len(self.examples) / batch_size)
-        else:
+        if _holds_batches(data):
+            if prompts is not None:
+                raise ValueError("prompts= applies to examples; ready TrainBatches have theirs")
             self.batches_per_epoch = len(data) if isinstance(data, Sequence) else None
+            return
+        try:
+            self.dataset = load_train_data(data)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"train_data: {e}") from None
+        if len(self.dataset.column_names) < 2:
+            raise ValueError(
+                f"train_data has one text column ({self.dataset.column_names[0]!r}); the losses "
+                "take pairs, triplets or (anchor, positive, negatives...)"
+            )
+        self.sampler = BATCH_SAMPLERS[batch_sampler](self.dataset, batch_size, seed=seed)
+        self.batches_per_epoch = len(self.sampler)
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[TrainBatch]:
         """Epoch `epoch`'s batches after the first `skip`."""
-        if self.examples is None:
+        if self.dataset is None:
             if hasattr(self.batches, "set_epoch"):
                 self.batches.set_epoch(epoch)
             for i, batch in enumerate(self.batches):
                 if i >= skip:
                     yield batch
             return
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
-        for start in range(skip * self.batch_size, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            labels = None if self.labels is None else self.labels[rows]
-            yield make_batch(self.encoder, [self.examples[i] for i in rows], labels)
+        self.sampler.set_epoch(epoch)
+        for i, indices in enumerate(self.sampler):
+            if i >= skip:  # the sampler is seeded: an epoch's batches are the same every time
+                yield collate(self.encoder, self.dataset, indices, prompts=self.prompts)
 
 
-def _parse_examples(data: Sequence[Any]) -> tuple[list[tuple[str, ...]], np.ndarray | None]:
-    """(texts, labels or None) from tuples of texts with an optional trailing number."""
-    examples, labels = [], []
-    width = None
-    for i, example in enumerate(data):
-        if isinstance(example, (str, bytes)) or not isinstance(example, Sequence):
-            raise TypeError(
-                f"train_data[{i}] must be a tuple of texts (anchor, positive, ...), "
-                f"got {type(example).__name__}"
-            )
-        *texts, last = example
-        has_label = isinstance(last, (int, float, np.number)) and not isinstance(last, bool)
-        texts = tuple(texts) if has_label else (*texts, last)
-        if width is None:
-            width = (len(texts), has_label)
-        if (len(texts), has_label) != width or len(texts) < 2:
-            raise ValueError(
-                f"train_data[{i}] has {len(texts)} texts{' and a label' if has_label else ''}; "
-                f"every example needs the same form as train_data[0] "
-                f"({width[0]} texts{' and a label' if width[1] else ''}), at least two texts"
-            )
-        bad = next((t for t in texts if not isinstance(t, str)), None)
-        if bad is not None:
-            raise TypeError(
-                f"train_data[{i}] holds a {type(bad).__name__}, not a text: {bad!r:.60}"
-            )
-        examples.append(texts)
-        if has_label:
-            labels.append(float(last))
-    return examples, (np.asarray(labels, np.float32) if width and width[1] else None)
+def _holds_batches(data: Any) -> bool:
+    """Whether `data` is ready TrainBatches (a sequence of them, or an iterator)."""
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        return len(data) > 0 and isinstance(data[0], TrainBatch)
+    return isinstance(data, Iterator) or (
+        isinstance(data, Iterable)
+        and not isinstance(data, (str, bytes, TrainDataset))
+        and not hasattr(data, "column_names")
+    )
 
 
 def _warmup_steps(warmup: int | float, total: int) -> int:

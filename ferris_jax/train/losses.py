@@ -10,6 +10,7 @@ train step calls a loss as `loss(anchors, positives)`, `loss(anchors, positives,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -82,6 +83,9 @@ def mnrl_loss(
     return jnp.mean(jax.nn.logsumexp(scores, axis=1) - positive)
 
 
+mnrl_loss.in_batch_negatives = True
+
+
 def mnrl_symmetric_loss(
     anchors: jax.Array,
     positives: jax.Array,
@@ -106,6 +110,19 @@ def mnrl_symmetric_loss(
     positive = jnp.diagonal(forward[:, :B])
     log_z = (jax.nn.logsumexp(forward, axis=1) + jax.nn.logsumexp(backward, axis=1)) / 2
     return jnp.mean(log_z - positive)
+
+
+mnrl_symmetric_loss.in_batch_negatives = True
+
+
+def uses_in_batch_negatives(loss: Callable[..., jax.Array]) -> bool:
+    """Whether `loss` treats the other rows of a batch as negatives (`mnrl_loss`,
+    `mnrl_symmetric_loss`, a `functools.partial` or `matryoshka_loss` of them), so that its
+    batches must not hold one text twice (`fit` then samples them with
+    `NoDuplicatesBatchSampler`). A custom loss says so with `loss.in_batch_negatives = True`."""
+    while isinstance(loss, functools.partial):
+        loss = loss.func
+    return bool(getattr(loss, "in_batch_negatives", False))
 
 
 def cosent_loss(a: jax.Array, b: jax.Array, labels: jax.Array, *, scale: float = 20.0) -> jax.Array:
@@ -174,4 +191,5 @@ def matryoshka_loss(
             total = total + weight * base_loss(*shrunk, **kwargs)
         return total
 
+    loss.in_batch_negatives = uses_in_batch_negatives(base_loss)
     return loss

@@ -1,7 +1,8 @@
 """The train step: a batch of token columns -> embeddings -> a loss -> an optax update.
 
 `TrainBatch` is what the step takes: one padded `[B, L]` token `Column` per text column
-(anchor, positive, negatives...) and optional labels `[B]`. `adamw(...)` is the optimizer
+(anchor, positive, negatives...) and optional labels `[B]`; `ferris_jax.train.data` builds it
+from examples (`make_batch`, `collate`). `adamw(...)` is the optimizer
 transformers' Trainer builds (linear warmup and decay, no weight decay on biases and LayerNorm
 weights, global-norm clipping, gradient accumulation); `train_step(enc, loss, optimizer)` is
 the jitted, buffer-donating step over a `TrainState`; with `mini_batch_size` it is the cached
@@ -17,18 +18,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
 from ferris_jax import ops, programs
-from ferris_jax.batching import pad
 from ferris_jax.encoder import Encoder
 from ferris_jax.errors import require_int
 from ferris_jax.models import family_for, read_config
 from ferris_jax.models.embedder import SentenceEmbedder
 from ferris_jax.platforms import parse_dtype
-from ferris_jax.tokenize import validate_texts
 
 Loss = Callable[..., jax.Array]
 # optax >= 0.2.5 names it optax.tree.norm (optax.global_norm warns there).
@@ -39,11 +37,14 @@ _global_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.glob
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Column:
-    """One text column of a batch, padded: `[B, L]` int32 arrays as `Encoder.apply` takes them."""
+    """One text column of a batch, padded: `[B, L]` int32 arrays as `Encoder.apply` takes them,
+    and `prompt_length [B]`, the prompt tokens leading each row (left out of pooling by models
+    whose pooling has `include_prompt=False`)."""
 
     input_ids: jax.Array
     attention_mask: jax.Array
     token_type_ids: jax.Array
+    prompt_length: jax.Array
 
 
 @jax.tree_util.register_dataclass
@@ -66,52 +67,6 @@ class TrainBatch:
     def shape(self) -> tuple[tuple[int, int], ...]:
         """`(B, L)` of each column: the step compiles once per distinct `shape`."""
         return tuple(tuple(c.input_ids.shape) for c in self.columns)
-
-
-def make_batch(
-    enc: Encoder,
-    examples: Sequence[Sequence[str]],
-    labels: Sequence[float] | np.ndarray | None = None,
-) -> TrainBatch:
-    """Tokenize examples into a `TrainBatch`, its columns padded to one length of the
-    encoder's bucket grid (`enc.bucket_policy`), so a run compiles a few shapes only.
-
-    Args:
-        enc: the encoder whose tokenizer and `max_seq_length` apply.
-        examples: B tuples of texts, all of one length: (anchor, positive[, negatives...]) or
-            the two sides of a labelled pair.
-        labels: optional `[B]` floats, e.g. similarity scores for `cosent_loss`.
-    """
-    examples = [tuple(e) if not isinstance(e, str) else e for e in examples]
-    if not examples:
-        raise ValueError("a batch needs at least one example")
-    widths = {len(e) if not isinstance(e, str) else -1 for e in examples}
-    if -1 in widths or len(widths) != 1:
-        first = next(
-            i for i, e in enumerate(examples) if isinstance(e, str) or len(e) != len(examples[0])
-        )
-        raise ValueError(
-            f"examples must be tuples of texts of one length (anchor, positive, ...); example "
-            f"{first} is {examples[first]!r:.80} and example 0 has {len(examples[0])} texts"
-        )
-    B = len(examples)
-    tokenized = [
-        enc.tokenizer.encode(validate_texts([e[c] for e in examples]))
-        for c in range(len(examples[0]))
-    ]
-    # One length for all columns: a run compiles one program per bucket length, not per
-    # combination of the columns' lengths, and the step embeds the columns in one pass.
-    longest = max(int(tok.lengths.max(initial=1)) for tok in tokenized)
-    _, L = enc.bucket_policy(B).shape_for(1, longest)
-    columns = []
-    for tok in tokenized:
-        padded = pad(tok, np.arange(B), (B, L), enc.tokenizer.pad_token_id)
-        columns.append(Column(padded.input_ids, padded.attention_mask, padded.token_type_ids))
-    if labels is not None:
-        labels = np.asarray(labels, dtype=np.float32)
-        if labels.shape != (B,):
-            raise ValueError(f"labels must be one number per example ({B}), got {labels.shape}")
-    return TrainBatch(tuple(columns), labels)
 
 
 # ---------------------------------------------------------------- optimizer
@@ -234,7 +189,12 @@ def embedder(
         params = jax.tree.map(lambda x: x.astype(dtype), params)
         with ops.use_impl(**impls):
             out = programs.embed(
-                graphdef, params, column.input_ids, column.attention_mask, column.token_type_ids
+                graphdef,
+                params,
+                column.input_ids,
+                column.attention_mask,
+                column.token_type_ids,
+                column.prompt_length[:, None],
             )
         return out.astype(jnp.float32)
 
@@ -331,7 +291,7 @@ def train_step(
     """The jitted step `(state, batch) -> (new state, {"loss", "grad_norm"})`.
 
     The state's buffers are donated (do not use `state` after the call). One program is
-    compiled per batch `shape`; `make_batch` pads to the bucket grid so there are few.
+    compiled per batch `shape`; `collate` pads to the bucket grid so there are few.
 
     Args:
         enc: the model (its graph, implementation choices and checkpoint).
