@@ -63,8 +63,8 @@ def run_ours(path: Path, batch_size: int, steps: int, warmup: int, mini: int | N
     import jax
 
     import ferris_jax
-    from ferris_jax.train.losses import mnrl_loss
     from ferris_jax.train import adamw, init_state, make_batch, train_step
+    from ferris_jax.train.losses import mnrl_loss
 
     enc = ferris_jax.load(path)
     enc.max_seq_length = min(enc.max_seq_length, 128)
