@@ -17,6 +17,7 @@ import math
 import os
 import secrets
 import shutil
+import sqlite3
 import tempfile
 import threading
 import weakref
@@ -308,28 +309,34 @@ class Index:
             seen = set()
             twice = next(i for i in new if i in seen or seen.add(i))
             raise ValueError(f"id {twice!r} appears twice in the input")
-        existing = self._select("id", new, columns="id")
-        if existing:
-            raise ValueError(
-                f"id {existing[0][0]!r} is already in the index (remove it first to replace it)"
-            )
         if self.similarity == "cosine":
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
         start = self._rows
-        self._db.executemany(
-            "INSERT INTO items (row, id, document_id, text, metadata) VALUES (?, ?, ?, ?, ?)",
-            (
-                (
-                    start + i,
-                    it.id,
-                    it.document_id,
-                    it.text if self.store_text else None,
-                    _dump(it.metadata, it.id),
-                )
-                for i, it in enumerate(items)
-            ),
+        texts = [it.text for it in items] if self.store_text else [None] * len(items)
+        metadata = [_dump(it.metadata, it.id) if it.metadata else "{}" for it in items]
+        rows = zip(
+            range(start, start + len(items)),
+            new,
+            [it.document_id for it in items],
+            texts,
+            metadata,
+            strict=True,
         )
+        self._db.execute("SAVEPOINT window")
+        try:
+            self._db.executemany(
+                "INSERT INTO items (row, id, document_id, text, metadata) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        except sqlite3.IntegrityError:
+            self._db.execute("ROLLBACK TO window")
+            self._db.execute("RELEASE window")
+            existing = self._select("id", new, columns="id")
+            raise ValueError(
+                f"id {existing[0][0]!r} is already in the index (remove it first to replace it)"
+            ) from None
+        self._db.execute("RELEASE window")
         self._pending.append(np.ascontiguousarray(vectors, np.float32))
         self._rows += len(vectors)
         if len(self._alive) < self._rows:
@@ -337,7 +344,7 @@ class Index:
             grown[: len(self._alive)] = self._alive
             self._alive = grown
         self._alive[start : self._rows] = True
-        self._touch(range(start, self._rows), data=True)
+        self._touch(np.arange(start, self._rows), data=True)
         if self.path is not None and sum(map(len, self._pending)) >= SHARD_ROWS:
             self._flush_pending(self.path)
 
@@ -357,7 +364,7 @@ class Index:
             self._shards, self._pending = shards, pending
             self._mapped = self._mapped[: len(shards)]
             self._alive[rows:] = False
-            self._touch(range(rows, self._rows), data=True)
+            self._touch(np.arange(rows, self._rows), data=True)
             self._rows = rows
             raise
         self._db.execute("RELEASE adding")
@@ -375,7 +382,7 @@ class Index:
                 marks = ",".join("?" * len(part))
                 self._db.execute(f"DELETE FROM items WHERE row IN ({marks})", part)
             self._alive[rows] = False
-            self._touch(rows.tolist(), data=False)
+            self._touch(rows, data=False)
             return len(rows)
 
     def compact(self) -> None:
@@ -610,10 +617,9 @@ class Index:
             return BLOCK_ROWS
         return max(MIN_BLOCK_ROWS, 1 << max(self._rows - 1, 0).bit_length())
 
-    def _touch(self, rows: Iterable[int], *, data: bool) -> None:
+    def _touch(self, rows: np.ndarray, *, data: bool) -> None:
         """Mark the blocks holding `rows` changed (their data, or only their alive mask)."""
-        R = self._rows_per_block()
-        for b in {r // R for r in rows}:
+        for b in np.unique(np.asarray(rows, np.int64) // self._rows_per_block()).tolist():
             self._mask_versions[b] = self._mask_versions.get(b, 0) + 1
             if data:
                 self._versions[b] = self._versions.get(b, 0) + 1
