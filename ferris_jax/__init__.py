@@ -29,6 +29,7 @@ _LAZY = {
     "quantize_embeddings": "ferris_jax.quantization",
     "Index": "ferris_jax.retrieval.index",
     "retrieval": "ferris_jax.retrieval",
+    "train": "ferris_jax.train",
 }
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str):
-    if name == "retrieval":
+    if name in ("retrieval", "train"):
         return importlib.import_module(_LAZY[name])
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
