@@ -64,7 +64,8 @@ def main() -> int:
     cpu = args.platform == "cpu"
     if cpu and args.threads:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
-    os.environ["JAX_PLATFORMS"] = args.platform  # before jax is imported
+    # Before jax is imported; a GPU run keeps the CPU backend too (ferris_jax.load may probe it).
+    os.environ["JAX_PLATFORMS"] = "cpu" if cpu else f"{args.platform},cpu"
     import jax
     import jax.numpy as jnp
     import numpy as np

@@ -5,6 +5,7 @@ the model's prompts, atomic saves, and refusals that name the file at fault."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import numpy as np
@@ -276,3 +277,55 @@ def test_an_approximate_index_finds_nearly_what_the_exact_one_finds(minilm, sts,
     again = Index.load(path, minilm)
     assert again.ann_options == {"ef_search": 64}
     assert _ids(again.search(queries[:20], top_k=10, filter={"odd": True})) == _ids(odd)
+
+
+_KEEPS_SAVING = """
+import sys
+import numpy as np
+import ferris_jax
+from ferris_jax.retrieval.index import Index
+
+enc = ferris_jax.load(sys.argv[1], compilation_cache=False)
+path, seed = sys.argv[2], int(sys.argv[3])
+try:
+    index = Index.load(path, enc)
+except Exception:
+    index = Index(enc)
+    index.save(path)
+rng, n = np.random.default_rng(seed), len(index)
+while True:  # adds of 40,000 rows: a shard file is written in the middle of every second one
+    vectors = rng.standard_normal((40_000, enc.embedding_dimension)).astype(np.float32)
+    ids = [f"r{n + i}" for i in range(40_000)]
+    index.add_embeddings(vectors, ids=ids, model=index.model["name"])
+    n += 40_000
+    index.save()
+    print(n, flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
+def test_an_index_killed_at_any_moment_loads_as_last_saved(tiny_st, tmp_path, delay):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "ix"
+    saved = 0
+    for seed in range(2):  # killed, then continued from what was saved and killed again
+        process = subprocess.Popen(
+            [sys.executable, "-c", _KEEPS_SAVING, str(tiny_st[0]), str(path), str(seed)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        )
+        saved = int(process.stdout.readline())  # one save done
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        index = Index.load(path, verify=True)
+        assert len(index) % 40_000 == 0 and len(index) >= saved
+        assert index.get([f"r{len(index) - 1}", f"r{len(index)}"])[0] is not None
+        assert index.get(f"r{len(index)}")[0] is None
+        assert len(index.search(np.ones(index.dimension, np.float32), top_k=3)) == 3

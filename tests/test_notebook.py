@@ -32,6 +32,22 @@ def _execute(path: Path) -> nbformat.NotebookNode:
     return nb
 
 
+def _run_cleanly(monkeypatch, name: str, drawn: str) -> list[nbformat.NotebookNode]:
+    """Execute a notebook offline; its code cells, checked for errors, warnings and a plot."""
+    # Set before the kernel starts so the kernel process inherits them.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = _execute(NOTEBOOKS / name)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    outputs = [o for cell in code for o in cell.outputs]
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert not errors, [f"{o.ename}: {o.evalue}" for o in errors]
+    stderr = [o.text for o in outputs if o.get("name") == "stderr"]
+    assert not stderr, f"the notebook printed warnings: {stderr}"
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{drawn} was not drawn"
+    return code
+
+
 def _stdout(cell: nbformat.NotebookNode) -> str:
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("name") == "stdout")
 
@@ -45,19 +61,7 @@ def _top_hits(text: str, query: str, k: int) -> list[str]:
 
 @pytest.mark.slow
 def test_quickstart_notebook(monkeypatch):
-    # Set before the kernel starts so the kernel process inherits them.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-
-    nb = _execute(NOTEBOOKS / "01_quickstart.ipynb")
-
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    outputs = [o for cell in code for o in cell.outputs]
-    errors = [o for o in outputs if o.output_type == "error"]
-    assert not errors, [f"{o.ename}: {o.evalue}" for o in errors]
-    stderr = [o.text for o in outputs if o.get("name") == "stderr"]
-    assert not stderr, f"the notebook printed warnings: {stderr}"
-    assert any("image/png" in o.get("data", {}) for o in outputs), "the heatmap was not drawn"
+    code = _run_cleanly(monkeypatch, "01_quickstart.ipynb", drawn="the heatmap")
 
     search = next(c for c in code if "semantic_search(" in c.source)
     text = _stdout(search)
@@ -94,18 +98,7 @@ def _passages(text: str, query: str) -> list[tuple[float, str, int, int, str]]:
 
 @pytest.mark.slow
 def test_semantic_search_notebook(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-
-    nb = _execute(NOTEBOOKS / "02_semantic_search.ipynb")
-
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    outputs = [o for cell in code for o in cell.outputs]
-    errors = [o for o in outputs if o.output_type == "error"]
-    assert not errors, [f"{o.ename}: {o.evalue}" for o in errors]
-    stderr = [o.text for o in outputs if o.get("name") == "stderr"]
-    assert not stderr, f"the notebook printed warnings: {stderr}"
-    assert any("image/png" in o.get("data", {}) for o in outputs), "the recall plot was not drawn"
+    code = _run_cleanly(monkeypatch, "02_semantic_search.ipynb", drawn="the recall plot")
 
     articles = lee_corpus()
     printed = "".join(_stdout(c) for c in code if "show(question" in c.source)
@@ -159,18 +152,7 @@ _DIFFERENCE = re.compile(r"(ferris_jax\.load|SentenceTransformer), max differenc
 
 @pytest.mark.slow
 def test_fine_tuning_notebook(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-
-    nb = _execute(NOTEBOOKS / "03_fine_tuning.ipynb")
-
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    outputs = [o for cell in code for o in cell.outputs]
-    errors = [o for o in outputs if o.output_type == "error"]
-    assert not errors, [f"{o.ename}: {o.evalue}" for o in errors]
-    stderr = [o.text for o in outputs if o.get("name") == "stderr"]
-    assert not stderr, f"the notebook printed warnings: {stderr}"
-    assert any("image/png" in o.get("data", {}) for o in outputs), "the plots were not drawn"
+    code = _run_cleanly(monkeypatch, "03_fine_tuning.ipynb", drawn="the plots")
 
     trained = _stdout(next(c for c in code if "history = fit(" in c.source))
     loss = dict(_LOSS.findall(trained))
