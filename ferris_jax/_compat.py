@@ -15,3 +15,14 @@ nnx_list = getattr(nnx, "List", list)
 def variable_value(var: Any) -> Any:
     """The array held by an nnx Variable (flax >= 0.12: `get_value()`; flax 0.10: `.value`)."""
     return var.get_value() if hasattr(var, "get_value") else var.value
+
+
+def register_dataclass(cls: type) -> type:
+    """`jax.tree_util.register_dataclass` with every field a child (jax < 0.4.36 needs the
+    field lists spelled out)."""
+    import dataclasses
+
+    import jax
+
+    fields = [f.name for f in dataclasses.fields(cls)]
+    return jax.tree_util.register_dataclass(cls, data_fields=fields, meta_fields=[])

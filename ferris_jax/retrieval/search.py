@@ -166,8 +166,8 @@ def rescore(
         k: results per query (k > C leaves empty places).
 
     Returns:
-        `(scores [Q, k] float32, rows [Q, k] int32)`, best first, equal scores in candidate
-        order; rows -1 (score -inf) last.
+        `(scores [Q, k] float32, rows [Q, k] int32)`, best first, equal scores lower row
+        first; rows -1 (score -inf) last.
     """
     return _rescore(
         jnp.asarray(queries, jnp.float32),
@@ -179,6 +179,11 @@ def rescore(
 
 @functools.partial(jax.jit, static_argnums=3)
 def _rescore(queries, candidates, rows, k):
+    # Candidates in row order first, so that equal scores rank the lower row first, whatever
+    # order the quantized search found them in.
+    order = jnp.argsort(jnp.where(rows >= 0, rows, jnp.iinfo(jnp.int32).max), axis=1)
+    rows = jnp.take_along_axis(rows, order, 1)
+    candidates = jnp.take_along_axis(candidates, order[:, :, None], 1)
     scores = jnp.einsum("qd,qcd->qc", queries, candidates, precision="highest")
     scores = jnp.where(rows >= 0, scores, -jnp.inf)
     values, pos = top_k(scores, k)

@@ -444,6 +444,9 @@ def load_checkpoint(
             + "\n  ".join(problems)
         )
     device = next(iter(leaves[0].devices())) if hasattr(leaves[0], "devices") else None
-    state = jax.tree.unflatten(treedef, [jax.device_put(tensors[n], device) for n in names])
+    # Copied on the device: the step donates the state, and buffers that alias numpy memory
+    # cannot be donated (jax 0.4 aborts).
+    arrays = [jnp.copy(jax.device_put(tensors[n], device)) for n in names]
+    state = jax.tree.unflatten(treedef, arrays)
     history = History(**manifest["history"])
     return state, Position(**manifest["position"]), history

@@ -22,6 +22,7 @@ import optax
 from flax import nnx
 
 from ferris_jax import ops, programs
+from ferris_jax._compat import register_dataclass
 from ferris_jax.encoder import Encoder
 from ferris_jax.errors import require_int
 from ferris_jax.models import family_for, read_config
@@ -34,7 +35,7 @@ _global_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.glob
 
 
 # ---------------------------------------------------------------- batches
-@jax.tree_util.register_dataclass
+@register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Column:
     """One text column of a batch, padded: `[B, L]` int32 arrays as `Encoder.apply` takes them,
@@ -47,7 +48,7 @@ class Column:
     prompt_length: jax.Array
 
 
-@jax.tree_util.register_dataclass
+@register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TrainBatch:
     """What the train step takes: columns (anchor, positive, negatives...) of B texts each,
@@ -142,7 +143,7 @@ def adamw(
 
 
 # ---------------------------------------------------------------- state and step
-@jax.tree_util.register_dataclass
+@register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TrainState:
     """Parameters (float32 master weights), the optimizer's state and the steps taken."""
