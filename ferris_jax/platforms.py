@@ -54,6 +54,7 @@ class PlatformDefaults:
         dtypes: the dtypes the platform runs correctly.
         layer_norm: what `impl="auto"` of the LayerNorm primitive runs.
         attention: what `impl="auto"` of `ops.attention` runs.
+        train_dtype: the compute dtype of a train step (its weights stay float32).
     """
 
     pack_length: int | None = 64
@@ -63,6 +64,7 @@ class PlatformDefaults:
     dtypes: DtypePolicy = DtypePolicy()
     layer_norm: str = "xla"
     attention: str = "einsum"
+    train_dtype: str = "float32"
 
 
 _APPLE = PlatformDefaults(
@@ -83,13 +85,18 @@ PLATFORM_DEFAULTS: dict[str, PlatformDefaults] = {
         pack_min_params=50_000_000,
         layer_norm="pallas",
         attention="cudnn",
+        train_dtype="bfloat16",
     ),
     # ROCm: unmeasured; packing as on CUDA, the portable LayerNorm, XLA's attention.
-    "rocm": PlatformDefaults(pack_length=128, pack_min_params=50_000_000, attention="jax"),
+    "rocm": PlatformDefaults(
+        pack_length=128, pack_min_params=50_000_000, attention="jax", train_dtype="bfloat16"
+    ),
+    # TPU: unmeasured; the portable ops, and training in bfloat16 as on the GPUs.
+    "tpu": PlatformDefaults(train_dtype="bfloat16"),
     "METAL": dataclasses.replace(_APPLE, compilation_cache=False),
     **{name: _APPLE for name in APPLE_PLATFORMS if name != "METAL"},
 }
-# TPU and PJRT plugins we do not know: the portable choices (jnp LayerNorm, einsum attention).
+# PJRT plugins we do not know: the portable choices (jnp LayerNorm, einsum attention).
 UNKNOWN_PLATFORM = PlatformDefaults()
 
 

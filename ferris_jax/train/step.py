@@ -160,8 +160,8 @@ def init_state(params: nnx.State, optimizer: optax.GradientTransformation) -> Tr
 
 
 def default_compute_dtype(enc: Encoder) -> str:
-    """bfloat16 on GPUs and TPUs (float32 master weights), float32 elsewhere."""
-    return "bfloat16" if enc.backend.platform in ("cuda", "rocm", "tpu") else "float32"
+    """The platform's `train_dtype` (bfloat16 on GPUs and TPUs, with float32 weights)."""
+    return enc.backend.defaults.train_dtype
 
 
 def embedder(
