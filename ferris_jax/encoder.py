@@ -378,21 +378,14 @@ class Encoder:
                 bar.update(len(batch.indices))
 
         with bar or contextlib.nullcontext():
-            pending: collections.deque[EmbeddedBatch] = collections.deque()
             prompt_text = self.prompt_for(None, prompt_name, prompt)
             windows = [[prompt_text + t for t in texts]]
             batches = self._run(
                 windows, batch_size, prompt_text, on_batch, len(texts), not convert_to_tensor
             )
-            for batch in batches:
+            for batch in _as_finished(batches):
                 truncated[batch.indices] = batch.truncated
-                pending.append(batch)
-                # The pipeline bounds the device's queue; this gathers results on the host as
-                # they finish, so the bar counts finished texts.
-                if len(pending) > MAX_IN_FLIGHT:
-                    finish(pending.popleft())
-            while pending:
-                finish(pending.popleft())
+                finish(batch)
         if truncated.any():
             self._warn_truncated(truncated.sum(), len(texts), np.argmax(truncated))
         if convert_to_tensor:
@@ -500,18 +493,12 @@ class Encoder:
                 yield self._finish(window.out, normalize_embeddings, truncate_dim)
 
         with bar or contextlib.nullcontext():
-            pending: collections.deque[EmbeddedBatch] = collections.deque()
-            for batch in self._run(windows(), batch_size, prompt, None, None):
+            for batch in _as_finished(self._run(windows(), batch_size, prompt, None, None)):
                 if batch.truncated.any():
-                    if truncated[0] == 0:
-                        truncated[2] = int(batch.indices[np.argmax(batch.truncated)])
+                    first = int(batch.indices[batch.truncated].min())
+                    truncated[2] = first if truncated[0] == 0 else min(truncated[2], first)
                     truncated[0] += int(batch.truncated.sum())
-                pending.append(batch)
-                if len(pending) > MAX_IN_FLIGHT:
-                    finish(pending.popleft())
-                    yield from completed()
-            while pending:
-                finish(pending.popleft())
+                finish(batch)
                 yield from completed()
             yield from completed()  # windows of no texts
         self._warn_truncated(truncated[0], truncated[1], truncated[2], stacklevel=3)
@@ -618,6 +605,18 @@ class Encoder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _as_finished(batches: Iterator[EmbeddedBatch]) -> Iterator[EmbeddedBatch]:
+    """The pipeline's batches, each handed on once `MAX_IN_FLIGHT` later ones are dispatched (or
+    the job ends): the host gathers results about as they finish, without stalling dispatch, so
+    a progress bar counts finished texts."""
+    pending: collections.deque[EmbeddedBatch] = collections.deque()
+    for batch in batches:
+        pending.append(batch)
+        if len(pending) > MAX_IN_FLIGHT:
+            yield pending.popleft()
+    yield from pending
 
 
 def _is_terminal(stream: Any) -> bool:
