@@ -649,7 +649,8 @@ def _ingest(index: Any, folder: Path, args: argparse.Namespace) -> None:
             index.add(
                 fed(pending),
                 batch_size=args.batch_size,
-                chunk_size=max(4 * args.batch_size, 256),  # the bar follows the embedding
+                # Windows of several batches (the bar runs at most one window ahead of the vectors).
+                chunk_size=max(8 * args.batch_size, 1024),
                 show_progress_bar=False,
             )
             index.save(folder)
