@@ -523,11 +523,7 @@ class Index:
             graph = self._ann_graph()
             allowed = self._alive[: self._rows].copy()
             if filter is not None:
-                where, params = filters.to_sql(filter)
-                passing = np.zeros(self._rows, bool)
-                query = f"SELECT row FROM items WHERE {where}"
-                passing[[r[0] for r in self._db.execute(query, params)]] = True
-                allowed &= passing
+                allowed &= self._passing(filter, self._rows)
         return graph.search(queries, k, allowed=allowed)
 
     def _ann_graph(self) -> Any:
@@ -588,11 +584,8 @@ class Index:
         alive = np.zeros(n * R, bool)
         alive[: self._rows] = self._alive[: self._rows]
         if filter is not None:
-            where, params = filters.to_sql(filter)
-            allowed = np.zeros(n * R, bool)
-            rows = [r[0] for r in self._db.execute(f"SELECT row FROM items WHERE {where}", params)]
-            allowed[rows] = True
-            return [jax.device_put(m, device) for m in np.split(alive & allowed, n)]
+            allowed = alive & self._passing(filter, n * R)
+            return [jax.device_put(m, device) for m in np.split(allowed, n)]
         masks = []
         for b, mask in enumerate(np.split(alive, n)):
             version = self._mask_versions.get(b, 0)
@@ -602,6 +595,15 @@ class Index:
                 self._masks[b] = cached
             masks.append(cached[1])
         return masks
+
+    def _passing(self, filter: Mapping[str, Any], size: int) -> np.ndarray:
+        """bool `[size]`: the rows whose metadata meets `filter` (see `retrieval.filters`)."""
+        where, params = filters.to_sql(filter)
+        passing = np.zeros(size, bool)
+        passing[
+            [r[0] for r in self._db.execute(f"SELECT row FROM items WHERE {where}", params)]
+        ] = True
+        return passing
 
     def _quantize(self, vectors: np.ndarray) -> np.ndarray | jax.Array:
         if self.precision == "bfloat16":
