@@ -9,7 +9,8 @@ torch AdamW loop, on the same batches of STS-B train pairs (real text lengths).
 
 Each side runs in its own process (neither framework's allocator sees the other's memory).
 A side tokenizes every batch first (ours: `make_batch`, padded to the bucket grid; torch: padded
-to the batch's longest), compiles or warms up on `--warmup` steps, then times `--steps` steps;
+to the batch's longest), compiles every shape it will time (ours) or runs every batch once
+(torch: a new shape's first step is slow), then times `--steps` steps after `--warmup` ones;
 pairs/s = batch x steps / seconds. Batches cycle through STS-B train (5,749 pairs) in a fixed
 shuffled order. "bert-base" has random weights (bert-base's shape, MiniLM's tokenizer, written
 by transformers: `bench_models.build_random`). The torch loop is what SentenceTransformerTrainer
@@ -136,7 +137,7 @@ def run_torch(path: Path, batch_size: int, steps: int, warmup: int, mini: int | 
         return value
 
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    for f in batches[:warmup]:
+    for f in batches:  # every batch once: each new shape's first step is slow on CUDA
         step(f)
     sync()
     start = time.perf_counter()

@@ -37,9 +37,19 @@ def linear(
     return nnx.Linear(d_in, d_out, use_bias=use_bias, dtype=dtype, param_dtype=dtype, rngs=rngs)
 
 
-def embed(num: int, dim: int, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Embed:
+class Embed(nnx.Embed):
+    """An embedding table whose rows are looked up in the table's own dtype and then cast to
+    the compute dtype. A float32 table under bfloat16 compute (training) thus sums its gradient
+    in float32: flax's `nnx.Embed` casts the whole table first, making the backward a bfloat16
+    scatter-add, which is slow on GPUs (and loses precision) where many rows repeat."""
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...], inputs, axis=0).astype(self.dtype)
+
+
+def embed(num: int, dim: int, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> Embed:
     """An embedding table stored in `dtype`."""
-    return nnx.Embed(num, dim, dtype=dtype, param_dtype=dtype, rngs=rngs)
+    return Embed(num, dim, dtype=dtype, param_dtype=dtype, rngs=rngs)
 
 
 class SelfAttention(nnx.Module):

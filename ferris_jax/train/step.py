@@ -156,7 +156,10 @@ class TrainState:
 def init_state(params: nnx.State, optimizer: optax.GradientTransformation) -> TrainState:
     """A fresh state: float32 copies of `params` (e.g. `enc.params`), which the step donates."""
     params = jax.tree.map(lambda x: jnp.array(x, dtype=jnp.float32, copy=True), params)
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+    state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+    # Committed to the parameters' device like the step's outputs, so the step's first call
+    # and the later ones share one compiled program.
+    return jax.device_put(state, jax.tree.leaves(params)[0].sharding)
 
 
 def default_compute_dtype(enc: Encoder) -> str:
@@ -187,7 +190,7 @@ def embedder(
     impls = dict(enc.impls)
 
     def embed(params: nnx.State, column: Column) -> jax.Array:
-        params = jax.tree.map(lambda x: x.astype(dtype), params)
+        params = compute_params(params, dtype)
         with ops.use_impl(**impls):
             out = programs.embed(
                 graphdef,
@@ -200,6 +203,14 @@ def embedder(
         return out.astype(jnp.float32)
 
     return embed
+
+
+def compute_params(params: nnx.State, dtype: jnp.dtype) -> nnx.State:
+    """The parameters the forward pass computes with: all cast to `dtype` but the embedding
+    tables, whose looked-up rows are cast instead (so their gradient is summed in float32)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: x if _leaf_name(path) == "embedding" else x.astype(dtype), params
+    )
 
 
 def call_loss(loss: Loss, embeddings: Sequence[jax.Array], labels: jax.Array | None) -> jax.Array:
