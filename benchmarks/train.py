@@ -69,7 +69,8 @@ def run_ours(path: Path, batch_size: int, steps: int, warmup: int, mini: int | N
 
     enc = ferris_jax.load(path)
     enc.max_seq_length = min(enc.max_seq_length, 128)
-    batches = [make_batch(enc, b) for b in batches_of(batch_size, warmup + steps)]
+    pack = False if mini else None  # the cached step takes padded batches
+    batches = [make_batch(enc, b, pack=pack) for b in batches_of(batch_size, warmup + steps)]
     optimizer = adamw(2e-5, total_steps=warmup + steps, warmup_steps=1, weight_decay=0.01)
     step = train_step(enc, mnrl_loss, optimizer, mini_batch_size=mini)
     state = init_state(enc.params, optimizer)
@@ -239,7 +240,7 @@ def main() -> None:
             )
             row["plain"][B] = {"ferris": ours, "sentence_transformers": ref, "speedup": speedup}
         plain = row["plain"][max(sizes)]["ferris"].get("pairs_per_s")
-        for m in [int(x) for x in args.mini_batches.split(",")]:
+        for m in [int(x) for x in args.mini_batches.split(",") if x]:
             ours = spawn(args, "ours", model, args.cached_batch, args.steps, m)
             ref = spawn(args, "torch", model, args.cached_batch, args.st_cached_steps, m)
             cost = plain / ours["pairs_per_s"] if plain and "pairs_per_s" in ours else None

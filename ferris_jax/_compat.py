@@ -17,12 +17,16 @@ def variable_value(var: Any) -> Any:
     return var.get_value() if hasattr(var, "get_value") else var.value
 
 
-def register_dataclass(cls: type) -> type:
-    """`jax.tree_util.register_dataclass` with every field a child (jax < 0.4.36 needs the
-    field lists spelled out)."""
+def register_dataclass(cls: type | None = None, *, meta: tuple[str, ...] = ()) -> Any:
+    """`jax.tree_util.register_dataclass` with every field a child but the static ones named
+    in `meta` (jax < 0.4.36 needs the field lists spelled out). A class decorator, bare or
+    called: `@register_dataclass` or `@register_dataclass(meta=("n",))`."""
     import dataclasses
 
     import jax
 
-    fields = [f.name for f in dataclasses.fields(cls)]
-    return jax.tree_util.register_dataclass(cls, data_fields=fields, meta_fields=[])
+    def register(cls: type) -> type:
+        fields = [f.name for f in dataclasses.fields(cls) if f.name not in meta]
+        return jax.tree_util.register_dataclass(cls, data_fields=fields, meta_fields=list(meta))
+
+    return register if cls is None else register(cls)

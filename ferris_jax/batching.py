@@ -83,6 +83,14 @@ class BucketPolicy:
         dense as one per 8 on benchmarks/corpus.py's texts, with a third fewer output slots)."""
         return max(1, seq_length // 12)
 
+    def holding_all(self, texts: int) -> BucketPolicy:
+        """This policy's lengths, with row counts on the length grid's steps (8, 12, 16, 24,
+        ...) up to `texts` and no token cap: `plan_packed` then puts `texts` texts in one
+        batch (a train step's batch, which cannot be split)."""
+        return dataclasses.replace(
+            self, batch_sizes=_grid(max(texts, 1), min(8, texts)), max_batch_tokens=None
+        )
+
     @property
     def max_programs(self) -> int:
         return len(self.batch_sizes) * len(self.seq_lengths)

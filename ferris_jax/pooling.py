@@ -86,6 +86,8 @@ def pool_all(
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-    """`x / max(||x||, eps)` along the last axis (torch.nn.functional.normalize)."""
-    norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
-    return x / jnp.maximum(norm, eps)
+    """`x / max(||x||, eps)` along the last axis (torch.nn.functional.normalize), with the
+    norm in float32 and taken as `sqrt(max(||x||^2, eps^2))`, whose gradient is finite at a
+    zero vector (an empty slot of a packed row)."""
+    sum_sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True, dtype=jnp.float32)
+    return (x / jnp.sqrt(jnp.maximum(sum_sq, eps * eps))).astype(x.dtype)

@@ -13,6 +13,7 @@ from helpers.checkpoints import make_sentence_transformer
 from helpers.data import sts_benchmark
 
 from ferris_jax.train import TrainBatch, make_batch
+from ferris_jax.train.step import PackedColumns
 from ferris_jax.train.data import (
     BatchSampler,
     NoDuplicatesBatchSampler,
@@ -212,7 +213,7 @@ def test_collate_pads_all_columns_to_one_bucket_length(tiny_st, sts_train):
 
     path, _ = tiny_st
     enc = ferris_jax.load(path)
-    batch = collate(enc, sts_train, [5, 0, 9])
+    batch = collate(enc, sts_train, [5, 0, 9], pack=False)
     assert isinstance(batch, TrainBatch) and batch.size == 3  # one row per example, no padding
     (B, L), (B2, L2) = batch.shape
     assert B == B2 == 3 and L == L2 and L in enc.bucket_policy(3).seq_lengths
@@ -255,7 +256,7 @@ def test_prompts_per_column_as_sentence_transformers(tiny_st):
     data = TrainDataset.from_list(
         [("how do cats sleep", "Cats sleep a lot.")], column_names=["query", "answer"]
     )
-    batch = collate(enc, data, [0], prompts={"query": "query: "})
+    batch = collate(enc, data, [0], prompts={"query": "query: "}, pack=False)
     want = st.preprocess(["how do cats sleep"], prompt="query: ")
     n = want["input_ids"].shape[1]
     np.testing.assert_array_equal(batch.columns[0].input_ids[:, :n], want["input_ids"].numpy())
@@ -282,28 +283,36 @@ def test_the_step_pools_without_the_prompt_as_sentence_transformers(tmp_path):
     enc = ferris_jax.load(path)
     pairs = sts_benchmark("dev")[:6]
     data = TrainDataset.from_list([(p.sentence1, p.sentence2) for p in pairs])
-    batch = collate(enc, data, range(6), prompts={"anchor": "query: "})
     embed = jax.jit(embedder(enc, "float32"))
-    got = [np.asarray(embed(enc.params, column)) for column in batch.columns]
-    assert_embeddings_match(
-        got[0], st.encode(list(data.columns[0]), prompt="query: ", convert_to_numpy=True)
-    )
-    assert_embeddings_match(got[1], st.encode(list(data.columns[1]), convert_to_numpy=True))
+    padded = collate(enc, data, range(6), prompts={"anchor": "query: "}, pack=False)
+    packed = collate(enc, data, range(6), prompts={"anchor": "query: "}, pack=True)
+    assert isinstance(packed.columns, PackedColumns)
+    for got in (
+        [np.asarray(embed(enc.params, column)) for column in padded.columns],
+        np.asarray(embed(enc.params, packed.columns)),
+    ):
+        assert_embeddings_match(
+            got[0], st.encode(list(data.columns[0]), prompt="query: ", convert_to_numpy=True)
+        )
+        assert_embeddings_match(got[1], st.encode(list(data.columns[1]), convert_to_numpy=True))
     with_prompt = st.encode(list(data.columns[0]), prompt="query: ", convert_to_numpy=True)
     plain_pooled = enc.encode(["query: " + t for t in data.columns[0]])
     assert np.abs(with_prompt - plain_pooled).max() > 1e-3  # the prompt length mattered
 
 
-def test_a_whole_epoch_compiles_a_handful_of_shapes(minilm, sts_train):
-    """All of STS-B train at batch 64 (no duplicates, last batch kept) lands in few shapes."""
+@pytest.mark.parametrize("pack", [False, None])
+def test_a_whole_epoch_compiles_a_handful_of_shapes(minilm, sts_train, pack):
+    """All of STS-B train at batch 64 (no duplicates, last batch kept), padded or packed
+    where packing saves tokens, lands in few shapes (a program each)."""
     sampler = NoDuplicatesBatchSampler(sts_train, 64, seed=0)
     shapes, examples = set(), 0
-    for batch in iter_batches(minilm, sts_train, sampler):
-        shapes.update(batch.shape)
+    for batch in iter_batches(minilm, sts_train, sampler, pack=pack):
+        shapes.add(batch.shape)
         examples += batch.size
     assert examples == len(sts_train)
     assert len(shapes) <= 6, sorted(shapes)
-    assert {L for _, L in shapes} <= set(minilm.bucket_policy(64).seq_lengths)
+    lengths = {shape[0][1] for shape in shapes}
+    assert lengths <= set(minilm.bucket_policy(64).seq_lengths)
 
 
 def test_plain_sampler_is_a_seeded_shuffle(sts_train):
@@ -316,3 +325,68 @@ def test_plain_sampler_is_a_seeded_shuffle(sts_train):
     assert list(sampler) != batches
     dropped = list(BatchSampler(sts_train, 100, drop_last=True, seed=5))
     assert dropped == batches[: len(sts_train) // 100]
+
+
+# ---------------------------------------------------------------- packing
+def test_short_texts_are_packed_long_ones_padded(minilm, sts_train):
+    """By default a batch is packed when packed rows hold fewer tokens than padded columns:
+    STS-B sentences (about 15 tokens) fill rows of 128, far fewer tokens than padding both
+    columns to their longest; passages of the Lee corpus fill a row each and stay padded."""
+    from helpers.data import lee_corpus
+
+    examples = np.random.default_rng(0).permutation(len(sts_train))[:64]  # all of STS-B's genres
+    batch = collate(minilm, sts_train, examples)
+    assert isinstance(batch.columns, PackedColumns) and batch.size == 64
+    (R, L, K), (C, B) = batch.shape
+    padded = collate(minilm, sts_train, examples, pack=False)
+    assert (C, B) == (2, 64) and L == 128 and K == minilm.bucket_policy(64).segments_for(L)
+    assert R * L < C * B * padded.shape[0][1] / 2  # less than half the padded tokens
+    docs = lee_corpus()[:8]
+    long = collate(minilm, TrainDataset.from_list([(d, d) for d in docs]), range(8))
+    assert not isinstance(long.columns, PackedColumns)
+
+
+def test_a_packed_batch_holds_every_text_once_with_its_prompt(minilm, sts_train):
+    """Each slot's tokens are its text's tokens (prompt included), counted from position 0,
+    and carry the prompt length of its column."""
+    prompts = {"sentence1": "query: ", "sentence2": ""}
+    data = TrainDataset(("sentence1", "sentence2"), sts_train.columns, sts_train.labels)
+    examples = np.random.default_rng(1).permutation(len(sts_train))[:40]
+    batch = collate(minilm, data, examples, prompts=prompts, pack=True)
+    packed = batch.columns
+    ids, seg, pos, prompt = (
+        np.asarray(a)
+        for a in (packed.input_ids, packed.segment_ids, packed.positions, packed.prompt_length)
+    )
+    K = packed.num_segments
+    slots = np.asarray(packed.slots)
+    assert sorted(slots.ravel().tolist()) == sorted(set(slots.ravel().tolist()))  # once each
+    for c, column_prompt in enumerate(("query: ", "")):
+        want = minilm.tokenizer.encode([column_prompt + data.columns[c][i] for i in examples])
+        for b, text_ids in enumerate(want.ids_per_text()):
+            row, k = divmod(int(slots[c, b]), K)
+            here = seg[row] == k + 1
+            assert ids[row][here].tolist() == text_ids
+            assert pos[row][here].tolist() == list(range(len(text_ids)))
+            assert set(prompt[row][here].tolist()) == {
+                minilm.tokenizer.prompt_length(column_prompt)
+            }
+    assert not prompt[seg == 0].any()
+
+
+def test_packing_is_refused_where_it_cannot_apply(tmp_path, sts_train):
+    """Max pooling has no packed form; the cached step embeds padded mini-batches."""
+    import ferris_jax
+    from ferris_jax.train.losses import mnrl_loss
+    from ferris_jax.train.step import cached_loss_and_grad, embedder
+
+    path, _ = make_sentence_transformer(tmp_path / "max", pooling="max")
+    enc = ferris_jax.load(path)
+    with pytest.raises(ValueError, match=r"pack=True: .*max pooling"):
+        collate(enc, sts_train, range(8), pack=True)
+    examples = np.random.default_rng(0).permutation(len(sts_train))[:64]
+    assert not isinstance(collate(enc, sts_train, examples).columns, PackedColumns)
+    mean_enc = ferris_jax.load(make_sentence_transformer(tmp_path / "mean")[0])
+    packed = collate(mean_enc, sts_train, range(8), pack=True)
+    with pytest.raises(ValueError, match="pack=False"):
+        cached_loss_and_grad(embedder(mean_enc), mnrl_loss, mean_enc.params, packed, 4)

@@ -188,3 +188,45 @@ def test_bfloat16_compute_keeps_float32_master_weights(model_dir):
         assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype("float32")}
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=3e-2)
     assert losses["bfloat16"] != losses["float32"]  # the passes did run in bfloat16
+
+
+def test_bfloat16_embedding_gradients_are_summed_in_float32(model_dir):
+    """Under bfloat16 compute the embedding tables stay float32 and only their looked-up rows
+    are cast, so the lookups' backward (scatter-adds into the tables, where padding and
+    position ids repeat thousands of times in a batch) sums in float32."""
+    import jax.numpy as jnp
+
+    from ferris_jax.train.step import embedder, loss_and_grad
+
+    enc = ferris_jax.load(model_dir)
+    batch = make_batch(enc, sts_pairs(8), pack=False)
+    embed = embedder(enc, "bfloat16")
+    jaxpr = jax.make_jaxpr(lambda p: loss_and_grad(embed, mnrl_loss, p, batch))(enc.params)
+
+    def scatter_dtypes(jaxpr) -> list:
+        found = []
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name.startswith("scatter"):
+                found.append(eqn.outvars[0].aval.dtype)
+            for param in eqn.params.values():
+                inner = getattr(param, "jaxpr", param)
+                if hasattr(inner, "eqns"):
+                    found += scatter_dtypes(inner)
+        return found
+
+    dtypes = scatter_dtypes(jaxpr.jaxpr)
+    assert dtypes and set(dtypes) == {jnp.dtype("float32")}, dtypes
+
+
+def test_the_step_compiles_once_per_batch_shape(model_dir):
+    """A fresh state and the step's own outputs share one compiled program."""
+    from ferris_jax.train.step import adamw, init_state, train_step
+
+    enc = ferris_jax.load(model_dir)
+    batch = make_batch(enc, sts_pairs(8))
+    optimizer = adamw(1e-3)
+    step = train_step(enc, mnrl_loss, optimizer)
+    state = init_state(enc.params, optimizer)
+    for _ in range(3):
+        state, _ = step(state, batch)
+    assert step._cache_size() == 1

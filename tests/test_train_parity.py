@@ -79,9 +79,10 @@ def _jitted(enc, loss, mini_batch_size=None):
     return jax.jit(lambda p, b: cached_loss_and_grad(embed, loss, p, b, mini_batch_size))
 
 
-def our_loss_and_grads(enc, loss, examples, labels=None, mini_batch_size=None):
+def our_loss_and_grads(enc, loss, examples, labels=None, mini_batch_size=None, pack=False):
+    """Our loss and gradients on the batch padded per column, or packed (`pack=True`)."""
     value, grads = _jitted(enc, loss, mini_batch_size)(
-        enc.params, make_batch(enc, examples, labels)
+        enc.params, make_batch(enc, examples, labels, pack=pack)
     )
     return float(value), flat(grads)
 
@@ -130,13 +131,15 @@ def cases():
 
 @pytest.mark.parametrize("case", range(6), ids=[c[0] for c in cases()])
 def test_loss_and_every_gradient_match_sentence_transformers(tiny, case):
+    """Padded and packed batches alike."""
     path, enc = tiny
     _, ours, make_reference, examples, labels = cases()[case]
     model = reference(path)
     want_value, want_grads = torch_loss_and_grads(model, make_reference(model), examples, labels)
-    got_value, got_grads = our_loss_and_grads(enc, ours, examples, labels)
-    assert got_value == pytest.approx(want_value, rel=RTOL)
-    assert_tensors_match(got_grads, want_grads)
+    for pack in (False, True):
+        got_value, got_grads = our_loss_and_grads(enc, ours, examples, labels, pack=pack)
+        assert got_value == pytest.approx(want_value, rel=RTOL)
+        assert_tensors_match(got_grads, want_grads)
 
 
 def test_cached_mnrl_matches_sentence_transformers_and_the_plain_loss(tiny):
@@ -220,6 +223,7 @@ def test_minilm_mnrl_loss_and_every_gradient_match(minilm, minilm_path):
     want_value, want_grads = torch_loss_and_grads(
         model, st_losses.MultipleNegativesRankingLoss(model), examples
     )
-    got_value, got_grads = our_loss_and_grads(minilm, mnrl_loss, examples)
-    assert got_value == pytest.approx(want_value, rel=RTOL)
-    assert_tensors_match(got_grads, want_grads)
+    for pack in (False, True):
+        got_value, got_grads = our_loss_and_grads(minilm, mnrl_loss, examples, pack=pack)
+        assert got_value == pytest.approx(want_value, rel=RTOL)
+        assert_tensors_match(got_grads, want_grads)

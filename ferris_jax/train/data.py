@@ -4,8 +4,10 @@ no-duplicates batch sampler; and batches of examples as padded token arrays per 
 Columns follow sentence-transformers: every text column in order (anchor, positive,
 negatives...), and a "label"/"labels"/"score"/"scores" column, if any, as the float label (e.g.
 CoSENT's similarity scores). A batch (`collate`, the one path from examples to the train step's
-`TrainBatch`) is tokenized per column with its prompt and padded into the encoder's bucket grid
-(`Encoder.bucket_policy`), so a run compiles a handful of shapes.
+`TrainBatch`) is tokenized per column with its prompt, then packed several texts per row
+(`batching.plan_packed`, as `encode` packs) where that computes fewer tokens than padding every
+column, else padded; both forms use the encoder's bucket grid (`Encoder.bucket_policy`), so a
+run compiles a handful of shapes.
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ferris_jax.batching import pad
+from ferris_jax.batching import PackedBatch, pad, pad_packed, plan_packed
 from ferris_jax.errors import require_int
 from ferris_jax.tokenize import validate_texts
-from ferris_jax.train.step import Column, TrainBatch
+from ferris_jax.train.step import Column, PackedColumns, TrainBatch
 
 if TYPE_CHECKING:
     from ferris_jax.encoder import Encoder
+    from ferris_jax.tokenize import Tokenized
 
 # The columns sentence-transformers' data collator takes as the label, first found first.
 LABEL_COLUMNS = ("label", "labels", "score", "scores")
+# Packed rows have at least this many tokens (a bucket length; longer texts get longer rows).
+PACK_LENGTH = 128
 
 
 def default_column_names(n: int) -> tuple[str, ...]:
@@ -453,17 +458,23 @@ def collate(
     indices: Sequence[int],
     *,
     prompts: str | Mapping[str, str] | None = None,
+    pack: bool | None = None,
 ) -> TrainBatch:
     """Examples `indices` of `dataset` as the train step's `TrainBatch`: each column tokenized
-    with its prompt prepended (as sentence-transformers' data collator does) and every column
-    padded to one length of the encoder's bucket grid (`encoder.bucket_policy`), so a run
-    compiles one program per length; one row per example, none of padding.
+    with its prompt prepended (as sentence-transformers' data collator does), then either
+    every column padded to one length of the encoder's bucket grid (`encoder.bucket_policy`),
+    one row per example, or all the columns' texts packed into rows of at least `PACK_LENGTH`
+    tokens (`batching.plan_packed`), a grid number of rows. Either way the embeddings, loss and
+    gradients are the same, and a run compiles a handful of shapes.
 
     Args:
         encoder: supplies the tokenizer, `max_seq_length` and the bucket policy.
         dataset: the examples.
         indices: which examples, in batch order.
         prompts: see `column_prompts`.
+        pack: True: pack (an error where the model's pooling cannot be packed); False: pad;
+            None: pack where the model can and packed rows hold fewer tokens than padded ones.
+            The cached (`mini_batch_size`) step takes padded batches only.
     """
     indices = np.asarray(indices, dtype=np.int64)
     if indices.ndim != 1 or not len(indices):
@@ -471,26 +482,68 @@ def collate(
     bad = indices[(indices < 0) | (indices >= len(dataset))]
     if len(bad):
         raise IndexError(f"example index {int(bad[0])} is out of range for {len(dataset)} examples")
+    if pack and not encoder.can_pack:
+        raise ValueError(
+            f"pack=True: {encoder.checkpoint.name}'s pooling {encoder.checkpoint.head.pooling.modes} has no "
+            "packed form (max pooling); use pack=False or None"
+        )
     B = len(indices)
     tokenizer = encoder.tokenizer
     prompts = column_prompts(prompts, dataset.column_names)
-    tokenized = [
-        tokenizer.encode([prompt + texts[i] for i in indices])
-        for prompt, texts in zip(prompts, dataset.columns, strict=True)
-    ]
+    # Every text of every column, column by column: text c * B + b is column c, example b.
+    tok = tokenizer.encode(
+        [prompt + texts[i] for prompt, texts in zip(prompts, dataset.columns) for i in indices]
+    )
+    prompt_lengths = np.repeat([tokenizer.prompt_length(p) for p in prompts], B).astype(np.int32)
+    labels = None if dataset.labels is None else dataset.labels[indices]
+    policy = encoder.bucket_policy(B)
     # One length for all columns: one program per bucket length, not per combination of the
     # columns' lengths, and the step embeds the columns in one pass.
-    longest = max(int(tok.lengths.max(initial=1)) for tok in tokenized)
-    _, L = encoder.bucket_policy(B).shape_for(1, longest)
+    _, L = policy.shape_for(1, int(tok.lengths.max(initial=1)))
+    if pack is not False and encoder.can_pack:
+        plan = plan_packed(tok.lengths, policy.holding_all(len(tok)), PACK_LENGTH)[0]
+        if isinstance(plan, PackedBatch) and (pack or np.prod(plan.shape[:2]) < len(tok) * L):
+            packed = _packed_columns(
+                tok, plan, prompt_lengths, tokenizer.pad_token_id, len(prompts)
+            )
+            return TrainBatch(packed, labels)
     columns = []
-    for prompt, tok in zip(prompts, tokenized, strict=True):
-        padded = pad(tok, np.arange(B), (B, L), tokenizer.pad_token_id)
-        prompt_length = np.full(B, tokenizer.prompt_length(prompt), np.int32)
+    for c in range(len(prompts)):
+        padded = pad(tok, np.arange(c * B, (c + 1) * B), (B, L), tokenizer.pad_token_id)
         columns.append(
-            Column(padded.input_ids, padded.attention_mask, padded.token_type_ids, prompt_length)
+            Column(
+                padded.input_ids,
+                padded.attention_mask,
+                padded.token_type_ids,
+                prompt_lengths[c * B : (c + 1) * B],
+            )
         )
-    labels = None if dataset.labels is None else dataset.labels[indices]
     return TrainBatch(tuple(columns), labels)
+
+
+def _packed_columns(
+    tok: Tokenized, plan: PackedBatch, prompt_lengths: np.ndarray, pad_id: int, num_columns: int
+) -> PackedColumns:
+    """The texts of `tok` (`num_columns` columns of B, column by column) placed in rows as
+    `plan` packs them; `prompt_lengths [C * B]` per text."""
+    rows = pad_packed(tok, plan, pad_id)
+    R, L, K = plan.shape
+    slot = plan.row * K + plan.segment - 1
+    slots = np.empty(len(tok), np.int32)
+    slots[plan.texts] = slot
+    slot_prompt = np.zeros(R * K, np.int32)
+    slot_prompt[slot] = prompt_lengths[plan.texts]
+    token_slot = np.arange(R)[:, None] * K + np.maximum(rows.segment_ids - 1, 0)
+    prompt_length = np.where(rows.segment_ids > 0, slot_prompt[token_slot], 0).astype(np.int32)
+    return PackedColumns(
+        rows.input_ids,
+        rows.token_type_ids,
+        rows.segment_ids,
+        rows.positions,
+        prompt_length,
+        slots.reshape(num_columns, -1),
+        K,
+    )
 
 
 def make_batch(
@@ -499,6 +552,7 @@ def make_batch(
     labels: Sequence[float] | np.ndarray | None = None,
     *,
     prompts: str | Mapping[str, str] | None = None,
+    pack: bool | None = None,
 ) -> TrainBatch:
     """One `TrainBatch` of all `examples` (`collate` of `TrainDataset.from_list(examples)`).
 
@@ -508,6 +562,7 @@ def make_batch(
             pair, each optionally followed by its label.
         labels: `[B]` floats (e.g. similarity scores for `cosent_loss`), for examples without.
         prompts: see `column_prompts`.
+        pack: see `collate`.
     """
     dataset = TrainDataset.from_list(examples)
     if labels is not None:
@@ -519,7 +574,7 @@ def make_batch(
                 f"labels must be one number per example ({len(dataset)}), got {labels.shape}"
             )
         dataset = dataclasses.replace(dataset, labels=labels)
-    return collate(encoder, dataset, range(len(dataset)), prompts=prompts)
+    return collate(encoder, dataset, range(len(dataset)), prompts=prompts, pack=pack)
 
 
 def iter_batches(
@@ -528,8 +583,9 @@ def iter_batches(
     sampler: Iterable[Sequence[int]],
     *,
     prompts: str | Mapping[str, str] | None = None,
+    pack: bool | None = None,
 ) -> Iterator[TrainBatch]:
     """`collate` over the batches of indices `sampler` yields (e.g. a
     `NoDuplicatesBatchSampler`)."""
     for indices in sampler:
-        yield collate(encoder, dataset, indices, prompts=prompts)
+        yield collate(encoder, dataset, indices, prompts=prompts, pack=pack)

@@ -1,8 +1,9 @@
 """The train step: a batch of token columns -> embeddings -> a loss -> an optax update.
 
 `TrainBatch` is what the step takes: one padded `[B, L]` token `Column` per text column
-(anchor, positive, negatives...) and optional labels `[B]`; `ferris_jax.train.data` builds it
-from examples (`make_batch`, `collate`). `adamw(...)` is the optimizer
+(anchor, positive, negatives...), or all columns' texts packed several per row
+(`PackedColumns`), and optional labels `[B]`; `ferris_jax.train.data` builds it from examples
+(`make_batch`, `collate`). `adamw(...)` is the optimizer
 transformers' Trainer builds (linear warmup and decay, no weight decay on biases and LayerNorm
 weights, global-norm clipping, gradient accumulation); `train_step(enc, loss, optimizer)` is
 the jitted, buffer-donating step over a `TrainState`; with `mini_batch_size` it is the cached
@@ -48,25 +49,50 @@ class Column:
     prompt_length: jax.Array
 
 
+@register_dataclass(meta=("num_segments",))
+@dataclasses.dataclass(frozen=True)
+class PackedColumns:
+    """All C columns of B texts packed back to back in R rows of L tokens, up to K =
+    `num_segments` texts a row (`batching.plan_packed`): short texts then fill rows instead of
+    padding. `[R, L]` int32 arrays as `SentenceEmbedder.packed` takes them; `prompt_length`
+    gives each token its text's prompt length; `slots [C, B]` is where text (column c,
+    example b) lands in the model's `[R * K]` outputs."""
+
+    input_ids: jax.Array
+    token_type_ids: jax.Array
+    segment_ids: jax.Array
+    positions: jax.Array
+    prompt_length: jax.Array
+    slots: jax.Array
+    num_segments: int
+
+
 @register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TrainBatch:
     """What the train step takes: columns (anchor, positive, negatives...) of B texts each,
     row i of every column belonging to example i, and optional labels `[B]` (e.g. CoSENT's
-    similarity scores). Every column has B rows, none of them padding (each row is an in-batch
-    negative for the others). Columns of one length are embedded in one pass."""
+    similarity scores). The columns are padded `Column`s of B rows, none of them padding (each
+    row is an in-batch negative for the others), embedded in one pass when they have one
+    length; or all of them `PackedColumns`, embedded in one pass."""
 
-    columns: tuple[Column, ...]
+    columns: tuple[Column, ...] | PackedColumns
     labels: jax.Array | None = None
 
     @property
     def size(self) -> int:
         """B, the examples in the batch."""
+        if isinstance(self.columns, PackedColumns):
+            return int(self.columns.slots.shape[1])
         return int(self.columns[0].input_ids.shape[0])
 
     @property
-    def shape(self) -> tuple[tuple[int, int], ...]:
-        """`(B, L)` of each column: the step compiles once per distinct `shape`."""
+    def shape(self) -> tuple[tuple[int, ...], ...]:
+        """`(B, L)` of each column, or `((R, L, K), (C, B))` when packed: the step compiles once
+        per distinct `shape`."""
+        if isinstance(self.columns, PackedColumns):
+            R, L = self.columns.input_ids.shape
+            return ((R, L, self.columns.num_segments), tuple(self.columns.slots.shape))
         return tuple(tuple(c.input_ids.shape) for c in self.columns)
 
 
@@ -169,9 +195,10 @@ def default_compute_dtype(enc: Encoder) -> str:
 
 def embedder(
     enc: Encoder, compute_dtype: str | jnp.dtype | None = None
-) -> Callable[[nnx.State, Column], jax.Array]:
-    """Pure `(params, column) -> float32 embeddings [B, E]`, computed in `compute_dtype`
-    (parameters are cast inside; the default is `default_compute_dtype(enc)`)."""
+) -> Callable[[nnx.State, Column | PackedColumns], jax.Array]:
+    """Pure `(params, column) -> float32 embeddings [B, E]` (`[C, B, E]` of `PackedColumns`),
+    computed in `compute_dtype` (parameters are cast inside; the default is
+    `default_compute_dtype(enc)`)."""
     dtype = parse_dtype(compute_dtype or default_compute_dtype(enc))
     graphdef = enc.graphdef
     if jnp.dtype(dtype) != jnp.dtype(enc.checkpoint.dtype):
@@ -189,9 +216,21 @@ def embedder(
         graphdef, _ = nnx.split(nnx.eval_shape(build))
     impls = dict(enc.impls)
 
-    def embed(params: nnx.State, column: Column) -> jax.Array:
+    def embed(params: nnx.State, column: Column | PackedColumns) -> jax.Array:
         params = compute_params(params, dtype)
         with ops.use_impl(**impls):
+            if isinstance(column, PackedColumns):
+                out = programs.embed_packed(
+                    graphdef,
+                    params,
+                    column.input_ids,
+                    column.segment_ids,
+                    column.positions,
+                    column.token_type_ids,
+                    column.prompt_length,
+                    column.num_segments,
+                )
+                return out.reshape(-1, out.shape[-1])[column.slots].astype(jnp.float32)
             out = programs.embed(
                 graphdef,
                 params,
@@ -232,10 +271,13 @@ def loss_and_grad(
 ) -> tuple[jax.Array, nnx.State]:
     """The loss of `batch` and its gradient with respect to `params` (one backward pass)."""
 
-    lengths = {c.input_ids.shape[1] for c in batch.columns}
+    packed = isinstance(batch.columns, PackedColumns)
+    lengths = set() if packed else {c.input_ids.shape[1] for c in batch.columns}
 
     def value(p: nnx.State) -> jax.Array:
-        if len(lengths) == 1:  # one forward pass over all columns: bigger matmuls
+        if packed:
+            embeddings = list(embed(p, batch.columns))
+        elif len(lengths) == 1:  # one forward pass over all columns: bigger matmuls
             joined = jax.tree.map(lambda *xs: jnp.concatenate(xs), *batch.columns)
             embeddings = jnp.split(embed(p, joined), len(batch.columns))
         else:
@@ -259,6 +301,11 @@ def cached_loss_and_grad(
     with respect to all embeddings is taken, then each mini-batch's forward pass is run again
     and its vector-Jacobian product with that gradient is summed into the parameters' gradient.
     """
+    if isinstance(batch.columns, PackedColumns):
+        raise ValueError(
+            "the cached (mini_batch_size) step takes padded columns, one text per row: "
+            "collate the batch with pack=False"
+        )
     m = mini_batch_size
     B = batch.size
     full = B // m * m
