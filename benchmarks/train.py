@@ -69,8 +69,8 @@ def run_ours(path: Path, batch_size: int, steps: int, warmup: int, mini: int | N
 
     enc = ferris_jax.load(path)
     enc.max_seq_length = min(enc.max_seq_length, 128)
-    pack = False if mini else None  # the cached step takes padded batches
-    batches = [make_batch(enc, b, pack=pack) for b in batches_of(batch_size, warmup + steps)]
+    pairs = batches_of(batch_size, warmup + steps)
+    batches = [make_batch(enc, b, mini_batch_size=mini) for b in pairs]
     optimizer = adamw(2e-5, total_steps=warmup + steps, warmup_steps=1, weight_decay=0.01)
     step = train_step(enc, mnrl_loss, optimizer, mini_batch_size=mini)
     state = init_state(enc.params, optimizer)
@@ -212,6 +212,7 @@ def main() -> None:
     p.add_argument("--st-cached-steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--ci-pairs", type=int, default=0)
+    p.add_argument("--sides", default="ours,torch", help="ours (ferris_jax), torch (ST)")
     p.add_argument("--minilm-dir", default=None)
     p.add_argument("--out", default=None)
     # One measurement in this process (used by the parent).
@@ -230,19 +231,28 @@ def main() -> None:
         "models": {},
     }
     sizes = [int(b) for b in args.batch_sizes.split(",")]
+    sides = args.sides.split(",")
     for model in args.models.split(","):
         row: dict = {"plain": {}, "cached": {}}
         for B in sizes:
-            ours = spawn(args, "ours", model, B, args.steps)
-            ref = spawn(args, "torch", model, B, args.steps)
+            ours = spawn(args, "ours", model, B, args.steps) if "ours" in sides else {}
+            ref = spawn(args, "torch", model, B, args.steps) if "torch" in sides else {}
             speedup = (
                 ours.get("pairs_per_s", 0) / ref["pairs_per_s"] if "pairs_per_s" in ref else None
             )
             row["plain"][B] = {"ferris": ours, "sentence_transformers": ref, "speedup": speedup}
         plain = row["plain"][max(sizes)]["ferris"].get("pairs_per_s")
         for m in [int(x) for x in args.mini_batches.split(",") if x]:
-            ours = spawn(args, "ours", model, args.cached_batch, args.steps, m)
-            ref = spawn(args, "torch", model, args.cached_batch, args.st_cached_steps, m)
+            ours = (
+                spawn(args, "ours", model, args.cached_batch, args.steps, m)
+                if "ours" in sides
+                else {}
+            )
+            ref = (
+                spawn(args, "torch", model, args.cached_batch, args.st_cached_steps, m)
+                if "torch" in sides
+                else {}
+            )
             cost = plain / ours["pairs_per_s"] if plain and "pairs_per_s" in ours else None
             row["cached"][m] = {
                 "ferris": ours,

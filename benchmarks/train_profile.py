@@ -107,9 +107,7 @@ def profile_variant(enc, batches, args) -> dict:
     first = batches[0]
     joined = jax.tree.map(lambda *xs: jnp.concatenate(xs), *first.columns)
     forward = jax.jit(embed)
-    grad = jax.jit(
-        lambda p, b: train_step_module.loss_and_grad(embed, mnrl_loss, p, b)
-    )
+    grad = jax.jit(lambda p, b: train_step_module.loss_and_grad(embed, mnrl_loss, p, b))
     params = state.params
     parts = {
         "forward_both_columns_ms": timed(forward, params, joined, rounds=args.steps),

@@ -13,7 +13,6 @@ from helpers.checkpoints import make_sentence_transformer
 from helpers.data import sts_benchmark
 
 from ferris_jax.train import TrainBatch, make_batch
-from ferris_jax.train.step import PackedColumns
 from ferris_jax.train.data import (
     BatchSampler,
     NoDuplicatesBatchSampler,
@@ -23,6 +22,7 @@ from ferris_jax.train.data import (
     iter_batches,
     load_train_data,
 )
+from ferris_jax.train.step import PackedColumns
 
 
 def sts_rows(split: str = "train") -> list[tuple[str, str, float]]:
@@ -339,8 +339,8 @@ def test_short_texts_are_packed_long_ones_padded(minilm, sts_train):
     assert isinstance(batch.columns, PackedColumns) and batch.size == 64
     (R, L, K), (C, B) = batch.shape
     padded = collate(minilm, sts_train, examples, pack=False)
-    assert (C, B) == (2, 64) and L == 128 and K == minilm.bucket_policy(64).segments_for(L)
-    assert R * L < C * B * padded.shape[0][1] / 2  # less than half the padded tokens
+    assert (C, B) == (2, 64) and L == 128 and minilm.bucket_policy(64).segments_for(L) == K
+    assert C * B * padded.shape[0][1] / 2 > R * L  # less than half the padded tokens
     docs = lee_corpus()[:8]
     long = collate(minilm, TrainDataset.from_list([(d, d) for d in docs]), range(8))
     assert not isinstance(long.columns, PackedColumns)
@@ -375,7 +375,8 @@ def test_a_packed_batch_holds_every_text_once_with_its_prompt(minilm, sts_train)
 
 
 def test_packing_is_refused_where_it_cannot_apply(tmp_path, sts_train):
-    """Max pooling has no packed form; the cached step embeds padded mini-batches."""
+    """Max pooling has no packed form; the cached step takes a packed batch only in the
+    mini-batches it embeds one at a time."""
     import ferris_jax
     from ferris_jax.train.losses import mnrl_loss
     from ferris_jax.train.step import cached_loss_and_grad, embedder
@@ -388,5 +389,18 @@ def test_packing_is_refused_where_it_cannot_apply(tmp_path, sts_train):
     assert not isinstance(collate(enc, sts_train, examples).columns, PackedColumns)
     mean_enc = ferris_jax.load(make_sentence_transformer(tmp_path / "mean")[0])
     packed = collate(mean_enc, sts_train, range(8), pack=True)
-    with pytest.raises(ValueError, match="pack=False"):
+    with pytest.raises(ValueError, match=r"mini_batch_size=\.\.\., or pack=False"):
         cached_loss_and_grad(embedder(mean_enc), mnrl_loss, mean_enc.params, packed, 4)
+
+
+def test_mini_batches_pack_their_texts_in_rows_of_one_shape(minilm, sts_train):
+    """For the cached step the batch's texts go in mini-batches of at most `mini_batch_size`
+    texts (column by column), each packed in rows of one shape."""
+    examples = np.random.default_rng(2).permutation(len(sts_train))[:50]
+    batch = collate(minilm, sts_train, examples, pack=True, mini_batch_size=32)
+    (N, R, _, K), (C, B) = batch.shape
+    assert (N, C, B) == (4, 2, 50)  # 100 texts: 32 + 32 + 32 + 4
+    slots = np.asarray(batch.columns.slots).ravel()
+    assert sorted(slots.tolist()) == sorted(set(slots.tolist()))
+    mini_batch = slots // (R * K)
+    np.testing.assert_array_equal(mini_batch, np.arange(100) // 32)

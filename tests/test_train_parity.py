@@ -80,10 +80,10 @@ def _jitted(enc, loss, mini_batch_size=None):
 
 
 def our_loss_and_grads(enc, loss, examples, labels=None, mini_batch_size=None, pack=False):
-    """Our loss and gradients on the batch padded per column, or packed (`pack=True`)."""
-    value, grads = _jitted(enc, loss, mini_batch_size)(
-        enc.params, make_batch(enc, examples, labels, pack=pack)
-    )
+    """Our loss and gradients on the batch padded per column, or packed (`pack=True`; in
+    mini-batches of rows for the cached step)."""
+    batch = make_batch(enc, examples, labels, pack=pack, mini_batch_size=mini_batch_size)
+    value, grads = _jitted(enc, loss, mini_batch_size)(enc.params, batch)
     return float(value), flat(grads)
 
 
@@ -148,11 +148,15 @@ def test_cached_mnrl_matches_sentence_transformers_and_the_plain_loss(tiny):
     model = reference(path)
     ref = st_losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=4)
     want_value, want_grads = torch_loss_and_grads(model, ref, examples)
-    # 16 rows in mini-batches of 4, and of 6 (two full ones and a remainder of 4).
+    # 16 rows in mini-batches of 4, and of 6 (two full ones and a remainder of 4); packed,
+    # 48 texts in mini-batches of 4 and 6 texts.
     for mini_batch_size in (4, 6):
-        got_value, got_grads = our_loss_and_grads(enc, mnrl_loss, examples, None, mini_batch_size)
-        assert got_value == pytest.approx(want_value, rel=RTOL)
-        assert_tensors_match(got_grads, want_grads)
+        for pack in (False, True):
+            got_value, got_grads = our_loss_and_grads(
+                enc, mnrl_loss, examples, None, mini_batch_size, pack=pack
+            )
+            assert got_value == pytest.approx(want_value, rel=RTOL)
+            assert_tensors_match(got_grads, want_grads)
     plain_value, plain_grads = our_loss_and_grads(enc, mnrl_loss, examples)
     assert got_value == pytest.approx(plain_value, rel=RTOL)
     assert_tensors_match(got_grads, plain_grads)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ferris_jax.batching import PackedBatch, pad, pad_packed, plan_packed
+from ferris_jax.batching import Batch, BucketPolicy, PackedBatch, pad, pad_packed, plan_packed
 from ferris_jax.errors import require_int
 from ferris_jax.tokenize import validate_texts
 from ferris_jax.train.step import Column, PackedColumns, TrainBatch
@@ -459,6 +459,7 @@ def collate(
     *,
     prompts: str | Mapping[str, str] | None = None,
     pack: bool | None = None,
+    mini_batch_size: int | None = None,
 ) -> TrainBatch:
     """Examples `indices` of `dataset` as the train step's `TrainBatch`: each column tokenized
     with its prompt prepended (as sentence-transformers' data collator does), then either
@@ -474,7 +475,9 @@ def collate(
         prompts: see `column_prompts`.
         pack: True: pack (an error where the model's pooling cannot be packed); False: pad;
             None: pack where the model can and packed rows hold fewer tokens than padded ones.
-            The cached (`mini_batch_size`) step takes padded batches only.
+        mini_batch_size: for the cached step (`train_step(mini_batch_size=...)`): texts are
+            packed in mini-batches of this many, each in rows of one shape, which the step
+            embeds one at a time.
     """
     indices = np.asarray(indices, dtype=np.int64)
     if indices.ndim != 1 or not len(indices):
@@ -483,16 +486,19 @@ def collate(
     if len(bad):
         raise IndexError(f"example index {int(bad[0])} is out of range for {len(dataset)} examples")
     if pack and not encoder.can_pack:
+        pooling = encoder.checkpoint.head.pooling.modes
         raise ValueError(
-            f"pack=True: {encoder.checkpoint.name}'s pooling {encoder.checkpoint.head.pooling.modes} has no "
-            "packed form (max pooling); use pack=False or None"
+            f"pack=True: {encoder.checkpoint.name}'s pooling {pooling} has no packed form "
+            "(max pooling); use pack=False or None"
         )
+    if mini_batch_size is not None:
+        mini_batch_size = require_int("mini_batch_size", mini_batch_size)
     B = len(indices)
     tokenizer = encoder.tokenizer
     prompts = column_prompts(prompts, dataset.column_names)
     # Every text of every column, column by column: text c * B + b is column c, example b.
     tok = tokenizer.encode(
-        [prompt + texts[i] for prompt, texts in zip(prompts, dataset.columns) for i in indices]
+        [p + texts[i] for p, texts in zip(prompts, dataset.columns, strict=True) for i in indices]
     )
     prompt_lengths = np.repeat([tokenizer.prompt_length(p) for p in prompts], B).astype(np.int32)
     labels = None if dataset.labels is None else dataset.labels[indices]
@@ -501,11 +507,10 @@ def collate(
     # columns' lengths, and the step embeds the columns in one pass.
     _, L = policy.shape_for(1, int(tok.lengths.max(initial=1)))
     if pack is not False and encoder.can_pack:
-        plan = plan_packed(tok.lengths, policy.holding_all(len(tok)), PACK_LENGTH)[0]
-        if isinstance(plan, PackedBatch) and (pack or np.prod(plan.shape[:2]) < len(tok) * L):
-            packed = _packed_columns(
-                tok, plan, prompt_lengths, tokenizer.pad_token_id, len(prompts)
-            )
+        packed = _pack(
+            tok, prompt_lengths, policy, tokenizer.pad_token_id, len(prompts), mini_batch_size
+        )
+        if packed is not None and (pack or np.prod(packed.input_ids.shape) < len(tok) * L):
             return TrainBatch(packed, labels)
     columns = []
     for c in range(len(prompts)):
@@ -521,29 +526,59 @@ def collate(
     return TrainBatch(tuple(columns), labels)
 
 
-def _packed_columns(
-    tok: Tokenized, plan: PackedBatch, prompt_lengths: np.ndarray, pad_id: int, num_columns: int
-) -> PackedColumns:
-    """The texts of `tok` (`num_columns` columns of B, column by column) placed in rows as
-    `plan` packs them; `prompt_lengths [C * B]` per text."""
-    rows = pad_packed(tok, plan, pad_id)
-    R, L, K = plan.shape
-    slot = plan.row * K + plan.segment - 1
-    slots = np.empty(len(tok), np.int32)
-    slots[plan.texts] = slot
-    slot_prompt = np.zeros(R * K, np.int32)
-    slot_prompt[slot] = prompt_lengths[plan.texts]
-    token_slot = np.arange(R)[:, None] * K + np.maximum(rows.segment_ids - 1, 0)
-    prompt_length = np.where(rows.segment_ids > 0, slot_prompt[token_slot], 0).astype(np.int32)
-    return PackedColumns(
-        rows.input_ids,
-        rows.token_type_ids,
-        rows.segment_ids,
-        rows.positions,
-        prompt_length,
-        slots.reshape(num_columns, -1),
-        K,
-    )
+def _pack(
+    tok: Tokenized,
+    prompt_lengths: np.ndarray,
+    policy: BucketPolicy,
+    pad_id: int,
+    num_columns: int,
+    mini_batch_size: int | None,
+) -> PackedColumns | None:
+    """The texts of `tok` (`num_columns` columns, column by column; `prompt_lengths` per text)
+    packed in rows `[R, L]`, or with `mini_batch_size` in N mini-batches of that many texts
+    in rows `[N, R, L]` of one shape; None where no row would hold two texts."""
+    n = len(tok)
+    chunk = min(mini_batch_size or n, n)
+    plans = []
+    for start in range(0, n, chunk):
+        count = min(chunk, n - start)
+        lengths = tok.lengths[start : start + count]
+        plans.append((start, plan_packed(lengths, policy.holding_all(count), PACK_LENGTH)[0]))
+    if not any(isinstance(plan, PackedBatch) for _, plan in plans):
+        return None
+    plans = [_as_packed(plan, start) for start, plan in plans]
+    N = len(plans)
+    R, L, K = (max(plan.shape[i] for plan in plans) for i in range(3))
+    input_ids = np.full((N, R, L), pad_id, np.int32)
+    token_type_ids, segment_ids, positions = (np.zeros((N, R, L), np.int32) for _ in range(3))
+    slots = np.empty(n, np.int32)
+    slot_prompt = np.zeros(N * R * K, np.int32)
+    for i, plan in enumerate(plans):
+        rows = pad_packed(tok, plan, pad_id)
+        r, length, _ = plan.shape
+        input_ids[i, :r, :length] = rows.input_ids
+        token_type_ids[i, :r, :length] = rows.token_type_ids
+        segment_ids[i, :r, :length] = rows.segment_ids
+        positions[i, :r, :length] = rows.positions
+        slot = (i * R + plan.row) * K + plan.segment - 1
+        slots[plan.texts] = slot
+        slot_prompt[slot] = prompt_lengths[plan.texts]
+    row_start = np.arange(N * R).reshape(N, R, 1) * K
+    token_slot = row_start + np.maximum(segment_ids - 1, 0)
+    prompt_length = np.where(segment_ids > 0, slot_prompt[token_slot], 0).astype(np.int32)
+    arrays = [input_ids, token_type_ids, segment_ids, positions, prompt_length]
+    if mini_batch_size is None:
+        arrays = [a[0] for a in arrays]
+    return PackedColumns(*arrays, slots.reshape(num_columns, -1), K)
+
+
+def _as_packed(plan: Batch | PackedBatch, start: int) -> PackedBatch:
+    """`plan` with its texts counted from `start`; a padded `Batch` as rows of one text."""
+    if isinstance(plan, PackedBatch):
+        return dataclasses.replace(plan, texts=plan.texts + start)
+    rows = np.arange(len(plan.texts))
+    ones = np.ones_like(rows)
+    return PackedBatch(plan.texts + start, rows, 0 * rows, ones, (*plan.shape, 1))
 
 
 def make_batch(
@@ -553,6 +588,7 @@ def make_batch(
     *,
     prompts: str | Mapping[str, str] | None = None,
     pack: bool | None = None,
+    mini_batch_size: int | None = None,
 ) -> TrainBatch:
     """One `TrainBatch` of all `examples` (`collate` of `TrainDataset.from_list(examples)`).
 
@@ -562,7 +598,7 @@ def make_batch(
             pair, each optionally followed by its label.
         labels: `[B]` floats (e.g. similarity scores for `cosent_loss`), for examples without.
         prompts: see `column_prompts`.
-        pack: see `collate`.
+        pack, mini_batch_size: see `collate`.
     """
     dataset = TrainDataset.from_list(examples)
     if labels is not None:
@@ -574,7 +610,14 @@ def make_batch(
                 f"labels must be one number per example ({len(dataset)}), got {labels.shape}"
             )
         dataset = dataclasses.replace(dataset, labels=labels)
-    return collate(encoder, dataset, range(len(dataset)), prompts=prompts, pack=pack)
+    return collate(
+        encoder,
+        dataset,
+        range(len(dataset)),
+        prompts=prompts,
+        pack=pack,
+        mini_batch_size=mini_batch_size,
+    )
 
 
 def iter_batches(
@@ -584,8 +627,11 @@ def iter_batches(
     *,
     prompts: str | Mapping[str, str] | None = None,
     pack: bool | None = None,
+    mini_batch_size: int | None = None,
 ) -> Iterator[TrainBatch]:
     """`collate` over the batches of indices `sampler` yields (e.g. a
     `NoDuplicatesBatchSampler`)."""
     for indices in sampler:
-        yield collate(encoder, dataset, indices, prompts=prompts, pack=pack)
+        yield collate(
+            encoder, dataset, indices, prompts=prompts, pack=pack, mini_batch_size=mini_batch_size
+        )

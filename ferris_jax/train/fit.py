@@ -147,9 +147,7 @@ def fit(
         raise ValueError(
             f"batch_sampler must be one of {sorted(BATCH_SAMPLERS)}, got {batch_sampler!r}"
         )
-    # The cached step takes padded batches; the plain one packs where packing saves tokens.
-    pack = False if mini_batch_size is not None else None
-    data = _Data(encoder, train_data, batch_size, seed, batch_sampler, prompts, pack)
+    data = _Data(encoder, train_data, batch_size, seed, batch_sampler, prompts, mini_batch_size)
     if steps is not None:
         total = require_int("steps", steps)
     elif data.batches_per_epoch is None:
@@ -277,9 +275,10 @@ class _Data:
         seed: int,
         batch_sampler: str,
         prompts: str | Mapping[str, str] | None,
-        pack: bool | None,
+        mini_batch_size: int | None,
     ):
-        self.encoder, self.prompts, self.batches, self.pack = encoder, prompts, data, pack
+        self.encoder, self.prompts, self.batches = encoder, prompts, data
+        self.mini_batch_size = mini_batch_size
         self.dataset: TrainDataset | None = None
         self.batches_per_epoch: int | None
         if _holds_batches(data):
@@ -312,7 +311,11 @@ class _Data:
         for i, indices in enumerate(self.sampler):
             if i >= skip:  # the sampler is seeded: an epoch's batches are the same every time
                 yield collate(
-                    self.encoder, self.dataset, indices, prompts=self.prompts, pack=self.pack
+                    self.encoder,
+                    self.dataset,
+                    indices,
+                    prompts=self.prompts,
+                    mini_batch_size=self.mini_batch_size,
                 )
 
 

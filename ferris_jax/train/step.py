@@ -54,9 +54,10 @@ class Column:
 class PackedColumns:
     """All C columns of B texts packed back to back in R rows of L tokens, up to K =
     `num_segments` texts a row (`batching.plan_packed`): short texts then fill rows instead of
-    padding. `[R, L]` int32 arrays as `SentenceEmbedder.packed` takes them; `prompt_length`
-    gives each token its text's prompt length; `slots [C, B]` is where text (column c,
-    example b) lands in the model's `[R * K]` outputs."""
+    padding. `[R, L]` int32 arrays as `SentenceEmbedder.packed` takes them, or `[N, R, L]`:
+    N mini-batches of rows for the cached step; `prompt_length` gives each token its text's
+    prompt length; `slots [C, B]` is where text (column c, example b) lands in the model's
+    `[N * R * K]` outputs."""
 
     input_ids: jax.Array
     token_type_ids: jax.Array
@@ -88,11 +89,11 @@ class TrainBatch:
 
     @property
     def shape(self) -> tuple[tuple[int, ...], ...]:
-        """`(B, L)` of each column, or `((R, L, K), (C, B))` when packed: the step compiles once
-        per distinct `shape`."""
+        """`(B, L)` of each column, or `((R, L, K), (C, B))` when packed (`((N, R, L, K), (C, B))`
+        in mini-batches): the step compiles once per distinct `shape`."""
         if isinstance(self.columns, PackedColumns):
-            R, L = self.columns.input_ids.shape
-            return ((R, L, self.columns.num_segments), tuple(self.columns.slots.shape))
+            rows = tuple(self.columns.input_ids.shape)  # (R, L) or (N, R, L)
+            return ((*rows, self.columns.num_segments), tuple(self.columns.slots.shape))
         return tuple(tuple(c.input_ids.shape) for c in self.columns)
 
 
@@ -220,14 +221,16 @@ def embedder(
         params = compute_params(params, dtype)
         with ops.use_impl(**impls):
             if isinstance(column, PackedColumns):
+                L = column.input_ids.shape[-1]
+                rows = lambda x: x.reshape(-1, L)  # noqa: E731  (N mini-batches: one pass)
                 out = programs.embed_packed(
                     graphdef,
                     params,
-                    column.input_ids,
-                    column.segment_ids,
-                    column.positions,
-                    column.token_type_ids,
-                    column.prompt_length,
+                    rows(column.input_ids),
+                    rows(column.segment_ids),
+                    rows(column.positions),
+                    rows(column.token_type_ids),
+                    rows(column.prompt_length),
                     column.num_segments,
                 )
                 return out.reshape(-1, out.shape[-1])[column.slots].astype(jnp.float32)
@@ -302,10 +305,7 @@ def cached_loss_and_grad(
     and its vector-Jacobian product with that gradient is summed into the parameters' gradient.
     """
     if isinstance(batch.columns, PackedColumns):
-        raise ValueError(
-            "the cached (mini_batch_size) step takes padded columns, one text per row: "
-            "collate the batch with pack=False"
-        )
+        return _cached_packed_loss_and_grad(embed, loss, params, batch)
     m = mini_batch_size
     B = batch.size
     full = B // m * m
@@ -336,6 +336,45 @@ def cached_loss_and_grad(
         grads, _ = jax.lax.scan(accumulate, grads, (head, g[:full].reshape(B // m, m, -1)))
         if tail is not None:
             grads, _ = accumulate(grads, (tail, g[full:]))
+    return value, grads
+
+
+def _cached_packed_loss_and_grad(
+    embed: Callable[[nnx.State, Column | PackedColumns], jax.Array],
+    loss: Loss,
+    params: nnx.State,
+    batch: TrainBatch,
+) -> tuple[jax.Array, nnx.State]:
+    """`cached_loss_and_grad` of a batch packed in N mini-batches of rows (`collate(...,
+    mini_batch_size=m)`), one mini-batch `[R, L]` per forward pass."""
+    packed = batch.columns
+    if packed.input_ids.ndim != 3:
+        raise ValueError(
+            "the cached step takes a packed batch in mini-batches: collate or make_batch with "
+            "mini_batch_size=..., or pack=False"
+        )
+    N, R, _ = packed.input_ids.shape
+    K = packed.num_segments
+    # Each mini-batch as a PackedColumns whose slots are all its R * K outputs, in order.
+    chunks = dataclasses.replace(packed, slots=jnp.broadcast_to(jnp.arange(R * K), (N, 1, R * K)))
+
+    def rows_out(p: nnx.State, chunk: PackedColumns) -> jax.Array:
+        return embed(p, chunk)[0]  # [R * K, E]
+
+    frozen = jax.lax.stop_gradient(params)
+    outputs = jax.lax.map(lambda chunk: rows_out(frozen, chunk), chunks)
+    flat = outputs.reshape(N * R * K, -1)
+    value, cotangent = jax.value_and_grad(
+        lambda f: call_loss(loss, list(f[packed.slots]), batch.labels)
+    )(flat)
+
+    def accumulate(grads: nnx.State, item: tuple[PackedColumns, jax.Array]):
+        chunk, g = item
+        _, vjp = jax.vjp(lambda p: rows_out(p, chunk), params)
+        return jax.tree.map(jnp.add, grads, vjp(g)[0]), None
+
+    grads = jax.tree.map(jnp.zeros_like, params)
+    grads, _ = jax.lax.scan(accumulate, grads, (chunks, cotangent.reshape(N, R * K, -1)))
     return value, grads
 
 
