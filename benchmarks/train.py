@@ -109,6 +109,7 @@ def run_torch(path: Path, batch_size: int, steps: int, warmup: int, mini: int | 
 
     cuda = torch.cuda.is_available()
     model = SentenceTransformer(str(path), device="cuda" if cuda else "cpu")
+    model.float()  # float32 weights, as the trainer keeps them (a transport copy may be float16)
     model.max_seq_length = min(model.max_seq_length, 128)
     model.train()
     loss = (

@@ -120,7 +120,8 @@ def fit(
         weight_decay: AdamW's decoupled weight decay (not on biases and LayerNorm weights).
         max_grad_norm: clip the global gradient norm to this (None: no clipping).
         accumulation_steps: batches whose gradients are averaged into one update.
-        mini_batch_size: run the cached (GradCache) step in mini-batches of this many rows.
+        mini_batch_size: run the cached (GradCache) step, embedding this many texts at a time
+            (batches are collated for it: packed in mini-batches of this many texts).
         compute_dtype: "float32" or "bfloat16"; default bfloat16 on GPUs, float32 elsewhere.
         seed: the data order's seed (the order of epoch e depends on (seed, e) only).
         evaluator: `evaluator(encoder) -> {metric: value}`, run every `evaluation_steps`

@@ -397,7 +397,9 @@ def train_step(
         optimizer: e.g. `adamw(...)`.
         compute_dtype: "float32" or "bfloat16" for the forward and backward passes; the
             state's parameters stay float32. Default: `default_compute_dtype(enc)`.
-        mini_batch_size: run the cached (GradCache) step in mini-batches of this many rows.
+        mini_batch_size: run the cached (GradCache) step in mini-batches of this many rows of
+            each padded column; a packed batch comes in its mini-batches already
+            (`collate(..., mini_batch_size=...)`).
     """
     embed = embedder(enc, compute_dtype)
     if mini_batch_size is not None:
