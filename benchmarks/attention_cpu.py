@@ -45,10 +45,35 @@ def per_row_head(query, key, value, mask):
     return out.reshape(B, N, L, Dh).transpose(0, 2, 1, 3)
 
 
+def blocked(budget_bytes: int):
+    """`lax.map` over groups of rows whose float32 logits fit `budget_bytes`."""
+
+    def attention(query, key, value, mask):
+        B, L, N, _ = query.shape
+        rows = max(1, min(B, budget_bytes // (N * L * L * 4)))
+        while B % rows:
+            rows -= 1
+        if rows == B:
+            return ops.attention(query, key, value, mask, impl="einsum")
+        group = lambda t: t.reshape(B // rows, rows, *t.shape[1:])  # noqa: E731
+
+        def one(args):
+            return ops.attention(*args, impl="einsum")
+
+        out = jax.lax.map(one, (group(query), group(key), group(value), group(mask)))
+        return out.reshape(query.shape)
+
+    return attention
+
+
 VARIANTS = {
     "einsum": lambda q, k, v, m: ops.attention(q, k, v, m, impl="einsum"),
     "per-row": per_row,
     "per-row-head": per_row_head,
+    "blocked-1MB": blocked(1 << 20),
+    "blocked-2MB": blocked(2 << 20),
+    "blocked-4MB": blocked(4 << 20),
+    "blocked-8MB": blocked(8 << 20),
 }
 
 
@@ -95,7 +120,7 @@ def main() -> None:
             tq, tk, tv = (torch.from_numpy(t).transpose(1, 2) for t in (q, k, v))
             tm = torch.from_numpy(mask)[:, None, None, :]
 
-            def sdpa():
+            def sdpa(tq=tq, tk=tk, tv=tv, tm=tm):
                 with torch.inference_mode():
                     return torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, tm)
 

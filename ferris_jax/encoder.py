@@ -234,15 +234,17 @@ class Encoder:
 
     def precompile(self, batch_size: int = 32, seq_lengths: Sequence[int] | None = None) -> None:
         """Compile the programs full batches of these lengths use now (e.g. at a service's
-        start-up): one text per row for every length, and packed rows from `pack_length` on."""
+        start-up), in parallel: one text per row for every length, and packed rows from
+        `pack_length` on."""
         policy = self.bucket_policy(batch_size)
         packing = self.packing()
-        impls = self.requested_impls()
+        shapes = []
         for L in seq_lengths or policy.seq_lengths:
             shape = policy.shape_for(policy.rows_for(L), L)
-            self.programs.get(self.params, shape, impls)
+            shapes.append(shape)
             if packing and min(packing, policy.seq_lengths[-1]) <= L:
-                self.programs.get(self.params, (*shape, policy.segments_for(L)), impls)
+                shapes.append((*shape, policy.segments_for(L)))
+        self.programs.compile_all(self.params, shapes, self.requested_impls())
 
     def packing(self) -> int | None:
         """The packed row length `encode` uses now (None: one text per row)."""

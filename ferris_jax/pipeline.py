@@ -127,17 +127,18 @@ class Pipeline:
             yield current[0], tok, current[2]
             current, upcoming = upcoming, next(chunks, None) if upcoming is not None else None
 
-    def planned_batches(
+    def planned_chunks(
         self,
         windows: Iterable[Sequence[str]],
         policy: BucketPolicy,
         packing: int | None = None,
         chunk_size: int = CHUNK_TEXTS,
-    ) -> Iterator[PlannedBatch]:
+    ) -> Iterator[list[PlannedBatch]]:
         """Every batch of the job, planned (packed in rows of at least `packing` tokens when
-        set). A chunk's last batch, when not full, is planned again with the next chunk's texts
-        of the same window. (Not across windows: planning sorts by length, so a window's
-        shortest texts could be carried on and on, past texts that come after them.)"""
+        set), a tokenized chunk's batches at a time. A chunk's last batch, when not full, is
+        planned again with the next chunk's texts of the same window. (Not across windows:
+        planning sorts by length, so a window's shortest texts could be carried on and on, past
+        texts that come after them.)"""
         carry: tuple[np.ndarray, Tokenized] | None = None
         chunks = self.tokenized_chunks(windows, chunk_size, strided=packing is not None)
         upcoming = next(chunks, None)
@@ -156,8 +157,8 @@ class Pipeline:
             if upcoming is not None and upcoming[2] == window and not policy.is_full(plan[-1]):
                 rest = plan.pop().texts
                 carry = indices[rest], tok.take(rest)
-            for batch in plan:
-                yield PlannedBatch(indices[batch.texts], tok, batch)
+            if plan:
+                yield [PlannedBatch(indices[batch.texts], tok, batch) for batch in plan]
 
     def model_inputs(self, batch: PlannedBatch) -> tuple[np.ndarray, ...]:
         """The padded (or packed) token arrays of a batch, as its program takes them."""
@@ -209,30 +210,33 @@ class Pipeline:
         prompt = np.int32(prompt_length)
         in_flight: collections.deque[jax.Array] = collections.deque()
         chunk_size = max(CHUNK_TEXTS, 2 * policy.batch_sizes[-1])  # room for two full batches
-        for batch in self.planned_batches(windows, policy, packing, chunk_size):
-            program = self.programs.get(params, batch.shape, impls)
-            output = program(leaves, *self.model_inputs(batch), prompt)
-            if copy_to_host:
-                output.copy_to_host_async()
-            in_flight.append(output)
-            if len(in_flight) > MAX_IN_FLIGHT:
-                in_flight.popleft().block_until_ready()
-            plan = batch.plan
-            if isinstance(plan, PackedBatch):
-                slots = plan.row * plan.shape[2] + plan.segment - 1
-            else:
-                slots = np.arange(len(plan.texts))
-            embedded = EmbeddedBatch(
-                batch.indices,
-                batch.shape,
-                batch.tokens.lengths[plan.texts],
-                batch.tokens.truncated[plan.texts],
-                output,
-                slots,
-            )
-            if on_batch is not None:
-                on_batch(embedded)
-            yield embedded
+        for planned in self.planned_chunks(windows, policy, packing, chunk_size):
+            # Every new shape of the chunk compiles at once, in parallel threads.
+            self.programs.compile_all(params, [batch.shape for batch in planned], impls)
+            for batch in planned:
+                program = self.programs.get(params, batch.shape, impls)
+                output = program(leaves, *self.model_inputs(batch), prompt)
+                if copy_to_host:
+                    output.copy_to_host_async()
+                in_flight.append(output)
+                if len(in_flight) > MAX_IN_FLIGHT:
+                    in_flight.popleft().block_until_ready()
+                plan = batch.plan
+                if isinstance(plan, PackedBatch):
+                    slots = plan.row * plan.shape[2] + plan.segment - 1
+                else:
+                    slots = np.arange(len(plan.texts))
+                embedded = EmbeddedBatch(
+                    batch.indices,
+                    batch.shape,
+                    batch.tokens.lengths[plan.texts],
+                    batch.tokens.truncated[plan.texts],
+                    output,
+                    slots,
+                )
+                if on_batch is not None:
+                    on_batch(embedded)
+                yield embedded
 
 
 def _chunks_of(

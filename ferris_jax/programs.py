@@ -4,13 +4,17 @@
 them once per key: the batch shape, the implementation choice of every op
 (`ops.requested_impls`) and the parameter structure. Compiled programs take the parameters as
 a flat tuple of arrays, since flattening an `nnx.State` on every call costs more than a small
-batch's compute.
+batch's compute. Several new programs compile in parallel threads (`compile_all`: XLA compiles
+without holding the GIL), `$FERRIS_JAX_COMPILE_THREADS` at a time (default: one per CPU).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -85,6 +89,20 @@ def _embed_packed_flat(
         return embed_packed(graphdef, jax.tree.unflatten(treedef, leaves), *args, num_segments)
 
 
+def compile_threads() -> int:
+    """How many programs compile at once: `$FERRIS_JAX_COMPILE_THREADS`, else one per CPU."""
+    value = os.environ.get("FERRIS_JAX_COMPILE_THREADS")
+    if value is None:
+        return os.cpu_count() or 1
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"FERRIS_JAX_COMPILE_THREADS={value!r}: expected a whole number >= 1")
+    return threads
+
+
 class Programs:
     """The compiled programs of one model, one per (shape, implementation choice).
 
@@ -135,6 +153,35 @@ class Programs:
                 program = self._compiled[key] = self.lower(params, shape, impls).compile()
             self.compile_seconds += time.perf_counter() - start
         return program
+
+    def has(self, shape: Shape, impls: ImplChoice) -> bool:
+        """Whether the program for `shape` under `impls` is compiled."""
+        return (shape, impls) in self._compiled
+
+    def compile_all(self, params: nnx.State, shapes: Iterable[Shape], impls: ImplChoice) -> None:
+        """Compile the programs of `shapes` not compiled yet, in parallel threads: a job's
+        first batches then wait for its slowest new program, not for the sum of them."""
+        self.flat_params(params)  # once, before the threads read it
+        missing = sorted({shape for shape in shapes if not self.has(shape, impls)})
+        workers = min(len(missing), compile_threads())
+        if workers <= 1:
+            for shape in missing:
+                self.get(params, shape, impls)
+            return
+        start = time.perf_counter()
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="ferris-compile")
+        try:
+            with repairing_cache():
+                futures = [
+                    pool.submit(lambda s: self.lower(params, s, impls).compile(), shape)
+                    for shape in missing
+                ]
+                compiled = [future.result() for future in futures]
+        finally:  # on Ctrl-C, return at once; compiles already running finish in the background
+            pool.shutdown(wait=False, cancel_futures=True)
+        for shape, program in zip(missing, compiled, strict=True):
+            self._compiled[(shape, impls)] = program
+        self.compile_seconds += time.perf_counter() - start
 
     @property
     def keys(self) -> list[tuple[Shape, ImplChoice]]:

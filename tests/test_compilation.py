@@ -188,20 +188,24 @@ def test_the_bar_counts_finished_texts_and_stays_off_non_terminals(tiny_st, monk
     assert _Bar.events == [e for n in hosted for e in (("host", n), ("bar", n))]
 
 
+@pytest.mark.parametrize("texts", ["one shape", "shapes compiled in parallel"])
 @pytest.mark.parametrize("damage", ["truncated", "undeserializable"])
-def test_unreadable_cache_entries_are_removed_with_one_warning(tiny_st, tmp_path, damage):
+def test_unreadable_cache_entries_are_removed_with_one_warning(tiny_st, tmp_path, damage, texts):
     """JAX warns about a corrupt entry on every run and never rewrites it; we remove it once,
-    say so naming the directory, and the run after next hits the cache again."""
+    say so naming the directory, and the run after next hits the cache again; also where the
+    programs compile in parallel threads."""
+    job = ["hello world"] if texts == "one shape" else ["hello world", "a long text " * 30]
     script = textwrap.dedent(f"""
         import json, warnings, ferris_jax
         from ferris_jax.runtime.compilation import cache_stats
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ferris_jax.load({str(tiny_st[0])!r}).encode(["hello world"])
+            ferris_jax.load({str(tiny_st[0])!r}).encode({job!r})
         print(json.dumps({{**cache_stats(), "warnings": [str(w.message) for w in caught]}}))
     """)
     cache = tmp_path / "xla"
     env = {**os.environ, "FERRIS_JAX_CACHE_DIR": str(cache), "JAX_PLATFORMS": "cpu"}
+    env["FERRIS_JAX_COMPILE_THREADS"] = "2"
 
     def run() -> dict:
         out = subprocess.run(
@@ -229,3 +233,63 @@ def test_unreadable_cache_entries_are_removed_with_one_warning(tiny_st, tmp_path
     rebuilt, again = run(), run()
     assert not rebuilt["warnings"] and not again["warnings"]
     assert again["hits"] >= 1 and again["misses"] == 0
+
+
+def test_a_jobs_new_shapes_compile_together_in_parallel_threads(tiny_st, monkeypatch):
+    """The new shapes of a chunk of texts compile at once, `$FERRIS_JAX_COMPILE_THREADS` at a
+    time, into the same programs (and vectors) as one at a time."""
+    import ferris_jax
+    from ferris_jax import programs as programs_module
+
+    rng = np.random.default_rng(1)
+    words = " ".join(SENTENCES).split()
+    texts = [" ".join(rng.choice(words, size=rng.integers(1, 120))) for _ in range(200)]
+    threads: set[str] = set()
+    lower = programs_module.Programs.lower
+
+    def recording_lower(self, *args):
+        threads.add(threading.current_thread().name)
+        return lower(self, *args)
+
+    monkeypatch.setattr(programs_module.Programs, "lower", recording_lower)
+    vectors = {}
+    for count in ("1", "3"):
+        monkeypatch.setenv("FERRIS_JAX_COMPILE_THREADS", count)
+        threads.clear()
+        enc = ferris_jax.load(tiny_st[0])
+        calls: list[set] = []
+
+        def recording(p, shapes, i, calls=calls, compile_all=enc.programs.compile_all):
+            calls.append(set(shapes))
+            return compile_all(p, shapes, i)
+
+        monkeypatch.setattr(enc.programs, "compile_all", recording)
+        vectors[count] = enc.encode(texts, batch_size=16)
+        assert len(calls[0]) >= 3  # the first chunk brought several new shapes at once
+        compiled_by_pool = {t for t in threads if t.startswith("ferris-compile")}
+        assert (len(compiled_by_pool) >= 2) == (count == "3"), threads
+        assert len(enc.compiled_programs) == len(set().union(*calls))
+    np.testing.assert_array_equal(vectors["1"], vectors["3"])
+
+
+def test_precompile_compiles_every_program_a_job_then_needs(tiny_st):
+    import ferris_jax
+
+    enc = ferris_jax.load(tiny_st[0])
+    enc.precompile(batch_size=16)
+    compiled, seconds = len(enc.compiled_programs), enc.compile_seconds
+    assert compiled >= 3 and seconds > 0
+    full = [" ".join(["word"] * n) for n in (3, 10, 20, 40, 60, 100) for _ in range(16)]
+    enc.encode(full, batch_size=16)
+    assert len(enc.compiled_programs) == compiled and enc.compile_seconds == seconds
+
+
+def test_compile_threads_must_be_a_whole_number(monkeypatch):
+    from ferris_jax.programs import compile_threads
+
+    monkeypatch.setenv("FERRIS_JAX_COMPILE_THREADS", "4")
+    assert compile_threads() == 4
+    for bad in ("0", "two", ""):
+        monkeypatch.setenv("FERRIS_JAX_COMPILE_THREADS", bad)
+        with pytest.raises(ValueError, match="FERRIS_JAX_COMPILE_THREADS"):
+            compile_threads()

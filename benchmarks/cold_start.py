@@ -1,0 +1,98 @@
+"""A first job in a fresh process with an empty compilation cache, against the same job again
+in that process (warm): what compiling costs a first large job, with the programs compiled
+in parallel threads ("parallel", the default) or one at a time ("serial",
+FERRIS_JAX_COMPILE_THREADS=1).
+
+    python -m benchmarks.cold_start --minilm-dir .bench/minilm --texts 20000 --rounds 2
+
+Each round spawns one process per mode, alternating, each with its own empty cache folder;
+a process loads the model, embeds the mix corpus (`benchmarks/corpus.py`) once cold and once
+warm, and reports both times, the compile seconds and the programs compiled. Issue 15's
+target: cold <= 2x warm on the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child(args: argparse.Namespace) -> None:
+    import ferris_jax
+    from benchmarks import corpus
+
+    texts = corpus.build("mix", args.texts)
+    enc = ferris_jax.load(args.minilm_dir, dtype=args.dtype)
+    start = time.perf_counter()
+    enc.encode(texts, batch_size=args.batch_size)
+    cold = time.perf_counter() - start
+    compile_s = enc.compile_seconds
+    start = time.perf_counter()
+    enc.encode(texts, batch_size=args.batch_size)
+    warm = time.perf_counter() - start
+    result = {
+        "cold_s": cold,
+        "warm_s": warm,
+        "cold_over_warm": cold / warm,
+        "compile_s": compile_s,
+        "programs": len(enc.compiled_programs),
+        "platform": enc.backend.platform,
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cold_start")
+    p.add_argument("--minilm-dir", required=True)
+    p.add_argument("--texts", type=int, default=20000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--modes", default="serial,parallel")
+    p.add_argument("--out")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+    runs: dict[str, list[dict]] = {mode: [] for mode in args.modes.split(",")}
+    for _ in range(args.rounds):
+        for mode in runs:
+            with tempfile.TemporaryDirectory() as cache:
+                env = {**os.environ, "FERRIS_JAX_CACHE_DIR": cache}
+                if mode == "serial":
+                    env["FERRIS_JAX_COMPILE_THREADS"] = "1"
+                cmd = [sys.executable, "-m", "benchmarks.cold_start", "--child"]
+                cmd += ["--minilm-dir", args.minilm_dir, "--texts", str(args.texts)]
+                cmd += ["--batch-size", str(args.batch_size), "--dtype", args.dtype]
+                out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+                lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+                if out.returncode or not lines:
+                    raise SystemExit(f"{mode} failed:\n{out.stderr[-2000:]}")
+                result = json.loads(lines[-1][len("RESULT ") :])
+                print(mode, result, flush=True)
+                runs[mode].append(result)
+    summary = {
+        mode: {
+            key: statistics.median(r[key] for r in results)
+            for key in ("cold_s", "warm_s", "cold_over_warm", "compile_s")
+        }
+        for mode, results in runs.items()
+    }
+    record = {"command": "python -m benchmarks.cold_start " + " ".join(sys.argv[1:])}
+    record.update(summary=summary, runs=runs, cpus=os.cpu_count())
+    print(json.dumps(summary, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
