@@ -63,7 +63,7 @@ def kernel_times(trace_dir: Path, steps: int, top: int) -> dict:
 
 
 def timed(fn, *args, rounds: int) -> float:
-    """Median-free simple mean of `rounds` calls, in ms, after one warm call."""
+    """The mean of `rounds` calls, in ms, after one warm-up call."""
     jax.block_until_ready(fn(*args))
     start = time.perf_counter()
     for _ in range(rounds):
