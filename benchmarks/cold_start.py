@@ -1,14 +1,19 @@
 """A first job in a fresh process with an empty compilation cache, against the same job again
 in that process (warm): what compiling costs a first large job, with the programs compiled
 in parallel threads ("parallel", the default) or one at a time ("serial",
-FERRIS_JAX_COMPILE_THREADS=1).
+FERRIS_JAX_COMPILE_THREADS=1), and where a compile's time goes: modes that change one
+compile-time setting each (`MODES`: XLA's GPU autotuning off, the portable LayerNorm or
+attention instead of the Pallas/cuDNN ones).
 
     python -m benchmarks.cold_start --minilm-dir .bench/minilm --texts 20000 --rounds 2
+    python -m benchmarks.cold_start --minilm-dir .bench/minilm --texts 20000 --dtype bfloat16 \
+        --batch-size 512 --modes parallel,autotune0,ln-xla,attn-jax,portable --rounds 1
 
 Each round spawns one process per mode, alternating, each with its own empty cache folder;
 a process loads the model, embeds the mix corpus (`benchmarks/corpus.py`) once cold and once
-warm, and reports both times, the compile seconds and the programs compiled. Issue 15's
-target: cold <= 2x warm on the GPU.
+warm, and reports both times, the compile seconds and the programs compiled; then it lowers and
+compiles two shapes the job did not use, timing tracing + lowering (Python) apart from XLA's
+compile. Issue 15's target: cold <= 2x warm on the GPU.
 """
 
 from __future__ import annotations
@@ -24,6 +29,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# mode -> the environment its child runs with (besides an empty compilation cache of its own).
+MODES: dict[str, dict[str, str]] = {
+    "parallel": {},
+    "serial": {"FERRIS_JAX_COMPILE_THREADS": "1"},
+    "autotune0": {"XLA_FLAGS": "--xla_gpu_autotune_level=0"},
+    "ln-xla": {"FERRIS_JAX_LAYER_NORM": "xla"},
+    "attn-jax": {"FERRIS_JAX_ATTENTION": "jax"},
+    "portable": {
+        "XLA_FLAGS": "--xla_gpu_autotune_level=0",
+        "FERRIS_JAX_LAYER_NORM": "xla",
+        "FERRIS_JAX_ATTENTION": "jax",
+    },
+}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -39,6 +57,14 @@ def child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     enc.encode(texts, batch_size=args.batch_size)
     warm = time.perf_counter() - start
+    lower_s, xla_compile_s = [], []
+    for shape in [(8, 24), (24, 40)]:  # shapes off the job's bucket grid: new programs
+        start = time.perf_counter()
+        lowered = enc.lower(shape)
+        lower_s.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        lowered.compile()
+        xla_compile_s.append(time.perf_counter() - start)
     result = {
         "cold_s": cold,
         "warm_s": warm,
@@ -46,6 +72,8 @@ def child(args: argparse.Namespace) -> None:
         "compile_s": compile_s,
         "programs": len(enc.compiled_programs),
         "platform": enc.backend.platform,
+        "one_more_program_lower_s": lower_s,
+        "one_more_program_compile_s": xla_compile_s,
     }
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -64,12 +92,13 @@ def main() -> None:
     if args.child:
         return child(args)
     runs: dict[str, list[dict]] = {mode: [] for mode in args.modes.split(",")}
+    unknown = set(runs) - set(MODES)
+    if unknown:
+        raise SystemExit(f"unknown --modes {sorted(unknown)}; choose from {sorted(MODES)}")
     for _ in range(args.rounds):
         for mode in runs:
             with tempfile.TemporaryDirectory() as cache:
-                env = {**os.environ, "FERRIS_JAX_CACHE_DIR": cache}
-                if mode == "serial":
-                    env["FERRIS_JAX_COMPILE_THREADS"] = "1"
+                env = {**os.environ, "FERRIS_JAX_CACHE_DIR": cache, **MODES[mode]}
                 cmd = [sys.executable, "-m", "benchmarks.cold_start", "--child"]
                 cmd += ["--minilm-dir", args.minilm_dir, "--texts", str(args.texts)]
                 cmd += ["--batch-size", str(args.batch_size), "--dtype", args.dtype]

@@ -45,9 +45,11 @@ class FerrisVariant:
     pack_length: int | str | None = None  # Encoder.pack_length; "off": one text per row
     layer_norm: str | None = None  # load(impls={"layer_norm": ...}): auto, xla, pallas
     attention: str | None = None  # load(impls={"attention": ...}): einsum, jax, cudnn
+    matmul: str | None = None  # load(impls={"matmul": ...}): xla, bfloat16
 
 
-# Named variants beyond the "<dtype>-bs<N>[-tok<M>][-pack<P>][-ln<impl>][-attn<impl>]" pattern.
+# Named variants beyond the "<dtype>-bs<N>[-tok<M>][-pack<P>][-ln<impl>][-attn<impl>][-mm<impl>]"
+# pattern.
 FERRIS_VARIANTS: dict[str, FerrisVariant] = {}
 
 
@@ -57,13 +59,13 @@ def ferris_variant(label: str) -> FerrisVariant:
         return FERRIS_VARIANTS[label]
     m = re.fullmatch(
         r"(f32|fp32|bf16|f16|fp16)-bs(\d+)(?:-tok(\d+))?(?:-pack(\d+|off))?(?:-ln([a-z_]+))?"
-        r"(?:-attn([a-z]+))?",
+        r"(?:-attn([a-z]+))?(?:-mm([a-z0-9]+))?",
         label,
     )
     if not m:
         raise SystemExit(
             f"ferris variant {label!r}: use "
-            "<f32|bf16|f16>-bs<N>[-tok<M>][-pack<P>|-packoff][-ln<impl>][-attn<impl>] "
+            "<f32|bf16|f16>-bs<N>[-tok<M>][-pack<P>|-packoff][-ln<impl>][-attn<impl>][-mm<impl>] "
             f"or one of {sorted(FERRIS_VARIANTS)}"
         )
     return FerrisVariant(
@@ -74,6 +76,7 @@ def ferris_variant(label: str) -> FerrisVariant:
         m[4] if m[4] in (None, "off") else int(m[4]),
         m[5],
         m[6],
+        m[7],
     )
 
 
@@ -114,7 +117,11 @@ class FerrisRunner:
         self.encode_kwargs = {"show_progress_bar": False, **variant.encode_kwargs}
         self.batch_size = int(variant.encode_kwargs.get("batch_size", 32))
         # The variant's implementation choice is the encoder's own: part of each program's key.
-        impls = {"layer_norm": variant.layer_norm, "attention": variant.attention}
+        impls = {
+            "layer_norm": variant.layer_norm,
+            "attention": variant.attention,
+            "matmul": variant.matmul,
+        }
         start = time.perf_counter()
         self.enc = ferris_jax.load(
             str(path),

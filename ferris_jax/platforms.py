@@ -3,7 +3,7 @@
 `platform_of(device)` names a device's platform the way this table is keyed ("cuda" or "rocm"
 where JAX says "gpu"; PJRT plugins keep their own name: "METAL", "mps", ...). Everything else
 that depends on the platform (packing, batch-token cap, compilation cache, dtypes, the
-LayerNorm and attention `auto` choices) is read from `defaults_for(platform)`, so adding a
+LayerNorm, attention and matmul `auto` choices) is read from `defaults_for(platform)`, so adding a
 backend touches this file only. Each measured value cites BENCHMARKS.md.
 """
 
@@ -54,6 +54,8 @@ class PlatformDefaults:
         dtypes: the dtypes the platform runs correctly.
         layer_norm: what `impl="auto"` of the LayerNorm primitive runs.
         attention: what `impl="auto"` of `ops.attention` runs.
+        matmul: what `impl="auto"` of `ops.dense` runs ("xla" everywhere: "bfloat16" operands
+            change the numbers, so they are opt-in).
         train_dtype: the compute dtype of a train step (its weights stay float32).
     """
 
@@ -64,6 +66,7 @@ class PlatformDefaults:
     dtypes: DtypePolicy = DtypePolicy()
     layer_norm: str = "xla"
     attention: str = "einsum"
+    matmul: str = "xla"
     train_dtype: str = "float32"
 
 

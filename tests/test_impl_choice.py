@@ -1,6 +1,7 @@
-"""One implementation-choice mechanism for LayerNorm and attention: argument > `use_impl` block >
-environment > "auto", per encoder through `load(..., impls=...)`, and part of each compiled
-program's key, so changing the choice compiles a new program instead of being ignored."""
+"""One implementation-choice mechanism for LayerNorm, attention and matmuls: argument >
+`use_impl` block > environment > "auto", per encoder through `load(..., impls=...)`, and part
+of each compiled program's key, so changing the choice compiles a new program instead of being
+ignored."""
 
 from __future__ import annotations
 
@@ -21,13 +22,19 @@ def _impls(enc) -> set[tuple[tuple[str, str], ...]]:
 def test_requests_follow_argument_block_environment_auto(monkeypatch):
     monkeypatch.delenv("FERRIS_JAX_ATTENTION", raising=False)
     monkeypatch.delenv("FERRIS_JAX_LAYER_NORM", raising=False)
-    assert ops.requested_impls() == (("attention", "auto"), ("layer_norm", "auto"))
+    monkeypatch.delenv("FERRIS_JAX_MATMUL", raising=False)
+    assert ops.requested_impls() == (
+        ("attention", "auto"),
+        ("layer_norm", "auto"),
+        ("matmul", "auto"),
+    )
     monkeypatch.setenv("FERRIS_JAX_ATTENTION", "jax")
     assert dict(ops.requested_impls())["attention"] == "jax"
     with ops.use_impl(attention="einsum", layer_norm="pallas_interpret"):
         assert ops.requested_impls() == (
             ("attention", "einsum"),
             ("layer_norm", "pallas_interpret"),
+            ("matmul", "auto"),
         )
         with ops.use_impl(layer_norm=None):  # None leaves an op as the outer block set it
             assert dict(ops.requested_impls())["layer_norm"] == "pallas_interpret"
@@ -45,18 +52,19 @@ def test_unknown_ops_and_implementations_are_refused(tiny_st):
 def test_a_new_choice_compiles_a_new_program(tiny_st, monkeypatch):
     monkeypatch.delenv("FERRIS_JAX_ATTENTION", raising=False)
     monkeypatch.delenv("FERRIS_JAX_LAYER_NORM", raising=False)
+    monkeypatch.delenv("FERRIS_JAX_MATMUL", raising=False)
     enc = ferris_jax.load(tiny_st[0], compilation_cache=False)
     enc.pack_length = None
     auto = enc.encode(SENTENCES)
-    assert _impls(enc) == {(("attention", "auto"), ("layer_norm", "auto"))}
+    assert _impls(enc) == {(("attention", "auto"), ("layer_norm", "auto"), ("matmul", "auto"))}
     with ops.use_impl(attention="jax"):
         assert_embeddings_match(enc.encode(SENTENCES), auto)
     monkeypatch.setenv("FERRIS_JAX_LAYER_NORM", "pallas_interpret")  # set after the first call
     assert_embeddings_match(enc.encode(SENTENCES), auto)
     assert _impls(enc) == {
-        (("attention", "auto"), ("layer_norm", "auto")),
-        (("attention", "jax"), ("layer_norm", "auto")),
-        (("attention", "auto"), ("layer_norm", "pallas_interpret")),
+        (("attention", "auto"), ("layer_norm", "auto"), ("matmul", "auto")),
+        (("attention", "jax"), ("layer_norm", "auto"), ("matmul", "auto")),
+        (("attention", "auto"), ("layer_norm", "pallas_interpret"), ("matmul", "auto")),
     }
     assert len(enc.compiled_programs) < len(enc.programs)  # same shapes, other choices
 
@@ -77,9 +85,13 @@ def test_an_encoders_impls_win_over_blocks_and_environment(tiny_st, monkeypatch)
     monkeypatch.setenv("FERRIS_JAX_ATTENTION", "jax")
     enc = ferris_jax.load(tiny_st[0], compilation_cache=False, impls={"attention": "einsum"})
     with ops.use_impl(attention="cudnn", layer_norm="xla"):
-        assert enc.requested_impls() == (("attention", "einsum"), ("layer_norm", "xla"))
+        assert enc.requested_impls() == (
+            ("attention", "einsum"),
+            ("layer_norm", "xla"),
+            ("matmul", "auto"),
+        )
         vectors = enc.encode(SENTENCES[:3])
-    assert _impls(enc) == {(("attention", "einsum"), ("layer_norm", "xla"))}
+    assert _impls(enc) == {(("attention", "einsum"), ("layer_norm", "xla"), ("matmul", "auto"))}
     assert np.isfinite(vectors).all()
 
 

@@ -30,11 +30,21 @@ class LayerNorm(nnx.Module):
         return ops.add_layer_norm(x, residual, scale, bias, eps=self.eps)
 
 
+class Linear(nnx.Linear):
+    """`nnx.Linear` whose product is the one dense op `ops.dense` (so `ops.use_impl(matmul=...)`
+    reaches every model's projections)."""
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        kernel = self.kernel[...].astype(self.dtype)
+        bias = self.bias[...].astype(self.dtype) if self.bias is not None else None
+        return ops.dense(inputs.astype(self.dtype), kernel, bias)
+
+
 def linear(
     d_in: int, d_out: int, *, dtype: jnp.dtype, rngs: nnx.Rngs, use_bias: bool = True
-) -> nnx.Linear:
+) -> Linear:
     """A dense layer computing and storing parameters in `dtype`."""
-    return nnx.Linear(d_in, d_out, use_bias=use_bias, dtype=dtype, param_dtype=dtype, rngs=rngs)
+    return Linear(d_in, d_out, use_bias=use_bias, dtype=dtype, param_dtype=dtype, rngs=rngs)
 
 
 class Embed(nnx.Embed):

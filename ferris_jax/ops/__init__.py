@@ -1,5 +1,5 @@
 """Pure array operations shared by every model family, and the one mechanism that chooses
-how LayerNorm and attention are implemented (`impl.py`)."""
+how LayerNorm, attention and dense matmuls are implemented (`impl.py`)."""
 
 from ferris_jax.ops.activations import activation
 from ferris_jax.ops.attention import attention
@@ -10,12 +10,14 @@ from ferris_jax.ops.layer_norm import (
     reference_layer_norm,
     resolve_impl,
 )
+from ferris_jax.ops.matmul import dense
 from ferris_jax.ops.rotary import rotary_embedding
 
 __all__ = [
     "activation",
     "add_layer_norm",
     "attention",
+    "dense",
     "layer_norm",
     "reference_layer_norm",
     "requested_impls",

@@ -1,4 +1,4 @@
-"""One mechanism to choose how an op is implemented (LayerNorm, attention).
+"""One mechanism to choose how an op is implemented (LayerNorm, attention, dense matmuls).
 
 A request is, in order of precedence: the op's `impl=` argument, the innermost
 `use_impl(...)` block, the op's environment variable, else "auto". Requests are read while a
@@ -22,8 +22,13 @@ from ferris_jax.platforms import defaults_for
 IMPLS: dict[str, tuple[str, ...]] = {
     "layer_norm": ("auto", "xla", "pallas", "pallas_interpret"),
     "attention": ("auto", "einsum", "jax", "cudnn"),
+    "matmul": ("auto", "xla", "bfloat16"),
 }
-ENV_VARS = {"layer_norm": "FERRIS_JAX_LAYER_NORM", "attention": "FERRIS_JAX_ATTENTION"}
+ENV_VARS = {
+    "layer_norm": "FERRIS_JAX_LAYER_NORM",
+    "attention": "FERRIS_JAX_ATTENTION",
+    "matmul": "FERRIS_JAX_MATMUL",
+}
 
 ImplChoice = tuple[tuple[str, str], ...]  # sorted (op, requested impl) pairs
 
