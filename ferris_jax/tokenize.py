@@ -1,9 +1,16 @@
-"""Text -> token ids with the Hugging Face `tokenizers` library (unpadded: `batching` pads)."""
+"""Text -> token ids with the Hugging Face `tokenizers` library (unpadded: `batching` pads).
+
+WordPiece tokenizers (BERT, MiniLM, E5, BGE, GTE, ...) take a faster path where the optional
+`nanotoken` package is installed (`pip install "ferris-jax[fast-tokenizer]"`) and gives the
+same ids as `tokenizers` on an exactness probe run at load (`FAST_TOKENIZER_PROBE`); any
+difference, an unsupported tokenizer or `FERRIS_JAX_FAST_TOKENIZER=0` keeps `tokenizers`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any
@@ -230,10 +237,66 @@ def _splits_at_whitespace(tokenizer: tokenizers.Tokenizer) -> bool:
     )
 
 
+FAST_TOKENIZER_ENV = "FERRIS_JAX_FAST_TOKENIZER"  # "0": always Hugging Face `tokenizers`
+# Entries of nanotoken's per-thread word cache (its default, 1M per level, grows with a corpus).
+FAST_TOKENIZER_CACHE_ENTRIES = 1 << 16
+
+
+def _probe_texts() -> list[str]:
+    """Texts on which a fast tokenizer must give `tokenizers`' ids before it is used: every
+    code point of the Basic Multilingual Plane outside the surrogates and a sample above it
+    (normalization, accents, CJK, control and zero-width characters, casing), words past
+    WordPiece's 100-character limit, special tokens written in text, and texts long enough
+    to be truncated."""
+    points = [c for c in range(0x10000) if not 0xD800 <= c < 0xE000]
+    points += range(0x10000, 0x110000, 101)
+    blocks = ["".join(map(chr, points[i : i + 48])) for i in range(0, len(points), 48)]
+    spaced = [" ".join(map(chr, points[i : i + 24])) for i in range(0, 0x3000, 24)]
+    cases = [
+        "",
+        " ",
+        "\t\n\r\u3000\u00a0",
+        "Hello, World! It's a café in Ångström; naïve coöperation.",
+        "cafe\u0301 re\u0301sume\u0301 \ufeffBOM zero\u200bwidth soft\u00adhyphen",
+        "ΣΊΣΥΦΟΣ ὈΔΥΣΣΕΎΣ İstanbul ǅemal ß ﬁ ＦＵＬＬＷＩＤＴＨ ①②③",
+        "我们在北京 東京タワー 한국어 文字 mixed中文and English",
+        "emoji 😀👍🏽 👨‍👩‍👧 flags 🇫🇷 keycap 1️⃣",
+        "[CLS] [SEP] [MASK] [PAD] [UNK] <s> </s> <pad> inside text",
+        "¿three? ¡four! «five» — six… (seven) [eight] {nine} 'ten' \"eleven\"",
+        "x" * 99 + " " + "y" * 100 + " " + "z" * 101 + " " + "é" * 150,
+        "del\x7fchar Treasury\x12s bell\x07 nul\x00 esc\x1b[0m",
+        "a.b,c;d:e!f?g-h_i/j\\k|l@m#n$o%p^q&r*s(t)u+v=w~x`y",
+        "http://example.com/path?q=1&r=two#frag user@example.org 3.14159 1,000,000",
+    ]
+    words = "the quick brown fox jumps over the lazy dog and keeps running".split()
+    long = [" ".join(words * 60), "-".join(words * 60), "word" * 2000]
+    return [*cases, *blocks, *spaced, *long]
+
+
+def _fast_wordpiece(tokenizer: tokenizers.Tokenizer) -> tuple[Any | None, str]:
+    """nanotoken's WordPiece tokenizer built from `tokenizer`'s JSON, or None; and why."""
+    if os.environ.get(FAST_TOKENIZER_ENV, "1") == "0":
+        return None, f"${FAST_TOKENIZER_ENV}=0"
+    try:
+        import nanotoken
+    except ImportError:
+        return None, 'nanotoken is not installed (pip install "ferris-jax[fast-tokenizer]")'
+    try:
+        fast = nanotoken.WordPieceTokenizer.from_json(tokenizer.to_str())
+    except Exception as error:  # UnsupportedTokenizerError: BPE, Unigram, other pipelines
+        return None, f"nanotoken cannot run this tokenizer ({type(error).__name__}: {error})"
+    nanotoken.set_cache_entries(FAST_TOKENIZER_CACHE_ENTRIES)
+    return fast, "nanotoken"
+
+
 class TextTokenizer:
     """A `tokenizers.Tokenizer` set up as sentence-transformers calls it: the pipeline
     transformers 5 builds for `tokenizer_class` (see `transformers_tokenizer_class`), truncation at
-    `max_seq_length` (special tokens included), no padding (we pad to bucket shapes)."""
+    `max_seq_length` (special tokens included), no padding (we pad to bucket shapes).
+
+    `fast_path` names the faster implementation in use ("nanotoken") or is None;
+    `fast_path_reason` says why not, or what the exactness probe checked.
+    """
 
     def __init__(
         self,
@@ -263,6 +326,30 @@ class TextTokenizer:
         # Type ids of a single text come from the post-processor's template (one per part);
         # when the template gives every part 0 we skip reading them.
         self._all_types_zero = not any(tokenizer.encode("a b").type_ids)
+        self._fast, self.fast_path_reason = _fast_wordpiece(tokenizer)
+        if self._fast is not None and not self._all_types_zero:
+            self._fast, self.fast_path_reason = None, "its single-text type ids are not all 0"
+        if self._fast is not None:
+            self._check_fast_path()
+
+    @property
+    def fast_path(self) -> str | None:
+        """ "nanotoken" when the fast WordPiece path is in use, else None (`fast_path_reason`)."""
+        return "nanotoken" if self._fast is not None else None
+
+    def _check_fast_path(self) -> None:
+        """Keep the fast path only if it gives `tokenizers`' ids and truncation flags on the
+        probe texts, at the current max_seq_length."""
+        probe = _probe_texts()
+        want, got = self._encode_tokenizers(probe), self._encode_fast(probe)
+        for i, (a, b) in enumerate(zip(want.ids_per_text(), got.ids_per_text(), strict=True)):
+            if a != b or want.truncated[i] != got.truncated[i]:
+                self._fast = None
+                self.fast_path_reason = (
+                    f"nanotoken's ids differ from tokenizers' on probe text {i} ({probe[i]!r:.60})"
+                )
+                return
+        self.fast_path_reason = f"nanotoken: same ids as tokenizers on {len(probe)} probe texts"
 
     def set_max_seq_length(self, max_seq_length: int) -> None:
         """Truncate at `max_seq_length` tokens (special tokens included) from now on."""
@@ -284,6 +371,33 @@ class TextTokenizer:
 
     def encode(self, texts: list[str]) -> Tokenized:
         """Token ids of each text (batched in Rust), truncated to max_seq_length."""
+        if self._fast is not None:
+            return self._encode_fast(texts)
+        return self._encode_tokenizers(texts)
+
+    def _encode_fast(self, texts: list[str]) -> Tokenized:
+        # One token past the limit: a text that reaches it was truncated; dropping its last
+        # content token gives the ids truncation at max_seq_length gives.
+        limit = self.max_seq_length
+        ids, offsets = self._fast.encode_batch(
+            texts, add_special_tokens=True, max_length=limit + 1, parallel=len(texts) > 1
+        )
+        lengths = np.diff(offsets).astype(np.int32)
+        truncated = lengths > limit
+        if truncated.any():
+            keep = np.ones(ids.size, bool)
+            keep[offsets[:-1][truncated] + (limit - 1)] = False
+            ids = ids[keep]
+            lengths -= truncated
+        return Tokenized(
+            ids=ids.astype(np.int32),
+            type_ids=None,
+            starts=np.cumsum(lengths, dtype=np.int64) - lengths,
+            lengths=lengths,
+            truncated=truncated,
+        )
+
+    def _encode_tokenizers(self, texts: list[str]) -> Tokenized:
         limit, parts, cut_rows = self._prefix_chars, texts, []
         if limit is not None and any(len(t) > limit for t in texts):
             parts = list(texts)
