@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 import time
 from pathlib import Path
@@ -34,6 +35,21 @@ class Skip(Exception):
     """A runner that cannot run here; the message says why in one line."""
 
 
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """Environment variables set for the duration of the block (then restored)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @dataclasses.dataclass(frozen=True)
 class FerrisVariant:
     """One ferris_jax configuration: `ferris_jax.load(**load_kwargs)`, `encode(**encode_kwargs)`."""
@@ -46,10 +62,11 @@ class FerrisVariant:
     layer_norm: str | None = None  # load(impls={"layer_norm": ...}): auto, xla, pallas
     attention: str | None = None  # load(impls={"attention": ...}): einsum, jax, cudnn
     matmul: str | None = None  # load(impls={"matmul": ...}): xla, bfloat16
+    hf_tokenizer: bool = False  # "-hftok": FERRIS_JAX_FAST_TOKENIZER=0 (tokenizers, not nanotoken)
 
 
-# Named variants beyond the "<dtype>-bs<N>[-tok<M>][-pack<P>][-ln<impl>][-attn<impl>][-mm<impl>]"
-# pattern.
+# Named variants beyond the pattern
+# "<dtype>-bs<N>[-tok<M>][-pack<P>][-ln<impl>][-attn<impl>][-mm<impl>][-hftok]".
 FERRIS_VARIANTS: dict[str, FerrisVariant] = {}
 
 
@@ -59,13 +76,14 @@ def ferris_variant(label: str) -> FerrisVariant:
         return FERRIS_VARIANTS[label]
     m = re.fullmatch(
         r"(f32|fp32|bf16|f16|fp16)-bs(\d+)(?:-tok(\d+))?(?:-pack(\d+|off))?(?:-ln([a-z_]+))?"
-        r"(?:-attn([a-z]+))?(?:-mm([a-z0-9]+))?",
+        r"(?:-attn([a-z]+))?(?:-mm([a-z0-9]+))?(-hftok)?",
         label,
     )
     if not m:
         raise SystemExit(
             f"ferris variant {label!r}: use "
-            "<f32|bf16|f16>-bs<N>[-tok<M>][-pack<P>|-packoff][-ln<impl>][-attn<impl>][-mm<impl>] "
+            "<f32|bf16|f16>-bs<N>[-tok<M>][-pack<P>|-packoff][-ln<impl>][-attn<impl>][-mm<impl>]"
+            "[-hftok] "
             f"or one of {sorted(FERRIS_VARIANTS)}"
         )
     return FerrisVariant(
@@ -77,6 +95,7 @@ def ferris_variant(label: str) -> FerrisVariant:
         m[5],
         m[6],
         m[7],
+        bool(m[8]),
     )
 
 
@@ -123,14 +142,17 @@ class FerrisRunner:
             "matmul": variant.matmul,
         }
         start = time.perf_counter()
-        self.enc = ferris_jax.load(
-            str(path),
-            backend="cuda" if device == "gpu" else "cpu",
-            max_seq_length=max_seq_length,
-            compilation_cache=False,
-            impls={k: v for k, v in impls.items() if v is not None},
-            **variant.load_kwargs,
-        )
+        from ferris_jax.tokenize import FAST_TOKENIZER_ENV
+
+        with _environment({FAST_TOKENIZER_ENV: "0"} if variant.hf_tokenizer else {}):
+            self.enc = ferris_jax.load(
+                str(path),
+                backend="cuda" if device == "gpu" else "cpu",
+                max_seq_length=max_seq_length,
+                compilation_cache=False,
+                impls={k: v for k, v in impls.items() if v is not None},
+                **variant.load_kwargs,
+            )
         self.load_s = time.perf_counter() - start
         self.enc.max_batch_tokens = variant.max_batch_tokens
         if variant.pack_length is not None:  # else the encoder's own default
