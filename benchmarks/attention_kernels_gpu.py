@@ -12,23 +12,13 @@ and TFLOP/s (4*B*L^2*D counted, padding included) and the max |diff| against `op
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.model_only import _median_seconds
 from ferris_jax import ops
-
-
-def _timed(fn, *args, iters: int) -> float:
-    fn(*args).block_until_ready()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn(*args).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main() -> None:
@@ -66,7 +56,7 @@ def main() -> None:
         flops = 4 * B * L * L * H * Dh
         for name, fn in variants.items():
             try:
-                seconds = _timed(fn, q, k, v, mask, iters=args.iters)
+                seconds = _median_seconds(fn, (q, k, v, mask), args.iters)
                 out = np.asarray(fn(q, k, v, mask), np.float32) * np.asarray(mask)[:, :, None, None]
             except Exception as error:
                 print(

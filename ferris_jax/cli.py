@@ -588,6 +588,38 @@ def _documents(args: argparse.Namespace) -> Any:
     return read_documents(args.sources, text_field=args.text_field, id_field=args.id_field)
 
 
+_CHUNKING_OPTIONS = {
+    "max_tokens": "--max-tokens",
+    "overlap": "--overlap",
+    "whole_documents": "--no-chunk",
+}
+
+
+def _index_chunking(index: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The chunking of this run: the index's own where it has one (a different --max-tokens,
+    --overlap or --no-chunk is refused), else the options'."""
+    from ferris_jax.retrieval.index import ChunkingMismatch
+
+    try:
+        return index.chunking_for(
+            args.max_tokens, args.overlap, whole_documents=True if args.no_chunk else None
+        )
+    except ChunkingMismatch as e:
+
+        def flag(key: str, value: Any) -> str:
+            if key == "whole_documents":
+                return "--no-chunk" if value else "chunks (no --no-chunk)"
+            return f"{_CHUNKING_OPTIONS[key]} {value}"
+
+        have = ", ".join(flag(k, v) for k, v in e.chunking.items())
+        asked = ", ".join(flag(k, v) for k, v in e.conflicts.items())
+        raise UsageError(
+            f"the index's documents were chunked with {have}; {asked} would mix two chunk sets "
+            "in one index: drop the option to continue with the index's chunking, or build a "
+            "new index"
+        ) from None
+
+
 def _document_items(documents: Any, index: Any, args: argparse.Namespace) -> Any:
     """The items to add of each document with text: its chunks, or with --no-chunk the
     document whole (refused if the model would truncate it)."""
@@ -596,16 +628,18 @@ def _document_items(documents: Any, index: Any, args: argparse.Namespace) -> Any
     from ferris_jax.retrieval.chunking import chunk_documents
     from ferris_jax.retrieval.sources import Document
 
+    chunking = _index_chunking(index, args)
     chunks = chunk_documents(
         documents,
         index.encoder,
-        max_tokens=args.max_tokens,
-        overlap=0 if args.no_chunk else args.overlap,
+        max_tokens=chunking["max_tokens"],
+        overlap=chunking["overlap"],
         prompt=index.prompts["document"],
     )
+    index.chunking = chunking  # saved with the index: a later run continues with the same
     for document_id, group in itertools.groupby(chunks, key=lambda c: c.document_id):
         items = list(group)
-        if args.no_chunk:
+        if chunking["whole_documents"]:
             if len(items) > 1:
                 raise CommandError(
                     f"document {document_id!r} ({items[0].metadata.get('source', 'no source')}) "

@@ -261,6 +261,29 @@ def test_no_chunk_embeds_whole_documents_or_refuses_long_ones(model_dir, corpus,
     assert code == 2 and "--no-chunk" in _error(capsys)
 
 
+def test_a_continued_index_keeps_its_chunking(model_dir, encoder, corpus, tmp_path, capsys):
+    """`index add` chunks with the index's own --max-tokens / --overlap (recorded by `index
+    build`) and refuses others, naming them, before anything changes."""
+    out = tmp_path / "idx"
+    folder_only = [str(corpus["folder"])]
+    assert main(["index", "build", *folder_only, "-m", str(model_dir), "-o", str(out),
+                 "--max-tokens", str(MAX_TOKENS), "--overlap", str(OVERLAP)]) == 0  # fmt: skip
+    capsys.readouterr()
+    before = Index.load(out).info()
+    assert before["chunking"] == {
+        "max_tokens": MAX_TOKENS, "overlap": OVERLAP, "whole_documents": False
+    }  # fmt: skip
+    code = main(["index", "add", str(out), *_sources(corpus), "--max-tokens", str(MAX_TOKENS // 2)])
+    assert code == 2
+    err = _error(capsys)
+    assert f"--max-tokens {MAX_TOKENS}" in err and f"--max-tokens {MAX_TOKENS // 2}" in err
+    assert main(["index", "add", str(out), *_sources(corpus), "--no-chunk"]) == 2
+    assert "--no-chunk" in _error(capsys)
+    assert Index.load(out).info()["items"] == before["items"]
+    assert main(["index", "add", str(out), *_sources(corpus)]) == 0  # the index's chunking
+    _holds_exactly(Index.load(out), _expected_ids(corpus, encoder))
+
+
 def test_bad_input_is_named(model_dir, corpus, tmp_path, capsys):
     out = tmp_path / "idx"
     assert main(["index", "build", str(corpus["md"]), "-m", str(model_dir), "-o", str(out)]) == 0

@@ -16,7 +16,8 @@ from helpers.retrieval import make_e5_style_model
 import ferris_jax
 from ferris_jax.retrieval import index as index_module
 from ferris_jax.retrieval import store
-from ferris_jax.retrieval.index import Index
+from ferris_jax.retrieval.chunking import chunk_documents
+from ferris_jax.retrieval.index import ChunkingMismatch, Index
 from ferris_jax.retrieval.sources import Document
 from ferris_jax.retrieval.store import IndexFormatError
 
@@ -147,6 +148,27 @@ def test_chunks_of_documents_are_grouped_by_document(minilm):
     assert chunk.metadata["n"] == int(chunk.document_id[-3:])
     text = lee_corpus()[chunk.metadata["n"]]
     assert text[chunk.metadata["start"] : chunk.metadata["end"]] == chunk.text
+
+
+def test_an_index_keeps_one_chunking(minilm, tmp_path):
+    """The first documents' chunk sizes are the index's own (saved with it): later documents
+    get them by default, and asking for others is refused before anything is added."""
+    articles = [Document(f"lee-{i:03d}", t) for i, t in enumerate(lee_corpus()[:6])]
+    index = Index(minilm)
+    index.add_documents(articles[:3], max_tokens=64, overlap=8)
+    assert index.chunking == {"max_tokens": 64, "overlap": 8, "whole_documents": False}
+    index = Index.load(index.save(tmp_path / "ix"), minilm)
+    assert index.info()["chunking"] == {"max_tokens": 64, "overlap": 8, "whole_documents": False}
+    with pytest.raises(ChunkingMismatch, match=r"max_tokens=64.*max_tokens=32 would mix"):
+        index.add_documents(articles[3:], max_tokens=32)
+    assert index.info()["documents"] == 3  # nothing added
+    ids = index.add_documents(articles[3:])  # the index's own 64 / 8
+    want = chunk_documents(
+        articles[3:], minilm, max_tokens=64, overlap=8, prompt=index.prompts["document"]
+    )
+    assert ids == [c.id for c in want]
+    fresh = Index(minilm)
+    assert fresh.chunking_for()["max_tokens"] == minilm.max_seq_length - 2  # [CLS], [SEP]
 
 
 def test_a_failing_add_leaves_the_index_as_it_was(minilm):

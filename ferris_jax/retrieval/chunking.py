@@ -129,8 +129,26 @@ def chunk_documents(
         ValueError: `max_tokens` does not fit `max_seq_length`, or an option is out of range.
     """
     prompt = document_prompt(encoder, prompt_name=prompt_name, prompt=prompt)
+    max_tokens, overlap = chunk_sizes(encoder, max_tokens, overlap, prompt=prompt)
     raw = _untruncated(encoder.tokenizer)
-    most = encoder.max_seq_length - len(raw.encode(prompt).ids)
+    chunker = _Chunker(raw, max_tokens, overlap, prompt)
+    batch_size = require_int("batch_size", batch_size)
+    documents = iter(documents)
+    while batch := list(itertools.islice(documents, batch_size)):
+        yield from chunker.chunk(batch)
+
+
+def chunk_sizes(
+    encoder: Encoder,
+    max_tokens: int | None = None,
+    overlap: int | None = None,
+    *,
+    prompt: str = "",
+) -> tuple[int, int]:
+    """The (max_tokens, overlap) `chunk_documents` uses for these options: `max_tokens`
+    defaults to the most that fit `max_seq_length` beside the special tokens and `prompt`,
+    `overlap` to `max_tokens // 8`. ValueError where `max_tokens` does not fit."""
+    most = encoder.max_seq_length - len(_untruncated(encoder.tokenizer).encode(prompt).ids)
     if most < 1:
         raise ValueError(
             f"the prompt {prompt!r} leaves no room for text in max_seq_length="
@@ -144,13 +162,7 @@ def chunk_documents(
             f"leaves {most} tokens for text beside the special tokens and the prompt "
             f"{prompt!r}; pass max_tokens <= {most} (or raise enc.max_seq_length)"
         )
-    if overlap is None:
-        overlap = max_tokens // 8
-    chunker = _Chunker(raw, max_tokens, overlap, prompt)
-    batch_size = require_int("batch_size", batch_size)
-    documents = iter(documents)
-    while batch := list(itertools.islice(documents, batch_size)):
-        yield from chunker.chunk(batch)
+    return max_tokens, max_tokens // 8 if overlap is None else overlap
 
 
 def document_prompt(

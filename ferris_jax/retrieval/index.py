@@ -34,7 +34,7 @@ from ferris_jax import _version
 from ferris_jax.encoder import STREAM_CHUNK_TEXTS, Encoder
 from ferris_jax.quantization import quantization_ranges, quantize_embeddings
 from ferris_jax.retrieval import filters, store
-from ferris_jax.retrieval.chunking import Chunk, chunk_documents
+from ferris_jax.retrieval.chunking import Chunk, chunk_documents, chunk_sizes
 from ferris_jax.retrieval.search import rescore, search_blocks
 from ferris_jax.retrieval.sources import Document
 from ferris_jax.retrieval.store import IndexFormatError, Shard
@@ -71,6 +71,21 @@ class _Item:
     document_id: str | None
     text: str | None
     metadata: dict[str, Any]
+
+
+class ChunkingMismatch(ValueError):
+    """Documents asked to be chunked otherwise than the documents already in an index."""
+
+    def __init__(self, chunking: Mapping[str, Any], conflicts: Mapping[str, Any]):
+        self.chunking = dict(chunking)
+        self.conflicts = dict(conflicts)
+        asked = ", ".join(f"{key}={value!r}" for key, value in conflicts.items())
+        have = ", ".join(f"{key}={value!r}" for key, value in chunking.items())
+        super().__init__(
+            f"this index's documents were chunked with {have}; {asked} would mix two chunk sets "
+            "in one index: leave the option out to continue with the index's, or build a new "
+            "index"
+        )
 
 
 class Index:
@@ -127,6 +142,9 @@ class Index:
             "document": encoder.prompt_for("document") if encoder else "",
         }
         self.probe = self._probe_vector() if encoder else None
+        # How the documents in the index were cut into chunks (`chunking_for`); None until the
+        # first documents are chunked into it.
+        self.chunking: dict[str, Any] | None = None
         self.path: Path | None = None
         self.ranges: np.ndarray | None = None  # int8: the [2, D] quantization ranges
         self._ranges_rows = 0  # rows the ranges were computed over
@@ -185,6 +203,7 @@ class Index:
                 ).fetchone()[0],
                 "shards": len(self._shards) + bool(self._pending),
                 "prompts": dict(self.prompts),
+                "chunking": dict(self.chunking) if self.chunking else None,
                 "format_version": store.FORMAT_VERSION,
             }
 
@@ -256,14 +275,54 @@ class Index:
         **options: Any,
     ) -> list[str]:
         """Split documents into token-bounded, overlapping chunks (`chunk_documents`, with the
-        model's own tokenizer and document prompt) and add the chunks; see `add`."""
+        model's own tokenizer and document prompt) and add the chunks; see `add`. The chunk
+        sizes are the index's own once it holds chunked documents (`chunking_for`)."""
         if self.encoder is None:
             raise ValueError("this index has no encoder: add vectors with add_embeddings")
+        chunking = self.chunking_for(max_tokens, overlap)
         chunks = chunk_documents(
-            documents, self.encoder, max_tokens=max_tokens, overlap=overlap,
-            prompt=self.prompts["document"],
+            documents, self.encoder, max_tokens=chunking["max_tokens"],
+            overlap=chunking["overlap"], prompt=self.prompts["document"],
         )  # fmt: skip
+        self.chunking = chunking
         return self.add(chunks, **options)
+
+    def chunking_for(
+        self,
+        max_tokens: int | None = None,
+        overlap: int | None = None,
+        whole_documents: bool | None = None,
+    ) -> dict[str, Any]:
+        """The chunking the next documents get: the index's own, recorded when its first
+        documents were chunked (and saved with it), so that one index holds one chunk set;
+        for a new index, the options given or `chunk_documents`' defaults.
+
+        `whole_documents`: one chunk per document (the command line's --no-chunk).
+
+        Raises:
+            ChunkingMismatch: an option differs from the index's own chunking.
+        """
+        requested = {
+            "max_tokens": max_tokens,
+            "overlap": overlap,
+            "whole_documents": whole_documents,
+        }
+        if self.chunking is not None:
+            conflicts = {
+                key: value
+                for key, value in requested.items()
+                if value is not None and value != self.chunking.get(key)
+            }
+            if conflicts:
+                raise ChunkingMismatch(self.chunking, conflicts)
+            return dict(self.chunking)
+        if self.encoder is None:
+            raise ValueError("this index has no encoder to count tokens with")
+        whole = bool(whole_documents)
+        size, overlap = chunk_sizes(
+            self.encoder, max_tokens, 0 if whole else overlap, prompt=self.prompts["document"]
+        )
+        return {"max_tokens": size, "overlap": overlap, "whole_documents": whole}
 
     def add_embeddings(
         self,
@@ -697,6 +756,7 @@ class Index:
                 "precision": self.precision,
                 "store_text": self.store_text,
                 "prompts": self.prompts,
+                "chunking": self.chunking,
                 "probe": {"text": PROBE_TEXT, "vector": self.probe} if self.probe else None,
                 "int8_ranges": self.ranges.tolist() if self.ranges is not None else None,
                 "int8_ranges_rows": self._ranges_rows,
@@ -775,6 +835,7 @@ class Index:
                 )
         self.model = model
         self.prompts = dict(manifest["prompts"])
+        self.chunking = manifest.get("chunking")
         self.probe = probe["vector"] if probe else None
         if manifest.get("int8_ranges") is not None:
             self.ranges = np.asarray(manifest["int8_ranges"], np.float32)
