@@ -2,14 +2,16 @@
 
 WordPiece tokenizers (BERT, MiniLM, E5, BGE, GTE, ...) take a faster path where the optional
 `nanotoken` package is installed (`pip install "ferris-jax[fast-tokenizer]"`) and gives the
-same ids as `tokenizers` on an exactness probe run at load (`FAST_TOKENIZER_PROBE`); any
-difference, an unsupported tokenizer or `FERRIS_JAX_FAST_TOKENIZER=0` keeps `tokenizers`.
+same ids as `tokenizers` on an exactness probe run at load (`_probe_texts`, untruncated, and
+truncation at each `max_seq_length`); any difference, an unsupported tokenizer or
+`FERRIS_JAX_FAST_TOKENIZER=0` keeps `tokenizers`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import multiprocessing
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence, Set
@@ -237,9 +239,27 @@ def _splits_at_whitespace(tokenizer: tokenizers.Tokenizer) -> bool:
     )
 
 
-FAST_TOKENIZER_ENV = "FERRIS_JAX_FAST_TOKENIZER"  # "0": always Hugging Face `tokenizers`
-# Entries of nanotoken's per-thread word cache (its default, 1M per level, grows with a corpus).
+FAST_TOKENIZER_ENV = "FERRIS_JAX_FAST_TOKENIZER"  # "0" (or "false", "off", "no"): `tokenizers`
+# Entries of nanotoken's per-thread word cache, where it is still at nanotoken's own default
+# (1M per level, which grows with a corpus).
 FAST_TOKENIZER_CACHE_ENTRIES = 1 << 16
+_NANOTOKEN_DEFAULT_CACHE_ENTRIES = 1 << 20
+_forked_child = False
+
+
+def _mark_forked_child() -> None:
+    global _forked_child
+    _forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mark_forked_child)
+
+
+def _may_use_threads() -> bool:
+    """Whether the fast tokenizer may use its thread pool: not in a forked child (a pool made
+    before the fork has no threads there) nor in a worker process (one pool per core each)."""
+    return not _forked_child and multiprocessing.parent_process() is None
 
 
 def _probe_texts() -> list[str]:
@@ -275,17 +295,25 @@ def _probe_texts() -> list[str]:
 
 def _fast_wordpiece(tokenizer: tokenizers.Tokenizer) -> tuple[Any | None, str]:
     """nanotoken's WordPiece tokenizer built from `tokenizer`'s JSON, or None; and why."""
-    if os.environ.get(FAST_TOKENIZER_ENV, "1") == "0":
-        return None, f"${FAST_TOKENIZER_ENV}=0"
+    if os.environ.get(FAST_TOKENIZER_ENV, "1").strip().lower() in ("0", "false", "off", "no"):
+        return None, f"${FAST_TOKENIZER_ENV}={os.environ[FAST_TOKENIZER_ENV]}"
     try:
         import nanotoken
-    except ImportError:
-        return None, 'nanotoken is not installed (pip install "ferris-jax[fast-tokenizer]")'
+    except ImportError as error:
+        return None, (
+            f"nanotoken cannot be imported ({error}); "
+            'pip install "ferris-jax[fast-tokenizer]" for the fast WordPiece path'
+        )
     try:
         fast = nanotoken.WordPieceTokenizer.from_json(tokenizer.to_str())
-    except Exception as error:  # UnsupportedTokenizerError: BPE, Unigram, other pipelines
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # UnsupportedTokenizerError (BPE, Unigram, ...); a Rust panic
         return None, f"nanotoken cannot run this tokenizer ({type(error).__name__}: {error})"
-    nanotoken.set_cache_entries(FAST_TOKENIZER_CACHE_ENTRIES)
+    if len(fast.suffix_ids) != 1:
+        return None, "truncation is emulated for one closing special token only"
+    if nanotoken.get_cache_entries() == _NANOTOKEN_DEFAULT_CACHE_ENTRIES:
+        nanotoken.set_cache_entries(FAST_TOKENIZER_CACHE_ENTRIES)
     return fast, "nanotoken"
 
 
@@ -338,26 +366,72 @@ class TextTokenizer:
         return "nanotoken" if self._fast is not None else None
 
     def _check_fast_path(self) -> None:
-        """Keep the fast path only if it gives `tokenizers`' ids and truncation flags on the
-        probe texts, at the current max_seq_length."""
-        probe = _probe_texts()
-        want, got = self._encode_tokenizers(probe), self._encode_fast(probe)
+        """Keep the fast path only if it gives `tokenizers`' ids on the probe texts, whole
+        (not truncated), with the tokenizer's own added tokens among them."""
+        added = [t.content for t in self.tokenizer.get_added_tokens_decoder().values()]
+        probe = [*_probe_texts(), " ".join(added), "".join(added)]
+        fast_ids, offsets = self._fast.encode_batch(
+            probe, add_special_tokens=True, max_length=None, parallel=_may_use_threads()
+        )
+        self.tokenizer.no_truncation()
+        try:
+            want = self._encode_batch(probe)
+        finally:
+            self.set_max_seq_length(self.max_seq_length)  # truncation back on
+        for i, encoding in enumerate(want):
+            if encoding.ids != fast_ids[offsets[i] : offsets[i + 1]].tolist():
+                self._drop_fast_path(f"its ids differ from tokenizers' on probe text {i}", probe[i])
+                return
+        self._check_fast_truncation()
+        if self._fast is not None:
+            self.fast_path_reason = (
+                f"nanotoken: same ids as tokenizers on {len(probe)} probe texts, truncation at "
+                f"{self.max_seq_length} checked"
+            )
+
+    def _check_fast_truncation(self) -> None:
+        """Keep the fast path only if it truncates as `tokenizers` does at max_seq_length."""
+        limit = self.max_seq_length
+        words = "the quick brown fox jumps over the lazy dog".split()
+        texts = [
+            " ".join(words * (limit // 8 + 2)),  # longer than the limit
+            " ".join(words * (limit // 9)),  # about the limit
+            *(" ".join(["word"] * n) for n in range(max(limit - 4, 0), limit + 2)),
+        ]
+        want, got = self._encode_tokenizers(texts), self._encode_fast(texts)
         for i, (a, b) in enumerate(zip(want.ids_per_text(), got.ids_per_text(), strict=True)):
             if a != b or want.truncated[i] != got.truncated[i]:
-                self._fast = None
-                self.fast_path_reason = (
-                    f"nanotoken's ids differ from tokenizers' on probe text {i} ({probe[i]!r:.60})"
-                )
+                self._drop_fast_path(f"it truncates otherwise at {limit} tokens", texts[i])
                 return
-        self.fast_path_reason = f"nanotoken: same ids as tokenizers on {len(probe)} probe texts"
+
+    def _drop_fast_path(self, why: str, text: str) -> None:
+        self._fast = None
+        self.fast_path_reason = f"nanotoken not used: {why} ({text!r:.60})"
+        warnings.warn(
+            f"ferris-jax: {self.fast_path_reason}; tokenizing with tokenizers", stacklevel=4
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fast": None}  # a Rust object: rebuilt and checked on load
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._fast, self.fast_path_reason = _fast_wordpiece(self.tokenizer)
+        if self._fast is not None and self._all_types_zero:
+            self._check_fast_path()
+        else:
+            self._fast = None
 
     def set_max_seq_length(self, max_seq_length: int) -> None:
         """Truncate at `max_seq_length` tokens (special tokens included) from now on."""
         self.tokenizer.enable_truncation(max_length=max_seq_length, strategy="longest_first")
+        changed = max_seq_length != getattr(self, "max_seq_length", max_seq_length)
         self.max_seq_length = max_seq_length
         self._prefix_chars = (
             max_seq_length * _PREFIX_CHARS_PER_TOKEN if self._splits_at_whitespace else None
         )
+        if changed and getattr(self, "_fast", None) is not None:
+            self._check_fast_truncation()
 
     def _overflows_by_margin(self, encoding: tokenizers.Encoding) -> bool:
         overflow = encoding.overflowing
@@ -380,7 +454,10 @@ class TextTokenizer:
         # content token gives the ids truncation at max_seq_length gives.
         limit = self.max_seq_length
         ids, offsets = self._fast.encode_batch(
-            texts, add_special_tokens=True, max_length=limit + 1, parallel=len(texts) > 1
+            texts,
+            add_special_tokens=True,
+            max_length=limit + 1,
+            parallel=len(texts) > 1 and _may_use_threads(),
         )
         lengths = np.diff(offsets).astype(np.int32)
         truncated = lengths > limit

@@ -94,7 +94,7 @@ def test_a_fast_tokenizer_that_differs_on_the_probe_is_not_used(tmp_path, monkey
 
     class OffByOneOnAccents:
         def __init__(self, inner):
-            self.inner = inner
+            self.inner, self.suffix_ids = inner, inner.suffix_ids
 
         def encode_batch(self, texts, **options):
             ids, offsets = self.inner.encode_batch(texts, **options)
@@ -108,12 +108,51 @@ def test_a_fast_tokenizer_that_differs_on_the_probe_is_not_used(tmp_path, monkey
         nanotoken.WordPieceTokenizer, "from_json", lambda data: OffByOneOnAccents(real(data))
     )
     make_bert_tokenizer_files(tmp_path)
-    tok = load_tokenizer(tmp_path, max_seq_length=32)
+    with pytest.warns(UserWarning, match="nanotoken not used: its ids differ"):
+        tok = load_tokenizer(tmp_path, max_seq_length=8)  # the probe is compared whole
     assert tok.fast_path is None
     assert "differ from tokenizers' on probe text" in tok.fast_path_reason
     monkeypatch.setenv(tokenize.FAST_TOKENIZER_ENV, "0")
-    want = load_tokenizer(tmp_path, max_seq_length=32).encode(EDGE_TEXTS)
+    want = load_tokenizer(tmp_path, max_seq_length=8).encode(EDGE_TEXTS)
     _assert_same_tokens(tok.encode(EDGE_TEXTS), want)
+
+
+def test_a_fast_tokenizer_that_truncates_otherwise_is_not_used(tmp_path, monkeypatch):
+    """Truncation is checked at load and again at each new max_seq_length."""
+    real = nanotoken.WordPieceTokenizer.from_json
+
+    class WrongAtOneLength:
+        def __init__(self, inner):
+            self.inner, self.suffix_ids = inner, inner.suffix_ids
+
+        def encode_batch(self, texts, max_length=None, **options):
+            ids, offsets = self.inner.encode_batch(texts, max_length=max_length, **options)
+            if max_length == 41:  # truncation at 40 tokens comes out wrong
+                ids = ids.copy()
+                ids[offsets[1:] - 2] += 1
+            return ids, offsets
+
+    monkeypatch.setattr(
+        nanotoken.WordPieceTokenizer, "from_json", lambda data: WrongAtOneLength(real(data))
+    )
+    make_bert_tokenizer_files(tmp_path)
+    tok = load_tokenizer(tmp_path, max_seq_length=32)
+    assert tok.fast_path == "nanotoken"
+    with pytest.warns(UserWarning, match="truncates otherwise at 40 tokens"):
+        tok.set_max_seq_length(40)
+    assert tok.fast_path is None
+    with pytest.warns(UserWarning, match="truncates otherwise at 40 tokens"):
+        assert load_tokenizer(tmp_path, max_seq_length=40).fast_path is None
+
+
+def test_the_tokenizer_pickles_and_checks_its_fast_path_again(minilm_path):
+    import pickle
+
+    tok = load_tokenizer(minilm_path, max_seq_length=128)
+    copy = pickle.loads(pickle.dumps(tok))
+    assert copy.fast_path == tok.fast_path == "nanotoken"
+    texts = [*EDGE_TEXTS, *lee_corpus()[:5]]
+    _assert_same_tokens(copy.encode(texts), tok.encode(texts))
 
 
 def test_the_probe_covers_the_basic_multilingual_plane():

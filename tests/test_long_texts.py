@@ -28,9 +28,11 @@ def _long_texts(seed: int = 0) -> list[str]:
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_TABLE))
-def test_prefix_tokenization_equals_whole_text(tmp_path, family):
+def test_prefix_tokenization_equals_whole_text(tmp_path, family, monkeypatch):
+    monkeypatch.setenv("FERRIS_JAX_FAST_TOKENIZER", "0")  # the shortcut is `tokenizers`' path
     path = FAMILY_TABLE[family].build(tmp_path / family)
     tok = ferris_jax.load(path, max_seq_length=16, compilation_cache=False).tokenizer
+    assert tok.fast_path is None
     assert tok._prefix_chars == 16 * 6  # the shortcut is on for this family's tokenizer
     texts = _long_texts()
     got = tok.encode(texts)

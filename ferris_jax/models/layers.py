@@ -32,12 +32,13 @@ class LayerNorm(nnx.Module):
 
 class Linear(nnx.Linear):
     """`nnx.Linear` whose product is the one dense op `ops.dense` (so `ops.use_impl(matmul=...)`
-    reaches every model's projections)."""
+    reaches the projections of every encoder layer)."""
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
-        kernel = self.kernel[...].astype(self.dtype)
-        bias = self.bias[...].astype(self.dtype) if self.bias is not None else None
-        return ops.dense(inputs.astype(self.dtype), kernel, bias)
+        kernel = self.kernel[...]
+        dtype = self.dtype or jnp.result_type(inputs.dtype, kernel.dtype)  # flax's promotion
+        bias = self.bias[...].astype(dtype) if self.bias is not None else None
+        return ops.dense(inputs.astype(dtype), kernel.astype(dtype), bias)
 
 
 def linear(

@@ -1,8 +1,8 @@
 """The one dense-layer product of every model family, `x @ kernel + bias`.
 
 Two implementations: "xla" (one dot in the compute dtype, as `nnx.Linear` computes it) and
-"bfloat16" (operands rounded to bfloat16, products summed and returned in float32, then cast
-to the compute dtype). "bfloat16" is an opt-in speed/precision trade for float32 models on
+"bfloat16" (operands rounded to bfloat16, products summed in float32, then cast to the
+compute dtype). "bfloat16" is an opt-in speed/precision trade for float32 models on
 CPUs, where XLA runs such a dot about twice as fast as a float32 one (BENCHMARKS.md, "Matmuls
 with bfloat16 operands on the CPU"). "auto" picks per platform from the platform table.
 """
@@ -19,7 +19,8 @@ from ferris_jax.platforms import PLATFORM_DEFAULTS, UNKNOWN_PLATFORM
 def dense(
     x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, impl: str | None = None
 ) -> jax.Array:
-    """`x @ kernel + bias` over the last axis of `x` (`[..., D_in] x [D_in, D_out]`), in x's dtype.
+    """`x @ kernel + bias` over the last axis of `x` (`[..., D_in] x [D_in, D_out]`), in the
+    promoted dtype of x and kernel (a layer's compute dtype).
 
     impl: auto | xla | bfloat16 (see the module docstring); default from
     `ops.use_impl(matmul=...)`, else `$FERRIS_JAX_MATMUL`, else "auto".
@@ -56,7 +57,7 @@ def _bfloat16_dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> 
         (((x.ndim - 1,), (0,)), ((), ())),
         preferred_element_type=jnp.float32,
     )
-    return _with_bias(y, bias).astype(x.dtype)
+    return _with_bias(y, bias).astype(jnp.result_type(x.dtype, kernel.dtype))
 
 
 _IMPLEMENTATIONS = {"xla": _xla_dense, "bfloat16": _bfloat16_dense}
