@@ -449,6 +449,7 @@ def _embed(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     encoder = _load(args)
     loaded = time.perf_counter()
+    programs, compiling = len(encoder.programs), encoder.compile_seconds
     show = False if args.no_progress or not sys.stderr.isatty() else None
     embeddings = encoder.encode(
         texts,
@@ -465,9 +466,12 @@ def _embed(args: argparse.Namespace) -> int:
     else:
         write_file(args.output, fmt, embeddings)
     n, dim = embeddings.shape
+    compiled = len(encoder.programs) - programs
     print(
         f"{PROG}: embedded {n} text{'' if n == 1 else 's'}, dim {dim}, in {encoded - loaded:.2f} s "
-        f"(model load {loaded - start:.2f} s) -> {'<stdout>' if to_stdout else args.output}",
+        f"(model load {loaded - start:.2f} s; compiled {compiled} program"
+        f"{'' if compiled == 1 else 's'} in {encoder.compile_seconds - compiling:.2f} s) -> "
+        f"{'<stdout>' if to_stdout else args.output}",
         file=sys.stderr,
     )
     return 0

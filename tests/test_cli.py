@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,7 @@ def test_embed_to_npy_matches_library(input_file, tmp_path, capsys, encoder):
     assert main(["embed", str(input_file), "-o", str(out)]) == 0
     summary = _stderr_line(capsys)
     assert "embedded 5 texts" in summary and "dim 384" in summary and str(out) in summary
+    assert re.search(r"compiled \d+ programs? in \d+\.\d\d s", summary), summary
     got = np.load(out)
     assert got.dtype == np.float32 and got.shape == (len(TEXTS), 384)
     np.testing.assert_allclose(got, encoder.encode(TEXTS), rtol=0, atol=1e-6)
