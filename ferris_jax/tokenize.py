@@ -354,16 +354,20 @@ class TextTokenizer:
         # Type ids of a single text come from the post-processor's template (one per part);
         # when the template gives every part 0 we skip reading them.
         self._all_types_zero = not any(tokenizer.encode("a b").type_ids)
-        self._fast, self.fast_path_reason = _fast_wordpiece(tokenizer)
+        self._set_up_fast_path()
+
+    @property
+    def fast_path(self) -> str | None:
+        """The fast WordPiece implementation in use ("nanotoken"), or None (see
+        `fast_path_reason`)."""
+        return "nanotoken" if self._fast is not None else None
+
+    def _set_up_fast_path(self) -> None:
+        self._fast, self.fast_path_reason = _fast_wordpiece(self.tokenizer)
         if self._fast is not None and not self._all_types_zero:
             self._fast, self.fast_path_reason = None, "its single-text type ids are not all 0"
         if self._fast is not None:
             self._check_fast_path()
-
-    @property
-    def fast_path(self) -> str | None:
-        """ "nanotoken" when the fast WordPiece path is in use, else None (`fast_path_reason`)."""
-        return "nanotoken" if self._fast is not None else None
 
     def _check_fast_path(self) -> None:
         """Keep the fast path only if it gives `tokenizers`' ids on the probe texts, whole
@@ -416,11 +420,7 @@ class TextTokenizer:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._fast, self.fast_path_reason = _fast_wordpiece(self.tokenizer)
-        if self._fast is not None and self._all_types_zero:
-            self._check_fast_path()
-        else:
-            self._fast = None
+        self._set_up_fast_path()
 
     def set_max_seq_length(self, max_seq_length: int) -> None:
         """Truncate at `max_seq_length` tokens (special tokens included) from now on."""
