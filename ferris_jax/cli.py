@@ -592,11 +592,7 @@ def _documents(args: argparse.Namespace) -> Any:
     return read_documents(args.sources, text_field=args.text_field, id_field=args.id_field)
 
 
-_CHUNKING_OPTIONS = {
-    "max_tokens": "--max-tokens",
-    "overlap": "--overlap",
-    "whole_documents": "--no-chunk",
-}
+_CHUNKING_OPTIONS = {"max_tokens": "--max-tokens", "overlap": "--overlap"}
 
 
 def _index_chunking(index: Any, args: argparse.Namespace) -> dict[str, Any]:

@@ -10,6 +10,7 @@ truncation at each `max_seq_length`); any difference, an unsupported tokenizer o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import multiprocessing
 import os
@@ -262,7 +263,8 @@ def _may_use_threads() -> bool:
     return not _forked_child and multiprocessing.parent_process() is None
 
 
-def _probe_texts() -> list[str]:
+@functools.cache
+def _probe_texts() -> tuple[str, ...]:
     """Texts on which a fast tokenizer must give `tokenizers`' ids before it is used: every
     code point of the Basic Multilingual Plane outside the surrogates and a sample above it
     (normalization, accents, CJK, control and zero-width characters, casing), words past
@@ -290,7 +292,7 @@ def _probe_texts() -> list[str]:
     ]
     words = "the quick brown fox jumps over the lazy dog and keeps running".split()
     long = [" ".join(words * 60), "-".join(words * 60), "word" * 2000]
-    return [*cases, *blocks, *spaced, *long]
+    return (*cases, *blocks, *spaced, *long)
 
 
 def _fast_wordpiece(tokenizer: tokenizers.Tokenizer) -> tuple[Any | None, str]:

@@ -15,8 +15,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ferris_jax.ops.impl import auto_impl, requested
-from ferris_jax.platforms import PLATFORM_DEFAULTS, UNKNOWN_PLATFORM
+from ferris_jax.ops.impl import lowered_per_platform, requested
 
 
 def attention(
@@ -50,14 +49,10 @@ def attention(
     if impl == "jax":
         return _jax_attention(*args)
     # "auto" (and "cudnn", which only CUDA can run) is chosen per platform when lowered.
-    default = UNKNOWN_PLATFORM.attention
-    per_platform = {p: auto_impl("attention", p) for p in PLATFORM_DEFAULTS}
-    if impl == "cudnn":
-        per_platform["cuda"] = "cudnn"
-    branches = {  # only platforms that differ from the default (Apple plugin names stay out)
-        p: _implementation(name, *args) for p, name in per_platform.items() if name != default
-    }
-    return jax.lax.platform_dependent(*args, default=_implementation(default, *args), **branches)
+    overrides = {"cuda": "cudnn"} if impl == "cudnn" else {}
+    return lowered_per_platform(
+        "attention", lambda name: _implementation(name, *args), *args, **overrides
+    )
 
 
 def _implementation(name, query, key, value, mask, bias, window):

@@ -14,9 +14,12 @@ import contextlib
 import contextvars
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
-from ferris_jax.platforms import defaults_for
+import jax
+
+from ferris_jax.platforms import PLATFORM_DEFAULTS, UNKNOWN_PLATFORM, defaults_for
 
 # op -> the implementations it has ("auto" first: resolved per platform).
 IMPLS: dict[str, tuple[str, ...]] = {
@@ -88,3 +91,17 @@ def use_impl(layer_norm_impl: str | None = None, /, **choices: str | None) -> It
 def auto_impl(op: str, platform: str) -> str:
     """What "auto" runs for `op` on `platform` (from the platform table)."""
     return getattr(defaults_for(platform), op)
+
+
+def lowered_per_platform(
+    op: str, function_for: Callable[[str], Callable], *args: Any, **overrides: str
+) -> Any:
+    """`function_for(name)(*args)` with `name` the "auto" choice of `op` (or `overrides[platform]`)
+    for the platform the program is lowered for; one branch per platform that differs from the
+    choice for unknown platforms (the default)."""
+    default = getattr(UNKNOWN_PLATFORM, op)
+    names = {p: overrides.get(p) or auto_impl(op, p) for p in PLATFORM_DEFAULTS}
+    branches = {p: function_for(name) for p, name in names.items() if name != default}
+    if not branches:
+        return function_for(default)(*args)
+    return jax.lax.platform_dependent(*args, default=function_for(default), **branches)

@@ -12,8 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ferris_jax.ops.impl import auto_impl, requested
-from ferris_jax.platforms import PLATFORM_DEFAULTS, UNKNOWN_PLATFORM
+from ferris_jax.ops.impl import lowered_per_platform, requested
 
 
 def dense(
@@ -28,17 +27,7 @@ def dense(
     impl = requested("matmul", impl)
     if impl != "auto":
         return _IMPLEMENTATIONS[impl](x, kernel, bias)
-    default = UNKNOWN_PLATFORM.matmul
-    branches = {  # only platforms whose "auto" differs from the default
-        p: _IMPLEMENTATIONS[auto_impl("matmul", p)]
-        for p in PLATFORM_DEFAULTS
-        if auto_impl("matmul", p) != default
-    }
-    if not branches:
-        return _IMPLEMENTATIONS[default](x, kernel, bias)
-    return jax.lax.platform_dependent(
-        x, kernel, bias, default=_IMPLEMENTATIONS[default], **branches
-    )
+    return lowered_per_platform("matmul", _IMPLEMENTATIONS.__getitem__, x, kernel, bias)
 
 
 def _with_bias(y: jax.Array, bias: jax.Array | None) -> jax.Array:
