@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -87,6 +87,16 @@ def _int_at_least(low: int) -> Callable[[str], int]:
         return n
 
     return parse
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {value!r}")
+    return seconds
 
 
 def _model_options() -> argparse.ArgumentParser:
@@ -228,6 +238,20 @@ def _document_options() -> argparse.ArgumentParser:
     return parent
 
 
+def _wait_option() -> argparse.ArgumentParser:
+    """--wait of the commands that write an index (one writer at a time)."""
+    parent = _Parser(add_help=False)
+    parent.add_argument(
+        "--wait",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="if another process is writing the index, wait this long for it to finish "
+        "(default: 0, stop at once and name it)",
+    )
+    return parent
+
+
 def _add_sources(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "sources",
@@ -240,6 +264,7 @@ def _add_sources(parser: argparse.ArgumentParser) -> None:
 def _add_index_commands(commands: Any, model: argparse.ArgumentParser) -> None:
     """The `index build/add/remove/info` and `search` commands."""
     documents = _document_options()
+    wait = _wait_option()
     index = commands.add_parser(
         "index",
         help="build, extend, shrink or describe a search index",
@@ -250,7 +275,7 @@ def _add_index_commands(commands: Any, model: argparse.ArgumentParser) -> None:
 
     build = actions.add_parser(
         "build",
-        parents=[model, documents],
+        parents=[model, documents, wait],
         help="chunk and embed documents into a new index (or continue an interrupted build)",
         description="Read documents, split them into token-bounded overlapping chunks, embed "
         "them and save the index to the folder -o. Run again, the same command continues: "
@@ -272,7 +297,7 @@ def _add_index_commands(commands: Any, model: argparse.ArgumentParser) -> None:
 
     add = actions.add_parser(
         "add",
-        parents=[backend, documents],
+        parents=[backend, documents, wait],
         help="chunk and embed more documents into an index, with the index's model",
         description="Add documents to an index (documents already in it are skipped).",
         allow_abbrev=False,
@@ -283,7 +308,7 @@ def _add_index_commands(commands: Any, model: argparse.ArgumentParser) -> None:
 
     remove = actions.add_parser(
         "remove",
-        parents=[backend],
+        parents=[backend, wait],
         help="remove chunks (or whole documents) from an index",
         description="Remove items by id (chunk ids are DOCUMENT#K) and save the index.",
         allow_abbrev=False,
@@ -580,6 +605,28 @@ def _open_index(path: str, backend: str | None = None) -> Any:
     return Index.load(_index_folder(path), backend=backend)
 
 
+@contextlib.contextmanager
+def _writing(wait: float) -> Iterator[None]:
+    """Turn another writer's lock on the index into a one-line error that names it."""
+    from ferris_jax.retrieval.store import IndexLockedError
+
+    try:
+        yield
+    except IndexLockedError as e:
+        hint = "" if wait else ", or pass --wait SECONDS"
+        raise CommandError(f"{e}{hint}") from None
+
+
+def _open_index_for_writing(path: str, args: argparse.Namespace, encoder: Any = None) -> Any:
+    """The index at `path`, locked for writing until the process ends (see `Index.lock`)."""
+    from ferris_jax.retrieval.index import Index
+
+    folder = _index_folder(path)
+    with _writing(args.wait):
+        options = {} if encoder is not None else {"backend": args.backend}
+        return Index.load(folder, encoder, lock=True, lock_timeout=args.wait, **options)
+
+
 def _check_document_options(args: argparse.Namespace) -> None:
     if args.no_chunk and (args.max_tokens is not None or args.overlap is not None):
         raise UsageError("--no-chunk embeds whole documents: drop --max-tokens and --overlap")
@@ -714,6 +761,7 @@ def _ingest(index: Any, folder: Path, args: argparse.Namespace) -> None:
 
 
 def _index_build(args: argparse.Namespace) -> int:
+    from ferris_jax.retrieval import store
     from ferris_jax.retrieval.store import MANIFEST
 
     _check_document_options(args)
@@ -721,7 +769,11 @@ def _index_build(args: argparse.Namespace) -> int:
     exists = (folder / MANIFEST).is_file()
     if folder.exists() and not folder.is_dir():
         raise CommandError(f"--output {args.output} exists and is not a folder")
-    if not exists and folder.is_dir() and any(folder.iterdir()):
+    if (
+        not exists
+        and folder.is_dir()
+        and any(p.name not in (store.WRITE_LOCK, store.READ_LOCK) for p in folder.iterdir())
+    ):
         raise CommandError(
             f"--output {args.output} is a non-empty folder that holds no index; name a new folder"
         )
@@ -730,9 +782,18 @@ def _index_build(args: argparse.Namespace) -> int:
     from ferris_jax.retrieval.index import Index
     from ferris_jax.retrieval.store import IndexFormatError
 
+    if not exists:
+        index = Index(encoder, precision=args.precision or "float32")
+        with _writing(args.wait):
+            try:
+                index.lock(folder, timeout=args.wait)
+            except ValueError:  # another build saved an index there first: continue it
+                if not (folder / MANIFEST).is_file():
+                    raise
+                exists = True
     if exists:
         try:
-            index = Index.load(folder, encoder)
+            index = _open_index_for_writing(args.output, args, encoder)
         except IndexFormatError as e:
             raise CommandError(
                 f"cannot continue the index at --output {args.output}: {e}; or choose another "
@@ -743,8 +804,6 @@ def _index_build(args: argparse.Namespace) -> int:
                 f"the index at --output {args.output} searches in {index.precision}, not "
                 f"--precision {args.precision}; drop --precision to continue it"
             )
-    else:
-        index = Index(encoder, precision=args.precision or "float32")
     _ingest(index, folder, args)
     return 0
 
@@ -753,13 +812,13 @@ def _index_add(args: argparse.Namespace) -> int:
     _check_document_options(args)
     folder = _index_folder(args.index)
     _documents(args)
-    index = _open_index(args.index, args.backend)
+    index = _open_index_for_writing(args.index, args)
     _ingest(index, folder, args)
     return 0
 
 
 def _index_remove(args: argparse.Namespace) -> int:
-    index = _open_index(args.index, args.backend)
+    index = _open_index_for_writing(args.index, args)
     removed = index.remove(args.ids, by_document=args.document)
     if args.compact:
         index.compact()

@@ -259,3 +259,28 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def lock_descriptor(fd: int, *, shared: bool = False, wait: bool = False) -> bool:
+    """Take the OS's advisory lock on an open file: flock (shared or exclusive), or on Windows
+    msvcrt's exclusive byte lock (where `shared` takes none). True if taken; with `wait`, block
+    until it is. The OS drops it when the descriptor closes or the process ends, however."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        if shared:
+            return True
+        import msvcrt
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+    try:
+        fcntl.flock(fd, flags)
+    except BlockingIOError:
+        return False
+    return True

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 _LAZY = {
     "Index": "ferris_jax.retrieval.index",
     "Hit": "ferris_jax.retrieval.index",
+    "IndexConflictError": "ferris_jax.retrieval.store",
+    "IndexFormatError": "ferris_jax.retrieval.store",
+    "IndexLockedError": "ferris_jax.retrieval.store",
     "Document": "ferris_jax.retrieval.sources",
     "read_documents": "ferris_jax.retrieval.sources",
     "Chunk": "ferris_jax.retrieval.chunking",
@@ -24,6 +27,11 @@ if TYPE_CHECKING:
     from ferris_jax.retrieval.index import Hit, Index
     from ferris_jax.retrieval.search import rescore, search_blocks
     from ferris_jax.retrieval.sources import Document, read_documents
+    from ferris_jax.retrieval.store import (
+        IndexConflictError,
+        IndexFormatError,
+        IndexLockedError,
+    )
 
 
 def __getattr__(name: str):
@@ -37,6 +45,9 @@ __all__ = [
     "Document",
     "Hit",
     "Index",
+    "IndexConflictError",
+    "IndexFormatError",
+    "IndexLockedError",
     "chunk_documents",
     "read_documents",
     "rescore",

@@ -37,7 +37,12 @@ from ferris_jax.retrieval import filters, store
 from ferris_jax.retrieval.chunking import Chunk, chunk_documents, chunk_sizes
 from ferris_jax.retrieval.search import rescore, search_blocks
 from ferris_jax.retrieval.sources import Document
-from ferris_jax.retrieval.store import IndexFormatError, Shard
+from ferris_jax.retrieval.store import (
+    IndexConflictError,
+    IndexFormatError,
+    Shard,
+    WriteLock,
+)
 
 # Search precisions: how the device copy of the vectors is stored.
 PRECISIONS = ("float32", "bfloat16", "int8", "binary")
@@ -95,6 +100,13 @@ class Index:
     `remove`, `save(path)`; `Index.load(path)` opens a saved one. Documents are embedded with the
     model's document prompt and queries with its query prompt (E5's "passage: " / "query: "),
     as recorded in the index. Thread-safe: searches may run from several threads.
+
+    One writer at a time: an index takes its folder's write lock when it first writes there (a
+    save, or vectors spilled to disk during a large `add`) and drops it when the save ends; a
+    save refuses to replace a generation that another writer saved since this index read or
+    wrote it (`IndexConflictError`: load it again and redo the change). `lock()` (or
+    `Index.load(path, lock=True)`) holds the lock from before reading until `close()`, as a
+    long-running writer should. `lock_timeout` is how long to wait for another writer.
 
     Args:
         encoder: the model that embeds texts and queries (None: vectors only, see
@@ -166,6 +178,12 @@ class Index:
         )
         self._ann: Any = None  # the AnnIndex, built on first search; holds rows < _ann_rows
         self._ann_rows = 0
+        # Writing the folder: the generation on disk this index continues (None: never saved
+        # or loaded), the write lock while held, and whether it is held until close().
+        self._generation: int | None = None
+        self._writer: WriteLock | None = None
+        self._writer_session = False
+        self.lock_timeout = 0.0
 
     # ------------------------------------------------------------------ size and lookup
     def __len__(self) -> int:
@@ -425,6 +443,8 @@ class Index:
             self._alive[rows:] = False
             self._touch(np.arange(rows, self._rows), data=True)
             self._rows = rows
+            if len(self._shards) == len(shards):  # nothing of this index is on disk unsaved
+                self._release_unless_session()
             raise
         self._db.execute("RELEASE adding")
 
@@ -709,6 +729,7 @@ class Index:
         """Write the pending rows as a new shard file (not yet named by a manifest)."""
         if not self._pending:
             return
+        self._claim(folder)
         vectors = np.concatenate(self._pending)
         start = self._rows - len(vectors)
         shard = store.write_shard(
@@ -724,54 +745,130 @@ class Index:
 
         Only what changed is written: new vector shards and a snapshot of the item database,
         then the manifest is replaced atomically; a save interrupted at any point leaves the
-        previous index loadable. Files no longer named by the manifest are removed.
+        previous index loadable. A new folder must be empty (or not exist); nothing there but
+        the index's own files is ever touched.
+
+        Raises:
+            IndexLockedError: another writer holds the folder (waits `lock_timeout` first).
+            IndexConflictError: another writer saved the folder since this index read it.
         """
         with self._lock:
             if path is None and self.path is None:
                 raise ValueError("this index was never saved: pass a folder to save it to")
-            folder = Path(path) if path is not None else self.path
-            folder = folder.resolve()
-            _check_index_folder(folder)
-            folder.mkdir(parents=True, exist_ok=True)
-            if folder != self.path:
-                for shard in self._shards:  # a new home: bring the saved shards along
-                    _link_or_copy(self.path / shard.file, folder / shard.file)
-            self._flush_pending(folder)
-            items_file = f"items-{secrets.token_hex(4)}.sqlite"
-            items_sha = store.snapshot(self._db, folder / items_file)
-            ann = None
-            if self.ann_options is not None and self._rows:
-                ann_file = f"ann-{secrets.token_hex(4)}.faiss"
-                self._ann_graph().save(folder / ann_file)
-                ann_sha = store.sha256_of(folder / ann_file)
-                ann = {"file": ann_file, "sha256": ann_sha, "rows": self._ann_rows}
-            manifest = {
-                "format": store.FORMAT,
-                "format_version": store.FORMAT_VERSION,
-                "created_by": f"ferris-jax {_version.__version__}",
-                "model": self.model,
-                "dimension": self.dimension,
-                "similarity": self.similarity,
-                "normalized": self.similarity == "cosine",
-                "precision": self.precision,
-                "store_text": self.store_text,
-                "prompts": self.prompts,
-                "chunking": self.chunking,
-                "probe": {"text": PROBE_TEXT, "vector": self.probe} if self.probe else None,
-                "int8_ranges": self.ranges.tolist() if self.ranges is not None else None,
-                "int8_ranges_rows": self._ranges_rows,
-                "rows": self._rows,
-                "items": {"file": items_file, "sha256": items_sha, "count": len(self)},
-                "shards": [dataclasses.asdict(s) for s in self._shards],
-                "ann_options": self.ann_options,
-                "ann": ann,
-            }
-            store.write_manifest(folder, manifest)
-            if self.path != folder:
-                self._mapped = [store.open_shard(folder, s, self.dimension) for s in self._shards]
-            self.path = folder
-            store.remove_unreferenced(folder, manifest)
+            folder = Path(path).resolve() if path is not None else self.path
+            try:
+                self._save(folder)
+            finally:
+                self._release_unless_session()
             return folder
+
+    def _save(self, folder: Path) -> None:
+        self._claim(folder)
+        if folder != self.path:
+            for shard in self._shards:  # a new home: bring the saved shards along
+                _link_or_copy(self.path / shard.file, folder / shard.file)
+        self._flush_pending(folder)
+        items_file = f"items-{secrets.token_hex(4)}.sqlite"
+        items_sha = store.snapshot(self._db, folder / items_file)
+        ann = None
+        if self.ann_options is not None and self._rows:
+            ann_file = f"ann-{secrets.token_hex(4)}.faiss"
+            self._ann_graph().save(folder / ann_file)
+            ann_sha = store.sha256_of(folder / ann_file)
+            ann = {"file": ann_file, "sha256": ann_sha, "rows": self._ann_rows}
+        generation = (self._generation if folder == self.path else None) or 0
+        manifest = {
+            "format": store.FORMAT,
+            "format_version": store.FORMAT_VERSION,
+            "created_by": f"ferris-jax {_version.__version__}",
+            "generation": generation + 1,
+            "model": self.model,
+            "dimension": self.dimension,
+            "similarity": self.similarity,
+            "normalized": self.similarity == "cosine",
+            "precision": self.precision,
+            "store_text": self.store_text,
+            "prompts": self.prompts,
+            "chunking": self.chunking,
+            "probe": {"text": PROBE_TEXT, "vector": self.probe} if self.probe else None,
+            "int8_ranges": self.ranges.tolist() if self.ranges is not None else None,
+            "int8_ranges_rows": self._ranges_rows,
+            "rows": self._rows,
+            "items": {"file": items_file, "sha256": items_sha, "count": len(self)},
+            "shards": [dataclasses.asdict(s) for s in self._shards],
+            "ann_options": self.ann_options,
+            "ann": ann,
+        }
+        store.write_manifest(folder, manifest)
+        if self.path != folder:
+            self._mapped = [store.open_shard(folder, s, self.dimension) for s in self._shards]
+        self.path = folder
+        self._generation = generation + 1
+        store.remove_unreferenced(folder, manifest)
+
+    # ------------------------------------------------------------------ writing the folder
+    def lock(self, path: str | os.PathLike | None = None, *, timeout: float | None = None) -> None:
+        """Hold the write lock of the folder `path` (default: the index's own) until `close()`,
+        so that no other writer changes it meanwhile; a new folder is created.
+
+        Args:
+            timeout: seconds to wait for another writer (default: `lock_timeout`).
+
+        Raises:
+            IndexLockedError, IndexConflictError: as in `save`.
+        """
+        if path is None and self.path is None:
+            raise ValueError("this index was never saved: pass the folder to lock")
+        folder = Path(path).resolve() if path is not None else self.path
+        with self._lock:
+            self._claim(folder, timeout)
+            self._writer_session = True
+
+    def close(self) -> None:
+        """Drop the folder's write lock if this index holds it (unsaved changes stay in memory
+        and can still be saved)."""
+        with self._lock:
+            self._writer_session = False
+            self._release_unless_session()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _claim(self, folder: Path, timeout: float | None = None) -> None:
+        """Hold `folder`'s write lock (taken now if not yet held) and check that the folder is
+        this index's own at the generation it last read or wrote, or a new one."""
+        if self._writer is not None:
+            if self._writer.folder != folder:
+                raise ValueError(
+                    f"this index holds the write lock of {self._writer.folder}: close() it "
+                    f"before writing {folder}"
+                )
+            return
+        _check_index_folder(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        writer = WriteLock(folder, self.lock_timeout if timeout is None else timeout)
+        try:
+            on_disk = store.generation_of(folder)
+            if folder == self.path and on_disk != self._generation:
+                raise IndexConflictError(
+                    f"{folder}: another writer saved this index (generation {on_disk}) since "
+                    f"this one read or wrote it (generation {self._generation}); both changes "
+                    "cannot be kept: load the index again and repeat this one"
+                )
+            if folder != self.path:
+                _check_new_folder(folder)
+        except BaseException:
+            writer.release()
+            raise
+        self._writer = writer
+
+    def _release_unless_session(self) -> None:
+        if self._writer is not None and not self._writer_session:
+            self._writer.release()
+            self._writer = None
 
     @classmethod
     def load(
@@ -780,6 +877,8 @@ class Index:
         encoder: Encoder | None = None,
         *,
         verify: bool = True,
+        lock: bool = False,
+        lock_timeout: float = 0.0,
         **load_options: Any,
     ) -> Index:
         """Open a saved index.
@@ -787,11 +886,38 @@ class Index:
         Args:
             path: the index folder.
             encoder: the model to embed queries and new texts with (default: load the model
-                the manifest names, with `load_options` for `ferris_jax.load`). A model whose
-                vectors differ from the index's is refused.
+                the manifest names, with `load_options` for `ferris_jax.load`; none for an
+                index of vectors built without one). A model whose vectors differ from the
+                index's is refused.
             verify: check every file's sha256 against the manifest first.
+            lock: take the folder's write lock before reading and hold it until `close()`
+                (see `lock`), for a writer that must not race another.
+            lock_timeout: seconds to wait for another writer's lock (`IndexLockedError`
+                after); also the index's `lock_timeout` for later saves.
         """
         folder = Path(path).resolve()
+        if not folder.is_dir():
+            raise IndexFormatError(f"{folder}: no such index folder")
+        writer = WriteLock(folder, lock_timeout) if lock else None
+        try:
+            with store.reading(folder):  # no save removes the files of the manifest read here
+                self = cls._open(folder, encoder, verify, load_options)
+        except BaseException:
+            if writer is not None:
+                writer.release()
+            raise
+        self._writer, self._writer_session = writer, writer is not None
+        self.lock_timeout = lock_timeout
+        return self
+
+    @classmethod
+    def _open(
+        cls,
+        folder: Path,
+        encoder: Encoder | None,
+        verify: bool,
+        load_options: dict[str, Any],
+    ) -> Index:
         manifest = store.read_manifest(folder)
         where = folder / store.MANIFEST
         try:
@@ -799,7 +925,8 @@ class Index:
                 store.verify(folder, manifest)
             dimension = int(manifest["dimension"])
             model = manifest["model"]
-            if encoder is None and model.get("name") is not None:
+            # An index built without an encoder (vectors only) has no probe: none is loaded.
+            if encoder is None and model.get("name") is not None and manifest.get("probe"):
                 from ferris_jax.api import load
 
                 source = model["name"]
@@ -838,9 +965,13 @@ class Index:
         self.chunking = manifest.get("chunking")
         self.probe = probe["vector"] if probe else None
         if manifest.get("int8_ranges") is not None:
-            self.ranges = np.asarray(manifest["int8_ranges"], np.float32)
+            try:
+                self.ranges = np.asarray(manifest["int8_ranges"], np.float32)
+            except (TypeError, ValueError):
+                raise IndexFormatError(f"{where}: 'int8_ranges' must hold numbers") from None
             self._ranges_rows = int(manifest["int8_ranges_rows"])
-        self._shards = [Shard(**s) for s in manifest["shards"]]
+        fields = [f.name for f in dataclasses.fields(Shard)]  # unknown keys are ignored
+        self._shards = [Shard(**{f: s[f] for f in fields}) for s in manifest["shards"]]
         self._mapped = [store.open_shard(folder, s, dimension) for s in self._shards]
         self._rows = int(manifest["rows"])
         if sum(s.rows for s in self._shards) != self._rows:
@@ -857,6 +988,7 @@ class Index:
             self._ann = AnnIndex.load(folder / manifest["ann"]["file"])
             self._ann_rows = int(manifest["ann"]["rows"])
         self.path = folder
+        self._generation = int(manifest.get("generation", 0))
         return self
 
     # ------------------------------------------------------------------ helpers
@@ -963,8 +1095,21 @@ def _check_index_folder(folder: Path) -> None:
         raise ValueError("refusing to save an index into the working directory: name a folder")
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder} exists and is not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / store.MANIFEST).exists():
-        raise ValueError(f"{folder} is a non-empty folder that holds no index: choose another")
+
+
+def _check_new_folder(folder: Path) -> None:
+    """A folder an index moves into must hold nothing (but the lock files): another index
+    there, or anyone's other files, would be replaced or mixed with this one."""
+    others = sorted(
+        p.name for p in folder.iterdir() if p.name not in (store.WRITE_LOCK, store.READ_LOCK)
+    )
+    if (folder / store.MANIFEST).exists():
+        raise ValueError(f"{folder} holds another index: load it to add to it, or remove it first")
+    if others:
+        raise ValueError(
+            f"{folder} is a non-empty folder that holds no index ({', '.join(others[:3])}"
+            f"{', ...' if len(others) > 3 else ''}): choose another"
+        )
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -4,11 +4,20 @@
       manifest.json               format version, model, dimension, precision, files + sha256
       vectors-<generation>-<n>.safetensors   float32 [rows, D]: rows start..start+rows-1
       items-<generation>.sqlite   row -> id, document id, text, metadata (JSON); deleted rows absent
+      ann-<generation>.faiss      the HNSW graph of an approximate index
+      write.lock, read.lock       OS locks: one writer at a time; readers opening a generation
 
 Shards are written once and never changed; a save writes only the rows added since the last one
-as a new shard, a new database snapshot, then replaces `manifest.json` atomically. Files the
-manifest does not name (an interrupted save's, or superseded ones) are removed after a save, so
-a save killed at any moment leaves the previous manifest and every file it names intact.
+as a new shard, a new database snapshot, then replaces `manifest.json` atomically (its
+`generation` counts the saves). A save killed at any moment leaves the previous manifest and
+every file it names intact.
+
+One writer at a time: a process writes to the folder only while it holds `write.lock`
+(`WriteLock`), and refuses to save over a generation it did not start from. Readers hold
+`read.lock` shared while they open one generation's files (`reading`); a save removes the files
+its manifest no longer names (superseded ones, an interrupted save's) only when no reader holds
+it, else the next save does. Nothing but these names is ever removed: files of the patterns
+below, and only when the manifest of this format does not name them.
 """
 
 from __future__ import annotations
@@ -18,8 +27,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
+import socket
 import sqlite3
 import struct
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,12 +41,25 @@ import numpy as np
 import safetensors.numpy
 
 from ferris_jax.errors import CheckpointError
-from ferris_jax.files import atomic_write, read_json_object, write_json
+from ferris_jax.files import (
+    atomic_write,
+    json_field,
+    lock_descriptor,
+    read_json_object,
+    write_json,
+)
 
 FORMAT = "ferris-jax-index"
 # Raised when the layout changes incompatibly; `load` refuses versions it does not know.
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+WRITE_LOCK = "write.lock"
+READ_LOCK = "read.lock"
+# The names of the files an index writes; a manifest naming anything else is refused, and only
+# these (and their temporary files) are ever removed from a folder.
+SHARD_NAME = re.compile(r"vectors-\d{12}-[0-9a-f]{8}\.safetensors")
+ITEMS_NAME = re.compile(r"items-[0-9a-f]{8}\.sqlite")
+ANN_NAME = re.compile(r"ann-[0-9a-f]{8}\.faiss")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     row INTEGER PRIMARY KEY,
@@ -125,14 +151,18 @@ def restore(path: Path, into: sqlite3.Connection) -> None:
     source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         source.backup(into)
-    except sqlite3.DatabaseError as e:
-        raise IndexFormatError(f"{path}: not a readable SQLite database ({e})") from None
+        into.execute("SELECT row, id, document_id, text, metadata FROM items LIMIT 0")
+    except sqlite3.Error as e:
+        raise IndexFormatError(
+            f"{path}: not an index's item database (SQLite, table 'items'): {e}"
+        ) from None
     finally:
         source.close()
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest of the index folder, checked for format and version."""
+    """The manifest of the index folder, checked for format, version and the type of every key
+    this version reads (unknown keys are ignored); IndexFormatError naming the key otherwise."""
     path = folder / MANIFEST
     if not folder.is_dir():
         raise IndexFormatError(f"{folder}: no such index folder")
@@ -148,7 +178,59 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             f"{path}: index format version {version!r}; this ferris-jax reads versions up to "
             f"{FORMAT_VERSION}: upgrade ferris-jax"
         )
+    try:
+        _check_manifest(path, manifest)
+    except CheckpointError as e:
+        raise IndexFormatError(str(e)) from None
     return manifest
+
+
+def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Each key's JSON type, the files' names (plain names of an index's files, never paths)
+    and the probe's length."""
+
+    def entry(where: str, data: Any, fields: dict[str, type], name: re.Pattern) -> None:
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{path}: {where!r} must be an object")
+        for key, kind in fields.items():
+            json_field(path, data, key, kind, minimum=0 if kind is int else None)
+        if not name.fullmatch(data["file"]):
+            raise CheckpointError(
+                f"{path}: {where!r} names the file {data['file']!r}: an index file is a plain "
+                f"name like {name.pattern!r} in the index folder"
+            )
+
+    fields = {"dimension": int, "rows": int, "similarity": str, "precision": str}
+    for key, kind in {**fields, "store_text": bool, "prompts": dict, "model": dict}.items():
+        json_field(path, manifest, key, kind, minimum=0 if kind is int else None)
+    json_field(path, manifest["model"], "name", str, None)
+    json_field(path, manifest, "generation", int, 0, minimum=0)
+    for role in ("query", "document"):
+        json_field(path, manifest["prompts"], role, str)
+    entry("items", manifest.get("items"), {"file": str, "sha256": str}, ITEMS_NAME)
+    shards = json_field(path, manifest, "shards", list)
+    for i, shard in enumerate(shards):
+        entry(f"shards[{i}]", shard, {"file": str, "start": int, "rows": int, "sha256": str},
+              SHARD_NAME)  # fmt: skip
+    if manifest.get("ann") is not None:
+        entry("ann", manifest["ann"], {"file": str, "sha256": str, "rows": int}, ANN_NAME)
+    for key in ("chunking", "ann_options", "probe"):
+        json_field(path, manifest, key, dict, None)
+    probe = manifest.get("probe")
+    if probe is not None:
+        vector = json_field(path, probe, "vector", list)
+        if len(vector) != manifest["dimension"] or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector
+        ):
+            raise CheckpointError(
+                f"{path}: 'probe' must hold {manifest['dimension']} numbers (the dimension)"
+            )
+    ranges = json_field(path, manifest, "int8_ranges", list, None)
+    if ranges is not None:
+        shape = np.shape(np.asarray(ranges, dtype=object))
+        if shape != (2, manifest["dimension"]):
+            raise CheckpointError(f"{path}: 'int8_ranges' must be [2, dimension], got {shape}")
+        json_field(path, manifest, "int8_ranges_rows", int, minimum=0)
 
 
 def verify(folder: Path, manifest: dict[str, Any]) -> None:
@@ -173,18 +255,138 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 
 def remove_unreferenced(folder: Path, manifest: dict[str, Any]) -> None:
-    """Remove index files the manifest no longer names (superseded or half-written ones)."""
-    keep = {MANIFEST, manifest["items"]["file"], *(s["file"] for s in manifest["shards"])}
+    """Remove the index files (by name: `is_index_file`) the manifest no longer names:
+    superseded ones and an interrupted save's. Only while no reader is opening the folder's
+    files (`reading`); otherwise they are left for the next save."""
+    keep = {manifest["items"]["file"], *(s["file"] for s in manifest["shards"])}
     if manifest.get("ann"):
         keep.add(manifest["ann"]["file"])
-    for path in _index_files(folder):
-        if path.name not in keep:
-            with contextlib.suppress(OSError):
-                path.unlink()
+    with _lock_file(folder / READ_LOCK, shared=False, wait=False) as free:
+        if not free:
+            return
+        for path in folder.iterdir():
+            if path.name not in keep and is_index_file(path.name) and path.is_file():
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
 
-def _index_files(folder: Path) -> Iterator[Path]:
-    for path in folder.iterdir():
-        name = path.name.lstrip(".")
-        if path.is_file() and name.startswith(("vectors-", "items-", "ann-")):
-            yield path
+def is_index_file(name: str) -> bool:
+    """Whether `name` is a file an index writes (a shard, database or graph), or the temporary
+    file of one being written (`.NAME.tmp`, `.NAME.XXXXXXXX.tmp`)."""
+    candidates = [name]
+    if name.startswith(".") and name.endswith(".tmp"):
+        base = name[1:-4]
+        candidates = [base, base.rsplit(".", 1)[0]]
+    return any(p.fullmatch(c) for p in (SHARD_NAME, ITEMS_NAME, ANN_NAME) for c in candidates)
+
+
+def generation_of(folder: Path) -> int | None:
+    """The generation of the index saved in `folder` (None: there is none)."""
+    if not (folder / MANIFEST).exists():
+        return None
+    return int(read_manifest(folder).get("generation", 0))
+
+
+# ---------------------------------------------------------------------------- locks
+@contextlib.contextmanager
+def _lock_file(path: Path, *, shared: bool, wait: bool) -> Iterator[bool]:
+    """Hold the OS lock on `path` (created if missing) for the block; yields whether it was
+    taken. A lock file that cannot be opened (a read-only folder) counts as taken: no one can
+    be writing there."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            yield True
+            return
+    try:
+        yield lock_descriptor(fd, shared=shared, wait=wait)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def reading(folder: Path) -> Iterator[None]:
+    """Hold the folder's reader lock (shared) while opening one generation's files, so that no
+    save removes a file the manifest read here names."""
+    with _lock_file(folder / READ_LOCK, shared=True, wait=True):
+        yield
+
+
+class IndexLockedError(OSError):
+    """Another writer holds an index folder's write lock."""
+
+
+class IndexConflictError(RuntimeError):
+    """An index folder was saved by another writer since this index read or wrote it."""
+
+
+class WriteLock:
+    """The write lock of an index folder: one writer (process, or `Index` within a process)
+    at a time. The OS lock on `write.lock` is released when `release` is called, the lock is
+    garbage-collected or the process ends, however it ends; the holder records who it is in the
+    file, so a refused writer can name it.
+
+    Args:
+        folder: the index folder (it must exist).
+        timeout: seconds to wait for another writer to finish (0: refuse at once).
+    """
+
+    def __init__(self, folder: Path, timeout: float = 0.0):
+        self.folder = folder
+        path = folder / WRITE_LOCK
+        deadline = time.monotonic() + max(float(timeout), 0.0)
+        while True:
+            self._file = open(path, "a+b", buffering=0)  # noqa: SIM115 (held until release)
+            if lock_descriptor(self._file.fileno()):
+                if _same_file(self._file, path):
+                    break
+                # The file was replaced while we waited: the lock is on the new one.
+            elif time.monotonic() >= deadline:
+                holder = _holder(path)
+                self._file.close()
+                raise IndexLockedError(
+                    f"{folder}: the index is being written by {holder}; wait for it to finish"
+                    + (f" (waited {timeout:g} s)" if timeout else "")
+                )
+            else:
+                time.sleep(0.05)
+            self._file.close()
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": " ".join(sys.argv)[:300],
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        self._file.truncate(0)
+        self._file.write(json.dumps(record).encode())
+
+    @property
+    def held(self) -> bool:
+        return not self._file.closed
+
+    def release(self) -> None:
+        """Drop the lock (a no-op once dropped)."""
+        self._file.close()
+
+
+def _same_file(file: Any, path: Path) -> bool:
+    try:
+        a, b = os.fstat(file.fileno()), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _holder(path: Path) -> str:
+    """Who holds the write lock at `path`, as its holder recorded it."""
+    try:
+        record = json.loads(path.read_bytes() or b"{}")
+        where = "this process" if record["pid"] == os.getpid() else f"process {record['pid']}"
+        if record.get("host") != socket.gethostname():
+            where += f" on {record.get('host')}"
+        return f"{where} ({record.get('command') or 'python'}, since {record.get('since')})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
