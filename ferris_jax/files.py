@@ -216,9 +216,11 @@ def atomic_write(path: str | os.PathLike, *, binary: bool = True) -> Iterator[IO
             os.fsync(f.fileno())
         os.chmod(f.name, new_file_mode(target))
         os.replace(f.name, target)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(f.name)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            raise type(e)(e.errno, e.strerror, str(target)) from e  # a full disk names no file
         raise
     finally:
         _pending.discard(f.name)

@@ -848,6 +848,8 @@ class Index:
                 )
             return
         _check_index_folder(folder)
+        if folder != self.path and folder.is_dir():
+            _check_new_folder(folder)  # before the lock file is made in someone else's folder
         folder.mkdir(parents=True, exist_ok=True)
         writer = WriteLock(folder, self.lock_timeout if timeout is None else timeout)
         try:
@@ -1103,7 +1105,7 @@ def _check_new_folder(folder: Path) -> None:
     others = sorted(
         p.name for p in folder.iterdir() if p.name not in (store.WRITE_LOCK, store.READ_LOCK)
     )
-    if (folder / store.MANIFEST).exists():
+    if store.generation_of(folder, strict=False) is not None:
         raise ValueError(f"{folder} holds another index: load it to add to it, or remove it first")
     if others:
         raise ValueError(

@@ -140,6 +140,10 @@ def snapshot(db: sqlite3.Connection, path: Path) -> str:
     target = sqlite3.connect(tmp)
     try:
         db.backup(target)
+    except sqlite3.Error as e:  # e.g. "database or disk is full"
+        target.close()
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"{path}: cannot write the index's item database: {e}") from None
     finally:
         target.close()
     os.replace(tmp, path)
@@ -280,11 +284,17 @@ def is_index_file(name: str) -> bool:
     return any(p.fullmatch(c) for p in (SHARD_NAME, ITEMS_NAME, ANN_NAME) for c in candidates)
 
 
-def generation_of(folder: Path) -> int | None:
-    """The generation of the index saved in `folder` (None: there is none)."""
+def generation_of(folder: Path, *, strict: bool = True) -> int | None:
+    """The generation of the index saved in `folder` (None: there is none; not `strict`:
+    also None for a manifest.json that is not a readable index manifest)."""
     if not (folder / MANIFEST).exists():
         return None
-    return int(read_manifest(folder).get("generation", 0))
+    try:
+        return int(read_manifest(folder).get("generation", 0))
+    except IndexFormatError:
+        if strict:
+            raise
+        return None
 
 
 # ---------------------------------------------------------------------------- locks
