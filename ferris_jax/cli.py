@@ -234,6 +234,12 @@ def _document_options() -> argparse.ArgumentParser:
         help="save the index after about every N chunks, so an interrupted run continues "
         "from there when run again (default: 8192)",
     )
+    parent.add_argument(
+        "--prune",
+        action="store_true",
+        help="also remove the documents read earlier from these SOURCES that are gone now "
+        "(deleted files, or records no longer in a .jsonl file)",
+    )
     parent.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     return parent
 
@@ -667,36 +673,6 @@ def _index_chunking(index: Any, args: argparse.Namespace) -> dict[str, Any]:
         ) from None
 
 
-def _document_items(documents: Any, index: Any, args: argparse.Namespace) -> Any:
-    """The items to add of each document with text: its chunks, or with --no-chunk the
-    document whole (refused if the model would truncate it)."""
-    import itertools
-
-    from ferris_jax.retrieval.chunking import chunk_documents
-    from ferris_jax.retrieval.sources import Document
-
-    chunking = _index_chunking(index, args)
-    chunks = chunk_documents(
-        documents,
-        index.encoder,
-        max_tokens=chunking["max_tokens"],
-        overlap=chunking["overlap"],
-        prompt=index.prompts["document"],
-    )
-    index.chunking = chunking  # saved with the index: a later run continues with the same
-    for document_id, group in itertools.groupby(chunks, key=lambda c: c.document_id):
-        items = list(group)
-        if chunking["whole_documents"]:
-            if len(items) > 1:
-                raise CommandError(
-                    f"document {document_id!r} ({items[0].metadata.get('source', 'no source')}) "
-                    f"is longer than the {index.encoder.max_seq_length} tokens the model takes "
-                    "and would be truncated; drop --no-chunk to split it into chunks"
-                )
-            items = [Document(document_id, items[0].text, items[0].metadata)]
-        yield items
-
-
 def _progress(args: argparse.Namespace) -> Any:
     """A progress bar of chunks, shown on a terminal unless --no-progress."""
     from tqdm.auto import tqdm
@@ -706,56 +682,41 @@ def _progress(args: argparse.Namespace) -> Any:
 
 
 def _ingest(index: Any, folder: Path, args: argparse.Namespace) -> None:
-    """Stream SOURCES into `index` as chunks, saving it to `folder` after about every
-    --save-every chunks, and print the summary line. A document whose last item is already in
-    the index is skipped; one that an interrupted run added in part is removed and added again,
-    so running an interrupted command again finishes it."""
+    """Bring SOURCES into `index` (`retrieval.ingest`: new and changed documents embedded,
+    unchanged ones skipped, an interrupted run's documents finished), saving it to `folder`
+    after about every --save-every chunks; print the summary line."""
+    from ferris_jax.retrieval.ingest import DocumentTooLong, ingest
+
     start = time.perf_counter()
-    counts = {"read": 0, "skipped": 0, "added": 0, "chunks": 0}
-
-    def counted(documents: Any) -> Any:
-        for document in documents:
-            counts["read"] += 1
-            yield document
-
-    pending: list[Any] = []
+    chunking = _index_chunking(index, args)
+    index.chunking = chunking  # saved with the index: a later run continues with the same
     with _progress(args) as bar:
 
-        def fed(items: list[Any]) -> Any:
-            for item in items:
-                bar.update(1)
-                yield item
+        def progress(counts: Any) -> None:
+            bar.update(1)
+            bar.set_postfix_str(f"{counts.read} documents", refresh=False)
 
-        def save() -> None:
-            index.add(
-                fed(pending),
+        try:
+            counts = ingest(
+                index,
+                _documents(args),
+                chunking=chunking,
+                folder=folder,
+                save_every=args.save_every,
                 batch_size=args.batch_size,
-                # Windows of several batches (the bar runs at most one window ahead of the vectors).
-                chunk_size=max(8 * args.batch_size, 1024),
-                show_progress_bar=False,
+                prune_sources=args.sources if args.prune else None,
+                on_chunk=progress,
             )
-            index.save(folder)
-            counts["chunks"] += len(pending)
-            pending.clear()
-
-        for items in _document_items(counted(_documents(args)), index, args):
-            if items[-1].id in index:
-                counts["skipped"] += 1
-                continue
-            index.remove([item.id for item in items])  # left in part by an interrupted run
-            pending += items
-            counts["added"] += 1
-            bar.set_postfix_str(f"{counts['added']} documents", refresh=False)
-            if len(pending) >= args.save_every:
-                save()
-        if pending or index.path is None:
-            save()
+        except DocumentTooLong as e:
+            raise CommandError(str(e)) from None
     seconds = time.perf_counter() - start
-    skipped = counts["skipped"]
+    changed = f", {counts.updated} changed" if counts.updated else ""
+    resumed = f", {counts.resumed} finished from an interrupted run" if counts.resumed else ""
+    pruned = f", {counts.removed} removed (source gone)" if args.prune else ""
     print(
-        f"{PROG}: {counts['read']} documents read, {counts['added']} added "
-        f"({skipped} already in the index, skipped), {counts['chunks']} chunks "
-        f"in {seconds:.2f} s ({counts['chunks'] / max(seconds, 1e-9):.1f} chunks/s) -> {folder}",
+        f"{PROG}: {counts.read} documents read, {counts.added} added{changed}{resumed} "
+        f"({counts.skipped} already in the index, skipped){pruned}, {counts.chunks} chunks "
+        f"in {seconds:.2f} s ({counts.chunks / max(seconds, 1e-9):.1f} chunks/s) -> {folder}",
         file=sys.stderr,
     )
 
@@ -819,14 +780,31 @@ def _index_add(args: argparse.Namespace) -> int:
 
 def _index_remove(args: argparse.Namespace) -> int:
     index = _open_index_for_writing(args.index, args)
-    removed = index.remove(args.ids, by_document=args.document)
+    if args.document:  # a document id, or the file the documents were read from
+        found = {name: index.find_documents(name) for name in args.ids}
+    else:
+        hits = index.get(args.ids)
+        found = {name: [hit.id] if hit else [] for name, hit in zip(args.ids, hits, strict=True)}
+    unmatched = [name for name, ids in found.items() if not ids]
+    what = "document id or source file" if args.document else "chunk id"
+    if len(unmatched) == len(args.ids):
+        hint = "" if args.document else "; to remove whole documents, pass --document"
+        raise CommandError(
+            f"no {what} of the index matches {', '.join(map(repr, unmatched))}{hint} "
+            f"('{PROG} search {args.index} QUERY --json' shows ids and sources); "
+            "the index is unchanged"
+        )
+    if unmatched:
+        print(f"{PROG}: not in the index: {', '.join(map(repr, unmatched))}", file=sys.stderr)
+    matched = [i for ids in found.values() for i in ids]
+    removed = index.remove(matched, by_document=args.document)
     if args.compact:
         index.compact()
     index.save()
-    what = "documents" if args.document else "ids"
+    documents = f" ({len(matched)} documents)" if args.document else ""
     print(
-        f"{PROG}: removed {removed} item{'' if removed == 1 else 's'} of {len(args.ids)} {what}"
-        f" given; {len(index)} left{' (compacted)' if args.compact else ''}",
+        f"{PROG}: removed {removed} item{'' if removed == 1 else 's'}{documents}; "
+        f"{len(index)} left{' (compacted)' if args.compact else ''}",
         file=sys.stderr,
     )
     return 0

@@ -327,3 +327,114 @@ def test_bad_input_is_named(model_dir, corpus, tmp_path, capsys):
         ]
     )
     assert code == 1 and "--precision int8" in _error(capsys)
+
+
+def _run(capsys, *argv) -> str:
+    code = main(list(map(str, argv)))
+    err = capsys.readouterr().err
+    assert code == 0, err
+    return err
+
+
+def _chunk_ids(source: Path, encoder) -> list[str]:
+    chunks = chunk_documents(read_documents(source), encoder, max_tokens=MAX_TOKENS,
+                             overlap=OVERLAP, prompt=encoder.prompt_for("document"))  # fmt: skip
+    return [c.id for c in chunks]
+
+
+def _texts_of(index: Index, document_id: str) -> list[str]:
+    ids = sorted(index.ids_of_documents([document_id]), key=lambda i: int(i.rsplit("#", 1)[1]))
+    return [hit.text for hit in index.get(ids)]
+
+
+def test_changed_documents_are_embedded_again_and_gone_ones_pruned(
+    model_dir, encoder, tmp_path, capsys
+):
+    """Edited files replace their chunks (a shortened one keeps none past its new end),
+    unchanged ones are skipped, and --prune drops documents whose files are gone."""
+    articles = lee_corpus()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(4):
+        (docs / f"a{i}.txt").write_text(articles[i] + "\n" + articles[i + 10] + "\n")
+    out = tmp_path / "idx"
+    options = ["--max-tokens", MAX_TOKENS, "--overlap", OVERLAP]
+    _run(capsys, "index", "build", docs, "-m", model_dir, "-o", out, *options)
+    before = Index.load(out)
+    long_chunks = len(before.ids_of_documents(["a1.txt"]))
+    assert long_chunks > 3
+
+    (docs / "a0.txt").write_text(articles[20] + "\n")  # edited
+    (docs / "a1.txt").write_text(articles[1][:200] + "\n")  # shortened
+    (docs / "a3.txt").unlink()  # gone
+    err = _run(capsys, "index", "add", out, docs)
+    assert "3 documents read, 0 added, 2 changed (1 already in the index, skipped)" in err
+    index = Index.load(out)
+    assert "".join(_texts_of(index, "a0.txt")).startswith(articles[20][:50])
+    shortened = [i for i in _chunk_ids(docs, encoder) if i.startswith("a1.txt#")]
+    assert sorted(index.ids_of_documents(["a1.txt"])) == sorted(shortened)  # none past the end
+    assert len(shortened) < long_chunks
+    assert index.ids_of_documents(["a3.txt"])  # kept without --prune
+    expected = _chunk_ids(docs, encoder)
+    err = _run(capsys, "index", "add", out, docs, "--prune")
+    assert "0 added (3 already in the index, skipped), 1 removed (source gone)" in err
+    _holds_exactly(Index.load(out), expected)
+
+
+def test_remove_document_takes_the_path_as_given_and_says_when_nothing_matches(
+    model_dir, tmp_path, capsys, monkeypatch
+):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(3):
+        (docs / f"d{i}.md").write_text(lee_corpus()[i])
+    monkeypatch.chdir(tmp_path)
+    _run(capsys, "index", "build", "docs", "-m", model_dir, "-o", "my-index")
+    before = len(Index.load("my-index"))
+    # As in the README: the path the documents were read from, relative or absolute.
+    err = _run(capsys, "index", "remove", "my-index", "docs/d0.md", "--document")
+    assert "(1 documents)" in err
+    _run(capsys, "index", "remove", "my-index", str(docs / "d1.md"), "--document")
+    index = Index.load("my-index")
+    assert not index.ids_of_documents(["d0.md", "d1.md"]) and index.ids_of_documents(["d2.md"])
+    assert len(index) < before
+    saved = (tmp_path / "my-index" / "manifest.json").read_bytes()
+    assert main(["index", "remove", "my-index", "docs/nothing.md", "--document"]) == 1
+    err = _error(capsys)
+    assert "'docs/nothing.md'" in err and "the index is unchanged" in err
+    assert main(["index", "remove", "my-index", "d2.md"]) == 1  # a document id, not a chunk id
+    assert "pass --document" in _error(capsys)
+    assert (tmp_path / "my-index" / "manifest.json").read_bytes() == saved
+    err = _run(capsys, "index", "remove", "my-index", "d2.md", "docs/gone.md", "--document")
+    assert "not in the index: 'docs/gone.md'" in err and "0 left" in err
+
+
+def test_an_interrupted_long_document_resumes_after_its_last_saved_chunk(
+    model_dir, encoder, tmp_path, capsys, monkeypatch
+):
+    long_text = "\n\n".join(lee_corpus()[:12])
+    (tmp_path / "book.txt").write_text(long_text)
+    source = tmp_path / "book.txt"
+    expected = _chunk_ids(source, encoder)
+    assert len(expected) > 40
+    real_save, saves = Index.save, []
+
+    def killed_after_two_saves(self, *args, **kwargs):
+        folder = real_save(self, *args, **kwargs)
+        saves.append(folder)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+        return folder
+
+    out = tmp_path / "idx"
+    options = ["--max-tokens", MAX_TOKENS, "--overlap", OVERLAP, "--save-every", 16]
+    monkeypatch.setattr(Index, "save", killed_after_two_saves)
+    argv = ["index", "build", source, "-m", model_dir, "-o", out, *options]
+    assert main(list(map(str, argv))) == 130
+    capsys.readouterr()
+    monkeypatch.undo()
+    assert len(Index.load(out)) == 32  # two saves inside the one document
+    err = _run(capsys, *argv)
+    assert "1 documents read, 0 added, 1 finished from an interrupted run" in err
+    assert f"{len(expected) - 32} chunks" in err
+    _holds_exactly(Index.load(out), expected)

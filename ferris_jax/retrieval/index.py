@@ -197,6 +197,36 @@ class Index:
                 self._db.execute("SELECT 1 FROM items WHERE id = ?", (id,)).fetchone() is not None
             )
 
+    @property
+    def documents(self) -> store.DocumentRecords:
+        """The content hash, chunk count and source of each document ingested with
+        `retrieval.ingest` (saved with the index)."""
+        return store.DocumentRecords(self._db)
+
+    def find_documents(self, name: str) -> list[str]:
+        """The documents `name` names: the document with that id, else those read from the
+        file `name` (a path as given when they were added, relative to the working directory,
+        or absolute; a .jsonl file names each of its records)."""
+        with self._lock:
+            query = "SELECT 1 FROM items WHERE document_id = ? LIMIT 1"
+            if self._db.execute(query, (name,)).fetchone():
+                return [name]
+            path = os.path.abspath(name)
+            query = "SELECT document_id FROM documents WHERE source = ?"
+            found = [r[0] for r in self._db.execute(query, (path,))]
+            if not found:  # documents added without a record: their "source" metadata
+                paths = sorted({name, os.path.normpath(name), os.path.relpath(path), path})
+                marks = ",".join("?" * len(paths))
+                query = "SELECT DISTINCT document_id FROM items WHERE "
+                query += f"json_extract(metadata, '$.source') IN ({marks})"
+                found = [r[0] for r in self._db.execute(query, paths)]
+            return found
+
+    def ids_of_documents(self, document_ids: Sequence[str]) -> list[str]:
+        """The ids of the items (chunks) of these documents."""
+        with self._lock:
+            return [r[0] for r in self._select("document_id", document_ids, columns="id")]
+
     def get(self, ids: str | Sequence[str]) -> list[Hit | None]:
         """The stored items with these ids (None for ids not in the index); score 0."""
         ids = [ids] if isinstance(ids, str) else list(ids)
@@ -460,6 +490,8 @@ class Index:
             for part in _parts(rows.tolist()):
                 marks = ",".join("?" * len(part))
                 self._db.execute(f"DELETE FROM items WHERE row IN ({marks})", part)
+            if by_document:
+                self.documents.drop(ids)
             self._alive[rows] = False
             self._touch(rows, data=False)
             return len(rows)

@@ -3,7 +3,8 @@
     INDEX/
       manifest.json               format version, model, dimension, precision, files + sha256
       vectors-<generation>-<n>.safetensors   float32 [rows, D]: rows start..start+rows-1
-      items-<generation>.sqlite   row -> id, document id, text, metadata (JSON); deleted rows absent
+      items-<generation>.sqlite   row -> id, document id, text, metadata (JSON), deleted rows
+                                  absent; per document ingested: content hash, chunks, source
       ann-<generation>.faiss      the HNSW graph of an approximate index
       write.lock, read.lock       OS locks: one writer at a time; readers opening a generation
 
@@ -69,6 +70,12 @@ CREATE TABLE IF NOT EXISTS items (
     metadata TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS items_document ON items(document_id);
+CREATE TABLE IF NOT EXISTS documents (
+    document_id TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    chunks INTEGER,
+    source TEXT
+);
 """
 
 
@@ -156,6 +163,7 @@ def restore(path: Path, into: sqlite3.Connection) -> None:
     try:
         source.backup(into)
         into.execute("SELECT row, id, document_id, text, metadata FROM items LIMIT 0")
+        into.executescript(_SCHEMA)  # tables added since the file was written
     except sqlite3.Error as e:
         raise IndexFormatError(
             f"{path}: not an index's item database (SQLite, table 'items'): {e}"
@@ -400,3 +408,47 @@ def _holder(path: Path) -> str:
         return f"{where} ({record.get('command') or 'python'}, since {record.get('since')})"
     except (OSError, ValueError, KeyError, TypeError):
         return "another process"
+
+
+# ---------------------------------------------------------------------------- documents
+@dataclasses.dataclass(frozen=True)
+class DocumentRecord:
+    """What an index knows of a document it ingested (`retrieval.ingest`): the hash of its text
+    and metadata, its chunk count (None while only some of its chunks are in the index) and the
+    absolute path of the file it was read from (None if not from a file)."""
+
+    document_id: str
+    sha256: str
+    chunks: int | None
+    source: str | None
+
+
+class DocumentRecords:
+    """The documents table of an index's item database (callers hold the index's lock)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def get(self, document_id: str) -> DocumentRecord | None:
+        row = self._db.execute(
+            "SELECT document_id, sha256, chunks, source FROM documents WHERE document_id = ?",
+            (document_id,),
+        ).fetchone()
+        return DocumentRecord(*row) if row else None
+
+    def put(self, record: DocumentRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?)",
+            dataclasses.astuple(record),
+        )
+
+    def drop(self, document_ids: list[str]) -> None:
+        for i in range(0, len(document_ids), 500):
+            part = document_ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            self._db.execute(f"DELETE FROM documents WHERE document_id IN ({marks})", part)
+
+    def sources(self) -> list[tuple[str, str]]:
+        """(document id, source) of every document read from a file."""
+        query = "SELECT document_id, source FROM documents WHERE source IS NOT NULL"
+        return self._db.execute(query).fetchall()

@@ -1,0 +1,185 @@
+"""Documents kept fresh in an index: `ingest` adds what is new, replaces what changed and skips
+the rest, as LangChain's indexing API does with its record manager.
+
+Each document's text and metadata are hashed and the hash is recorded in the index with its
+chunk count and source file (`Index.documents`). A run skips a document whose hash is recorded
+complete; a changed one loses its old chunks (also those past its new end) before its new ones
+are added; a document an interrupted run saved in part (same hash, no chunk count yet) resumes
+after its last saved chunk, so saves may fall inside a long document. With `prune_sources`,
+documents read earlier from those files or folders and not seen in this run are removed: their
+files were deleted, or their JSON Lines records.
+
+Chunks stream through: a document's chunks are never all held at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ferris_jax.retrieval.chunking import Chunk, chunk_documents
+from ferris_jax.retrieval.index import Index
+from ferris_jax.retrieval.sources import Document
+from ferris_jax.retrieval.store import DocumentRecord
+
+
+class DocumentTooLong(ValueError):
+    """A document asked to be embedded whole does not fit the model (`whole_documents`)."""
+
+
+@dataclasses.dataclass
+class IngestCounts:
+    """What a run did, in documents (and chunks embedded)."""
+
+    read: int = 0
+    added: int = 0  # new documents
+    updated: int = 0  # changed documents, re-embedded
+    resumed: int = 0  # documents a previous run saved in part, finished
+    skipped: int = 0  # unchanged documents
+    removed: int = 0  # documents pruned (their source is gone)
+    chunks: int = 0
+
+
+def content_hash(document: Document) -> str:
+    """The sha256 of a document's text and metadata (what its chunks are made of)."""
+    digest = hashlib.sha256(document.text.encode("utf-8", "surrogatepass"))
+    digest.update(b"\0" + json.dumps(document.metadata, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def ingest(
+    index: Index,
+    documents: Iterable[Document],
+    *,
+    chunking: dict[str, Any],
+    folder: str | os.PathLike | None = None,
+    save_every: int = 8192,
+    batch_size: int = 64,
+    prune_sources: Sequence[str | os.PathLike] | None = None,
+    on_chunk: Callable[[IngestCounts], None] | None = None,
+) -> IngestCounts:
+    """Bring `documents` into `index`, chunked with `chunking` (`Index.chunking_for`), saving it
+    to `folder` (default: its own) after about every `save_every` chunks and at the end.
+
+    Args:
+        prune_sources: the files and folders `documents` were read from: documents recorded
+            from them that this run did not see are removed.
+        on_chunk: called with the running counts after each chunk is queued (progress).
+
+    Raises:
+        DocumentTooLong: with `chunking["whole_documents"]`, a document the model would
+            truncate (what was saved before it stays saved).
+    """
+    folder = Path(folder).resolve() if folder is not None else index.path
+    counts = IngestCounts()
+    queued: collections.deque[tuple[Document, str, str | None]] = collections.deque()
+    seen: set[str] = set()
+    pending: list[Chunk | Document] = []
+
+    def fed() -> Iterator[Chunk | Document]:
+        for item in pending:
+            yield item
+            counts.chunks += 1
+            if on_chunk is not None:
+                on_chunk(counts)
+
+    def save() -> None:
+        index.add(fed(), batch_size=batch_size, chunk_size=max(8 * batch_size, 1024),
+                  show_progress_bar=False)  # fmt: skip
+        index.save(folder)
+        pending.clear()
+
+    def changed(stream: Iterable[Document]) -> Iterator[Document]:
+        """The documents to chunk (unchanged ones are counted and dropped here, unchunked)."""
+        for document in stream:
+            counts.read += 1
+            seen.add(document.id)
+            digest = content_hash(document)
+            record = index.documents.get(document.id)
+            if record is not None and record.sha256 == digest and record.chunks is not None:
+                counts.skipped += 1
+                continue
+            source = document.metadata.get("source")
+            path = os.path.abspath(source) if isinstance(source, str) else None
+            queued.append((document, digest, path))
+            yield document
+
+    def start(document: Document, digest: str, source: str | None) -> set[str]:
+        """Make room for a document's chunks; the ids of those already in (a resumed one)."""
+        record = index.documents.get(document.id)
+        old = index.ids_of_documents([document.id])
+        if record is not None and record.sha256 == digest and record.chunks is None:
+            counts.resumed += 1
+            kept = set(old)
+        else:
+            index.remove(old)  # the old version's chunks, also those past the new end
+            kept = set()
+            if record is None and not old:
+                counts.added += 1
+            else:
+                counts.updated += 1
+        index.documents.put(DocumentRecord(document.id, digest, None, source))
+        return kept
+
+    def finish(document: Document, digest: str, source: str | None, chunks: int) -> None:
+        index.documents.put(DocumentRecord(document.id, digest, chunks, source))
+
+    chunks = chunk_documents(
+        changed(documents),
+        index.encoder,
+        max_tokens=chunking["max_tokens"],
+        overlap=chunking["overlap"],
+        prompt=index.prompts["document"],
+    )
+    whole = bool(chunking.get("whole_documents"))
+    for document_id, group in itertools.groupby(chunks, key=lambda c: c.document_id):
+        while queued[0][0].id != document_id:  # documents with no chunk (no text)
+            start(*queued[0])
+            finish(*queued.popleft(), 0)
+        document, digest, source = queued.popleft()
+        kept = start(document, digest, source)
+        n = 0
+        items: Iterator[Chunk | Document] = iter(group)
+        if whole:
+            first = next(items)
+            if next(items, None) is not None:
+                raise DocumentTooLong(
+                    f"document {document.id!r} ({document.metadata.get('source', 'no source')})"
+                    f" is longer than the {index.encoder.max_seq_length} tokens the model takes"
+                    " and would be truncated; drop --no-chunk to split it into chunks"
+                )
+            items = iter([Document(document.id, first.text, first.metadata)])
+        for item in items:
+            n += 1
+            if item.id not in kept:
+                pending.append(item)
+            if len(pending) >= save_every:
+                save()
+        finish(document, digest, source, n)
+    while queued:
+        start(*queued[0])
+        finish(*queued.popleft(), 0)
+    if prune_sources:
+        counts.removed = _prune(index, prune_sources, seen)
+    if counts.read != counts.skipped or counts.removed or index.path != folder:
+        save()
+    return counts
+
+
+def _prune(index: Index, sources: Sequence[str | os.PathLike], seen: set[str]) -> int:
+    """Remove the documents recorded from these files or folders that were not seen."""
+    roots = [os.path.abspath(s) for s in sources]
+
+    def under(path: str) -> bool:
+        return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+    gone = [d for d, source in index.documents.sources() if d not in seen and under(source)]
+    index.remove(gone, by_document=True)
+    return len(gone)
