@@ -32,6 +32,7 @@ import numpy as np
 
 from ferris_jax import _version
 from ferris_jax.encoder import STREAM_CHUNK_TEXTS, Encoder
+from ferris_jax.errors import require_int
 from ferris_jax.quantization import quantization_ranges, quantize_embeddings
 from ferris_jax.retrieval import filters, store
 from ferris_jax.retrieval.chunking import Chunk, chunk_documents, chunk_sizes
@@ -549,9 +550,7 @@ class Index:
         Returns:
             A list of `Hit`s for a single query (a string or `[D]`), else one list per query.
         """
-        top_k = int(top_k)
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        top_k = require_int("top_k", top_k)
         single = isinstance(queries, str) or (
             not isinstance(queries, str) and hasattr(queries, "ndim") and queries.ndim == 1
         )
@@ -587,6 +586,9 @@ class Index:
             raise ValueError(
                 f"query vectors must be [Q, {self.dimension}], got {list(np.shape(queries))}"
             )
+        finite = np.isfinite(vectors).all(axis=1)
+        if not finite.all():
+            raise ValueError(f"query vector {int(np.argmin(finite))} is not finite (NaN or inf)")
         if self.similarity == "cosine":
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
@@ -1053,14 +1055,33 @@ def _items(
     *,
     allow_none: bool = False,
 ) -> Iterator[_Item]:
-    """The items of an `add`: (id, document id, text, metadata) per input, checked lazily."""
-    if isinstance(texts, (str, Document, Chunk)):
+    """The items of an `add`: (id, document id, text, metadata) per input, checked lazily;
+    ids and metadata must have one entry per text, no fewer and no more."""
+    single = isinstance(texts, (str, Document, Chunk))
+    if single:
         texts = [texts]
+    if isinstance(ids, str):
+        if not single:
+            raise TypeError(f"ids must be a list of strings, one per text, got the str {ids!r}")
+        ids = [ids]
+    if isinstance(metadata, Mapping):
+        if not single:
+            raise TypeError("metadata must be a list of dicts, one per text, got one dict")
+        metadata = [metadata]
     ids_it = iter(ids) if ids is not None else None
     prefix = secrets.token_hex(6)  # new ids: random per call, numbered within it
     meta_it = iter(metadata) if metadata is not None else None
+    end = object()
+    i = -1
     for i, value in enumerate(texts):
-        meta = dict(next(meta_it, None) or {}) if meta_it is not None else {}
+        meta = {}
+        if meta_it is not None:
+            meta = next(meta_it, end)
+            if meta is end:
+                raise ValueError(f"metadata has fewer entries than texts (none for text {i})")
+            if meta is not None and not isinstance(meta, Mapping):
+                raise TypeError(f"metadata[{i}] must be a dict or None, got {type(meta).__name__}")
+            meta = dict(meta or {})
         given = next(ids_it, None) if ids_it is not None else None
         if ids_it is not None and given is None:
             raise ValueError(f"ids has fewer entries than texts (none for text {i})")
@@ -1085,6 +1106,9 @@ def _items(
         if document_id is None:
             document_id = item_id
         yield _Item(item_id, document_id, text, meta)
+    for name, rest in (("ids", ids_it), ("metadata", meta_it)):
+        if rest is not None and next(rest, end) is not end:
+            raise ValueError(f"{name} has more entries than the {i + 1} texts")
 
 
 def _hit(row: tuple, score: float) -> Hit:
