@@ -727,6 +727,7 @@ def _index_build(args: argparse.Namespace) -> int:
 
     _check_document_options(args)
     folder = Path(args.output)
+    created = not folder.exists()
     exists = (folder / MANIFEST).is_file()
     if folder.exists() and not folder.is_dir():
         raise CommandError(f"--output {args.output} exists and is not a folder")
@@ -765,7 +766,13 @@ def _index_build(args: argparse.Namespace) -> int:
                 f"the index at --output {args.output} searches in {index.precision}, not "
                 f"--precision {args.precision}; drop --precision to continue it"
             )
-    _ingest(index, folder, args)
+    try:
+        _ingest(index, folder, args)
+    except BaseException:
+        if created and index.path is None:  # nothing saved: leave no folder behind
+            index.close()
+            store.remove_unused_folder(folder)
+        raise
     return 0
 
 

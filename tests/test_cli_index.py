@@ -438,3 +438,11 @@ def test_an_interrupted_long_document_resumes_after_its_last_saved_chunk(
     assert "1 documents read, 0 added, 1 finished from an interrupted run" in err
     assert f"{len(expected) - 32} chunks" in err
     _holds_exactly(Index.load(out), expected)
+
+
+def test_a_build_that_saves_nothing_leaves_no_folder(model_dir, corpus, tmp_path, capsys):
+    out = tmp_path / "new-index"
+    argv = ["index", "build", corpus["jsonl"], "-m", model_dir, "-o", out, "--no-chunk"]
+    assert main(list(map(str, argv))) == 1
+    assert "truncated" in _error(capsys)
+    assert not out.exists()

@@ -305,6 +305,17 @@ def generation_of(folder: Path, *, strict: bool = True) -> int | None:
         return None
 
 
+def remove_unused_folder(folder: Path) -> None:
+    """Remove a folder that holds nothing but an index's lock files (a build that never saved);
+    any other folder is left as it is."""
+    with contextlib.suppress(OSError):
+        names = {p.name for p in folder.iterdir()}
+        if names <= {WRITE_LOCK, READ_LOCK}:
+            for name in names:
+                (folder / name).unlink()
+            folder.rmdir()
+
+
 # ---------------------------------------------------------------------------- locks
 @contextlib.contextmanager
 def _lock_file(path: Path, *, shared: bool, wait: bool) -> Iterator[bool]:
