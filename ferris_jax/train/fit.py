@@ -3,12 +3,15 @@
 It orders the data (seeded, the same order on every run), steps, shows a bar, evaluates,
 writes checkpoints (parameters and optimizer state as safetensors, the loop's position as
 JSON, in one folder that appears whole) and resumes from the latest one exactly: a run
-interrupted and resumed ends with the parameters an uninterrupted run ends with.
+interrupted and resumed ends with the parameters an uninterrupted run ends with. Of the
+checkpoint folder's entries it reads, replaces and removes only its own: `checkpoint-<step>`
+folders that hold its trainer_state.json; a user's `checkpoint-best/` is never touched.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -127,7 +130,8 @@ def fit(
         evaluator: `evaluator(encoder) -> {metric: value}`, run every `evaluation_steps`
             optimizer steps (0: only at the end) with `encoder.params` set to the current ones.
         evaluation_steps: optimizer steps between evaluations.
-        checkpoint_dir: where `checkpoint-<step>` folders go (the latest one is kept).
+        checkpoint_dir: where `checkpoint-<step>` folders go (the latest one is kept; other
+            entries, e.g. a `checkpoint-best/` of the user's, are left alone).
         checkpoint_steps: optimizer steps between checkpoints (one is also written at the end).
         resume: continue from the latest checkpoint in `checkpoint_dir`, if there is one.
         callback: `callback(step, metrics)` after every batch: loss, learning_rate,
@@ -186,6 +190,8 @@ def fit(
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if folder is not None and resume and (latest := latest_checkpoint(folder)) is not None:
         state, position, history = load_checkpoint(latest, state, run)
+    if folder is not None:
+        _check_checkpoint_dir(folder, position.step, total, checkpoint_steps)
 
     show = show_progress_bar if show_progress_bar is not None else _is_terminal(sys.stderr)
     pending: list[tuple[dict[str, jax.Array], float, int]] = []  # metrics not yet on the host
@@ -354,15 +360,50 @@ def _is_terminal(stream: Any) -> bool:
 
 # ---------------------------------------------------------------- checkpoints
 def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
-    """The `checkpoint-<step>` folder of `folder` with the highest step, or None."""
-    folder = Path(folder)
-    found = []
-    if folder.is_dir():
-        for sub in folder.iterdir():
-            number = sub.name.removeprefix(CHECKPOINT_PREFIX)
-            if sub.name.startswith(CHECKPOINT_PREFIX) and number.isdigit():
-                found.append((int(number), sub))
+    """The checkpoint `fit` wrote in `folder` with the highest step (`checkpoint-<step>`),
+    or None."""
+    found = [(step, sub) for step, sub in _checkpoints(Path(folder)) if is_checkpoint(sub)]
     return max(found)[1] if found else None
+
+
+def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, entry) of each entry of `folder` named `checkpoint-<step>`."""
+    if not folder.is_dir():
+        return []
+    named = [(sub.name.removeprefix(CHECKPOINT_PREFIX), sub) for sub in folder.iterdir()]
+    return [
+        (int(number), sub)
+        for number, sub in named
+        if sub.name.startswith(CHECKPOINT_PREFIX) and number.isascii() and number.isdigit()
+    ]
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a checkpoint `save_checkpoint` wrote: a folder whose trainer_state.json
+    holds the keys ours writes (the Hugging Face trainer's file of that name holds others)."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"format", "position", "tensors"} <= manifest.keys()
+
+
+def _check_checkpoint_dir(folder: Path, step: int, total: int, every: int) -> None:
+    """Refuse, before training, a `checkpoint_dir` that is a file or that holds a
+    `checkpoint-<step>` entry of someone else's where this run would write one."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(
+            f"checkpoint_dir {folder} is a file, not a folder: pass a folder (it is created "
+            "if missing)"
+        )
+    saved = {s for s in range(step + 1, total + 1) if s % every == 0 or s == total}
+    clash = [sub for number, sub in _checkpoints(folder) if number in saved]
+    clash = [sub for sub in clash if not is_checkpoint(sub)]
+    if clash:
+        raise ValueError(
+            f"checkpoint_dir {folder} holds {clash[0].name}, which fit did not write, where this "
+            "run would save a checkpoint; move it away or pass another checkpoint_dir"
+        )
 
 
 def _named_leaves(state: TrainState) -> tuple[list[str], list[Any], Any]:
@@ -379,11 +420,16 @@ def save_checkpoint(
     run: dict[str, Any],
 ) -> Path:
     """Write `folder/checkpoint-<step>` (parameters and optimizer state as safetensors, the
-    position, history and run settings as JSON) atomically, then remove older checkpoints."""
+    position, history and run settings as JSON) atomically, then remove the older checkpoints
+    `save_checkpoint` wrote (`is_checkpoint`), and nothing else."""
     from safetensors.numpy import save_file
 
     names, leaves, _ = _named_leaves(state)
     target = Path(folder) / f"{CHECKPOINT_PREFIX}{position.step}"
+    if os.path.lexists(target) and not is_checkpoint(target):
+        raise FileExistsError(
+            f"{target} exists and fit did not write it; move it away or use another folder"
+        )
     with atomic_directory(target) as staging:
         save_file(
             {
@@ -402,8 +448,8 @@ def save_checkpoint(
                 "history": dataclasses.asdict(history),
             },
         )
-    for sub in Path(folder).iterdir():
-        if sub != target and sub.name.startswith(CHECKPOINT_PREFIX):
+    for _, sub in _checkpoints(Path(folder)):
+        if sub != target and is_checkpoint(sub):
             shutil.rmtree(sub, ignore_errors=True)
     return target
 
