@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ferris_jax.encoder import Encoder
-from ferris_jax.errors import CheckpointError, require_int
+from ferris_jax.errors import CheckpointError, require_int, require_number
 from ferris_jax.files import atomic_directory, read_json_object, write_json
 from ferris_jax.train.data import (
     BatchSampler,
@@ -42,6 +42,8 @@ from ferris_jax.train.step import (
     TrainBatch,
     TrainState,
     adamw,
+    check_learning_rate,
+    check_loss_columns,
     init_state,
     linear_schedule_with_warmup,
     train_step,
@@ -146,6 +148,18 @@ def fit(
     accumulation_steps = require_int("accumulation_steps", accumulation_steps)
     checkpoint_steps = require_int("checkpoint_steps", checkpoint_steps)
     evaluation_steps = require_int("evaluation_steps", evaluation_steps, minimum=0)
+    learning_rate = check_learning_rate(learning_rate)
+    weight_decay = require_number("weight_decay", weight_decay)
+    # Before any data is read or step taken:
+    if (
+        checkpoint_dir is not None
+        and os.path.lexists(checkpoint_dir)
+        and not os.path.isdir(checkpoint_dir)
+    ):
+        raise ValueError(
+            f"checkpoint_dir {checkpoint_dir} is a file, not a folder: pass a folder (it "
+            "is created if missing)"
+        )
     if batch_sampler is None:
         batch_sampler = "no_duplicates" if uses_in_batch_negatives(loss) else "batch_sampler"
     if batch_sampler not in BATCH_SAMPLERS:
@@ -153,6 +167,9 @@ def fit(
             f"batch_sampler must be one of {sorted(BATCH_SAMPLERS)}, got {batch_sampler!r}"
         )
     data = _Data(encoder, train_data, batch_size, seed, batch_sampler, prompts, mini_batch_size)
+    if data.dataset is not None:
+        has_labels = data.dataset.labels is not None
+        check_loss_columns(loss, data.dataset.column_names, has_labels, what="train_data")
     if steps is not None:
         total = require_int("steps", steps)
     elif data.batches_per_epoch is None:
@@ -196,10 +213,25 @@ def fit(
     show = show_progress_bar if show_progress_bar is not None else _is_terminal(sys.stderr)
     pending: list[tuple[dict[str, jax.Array], float, int]] = []  # metrics not yet on the host
 
+    def check_losses(count: int | None = None) -> None:
+        """Stop on a non-finite loss among the first `count` pending steps' (all by default;
+        read on the host), before anything of a diverged state is evaluated, saved or kept."""
+        for i, (metrics, lr, epoch) in enumerate(pending[:count]):
+            value = float(metrics["loss"])
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"the loss is {value} at step {len(history.loss) + i + 1} (epoch {epoch}, "
+                    f"learning rate {lr:.3g}): training diverged, so fit stops without saving "
+                    "or keeping this state (encoder.params are the last evaluated or the "
+                    "initial ones). Lower learning_rate, check the labels and the loss, or "
+                    "train with compute_dtype='float32'"
+                )
+
     def flush(evaluation: dict[str, float] | None = None, keep: int = 0) -> None:
         """Move the pending metrics but the last `keep` to the history (waiting for their
         steps: keeping the newest lets the device run it while the host reads the others)."""
         done = pending[: len(pending) - keep]
+        check_losses(len(done))  # the values read here anyway
         for i, (metrics, lr, epoch) in enumerate(done):
             values = {k: float(v) for k, v in metrics.items()}
             history.loss.append(values["loss"])
@@ -229,14 +261,17 @@ def fit(
                     continue
                 position.step += 1
                 last = position.step == total
+                saving = folder is not None and (last or position.step % checkpoint_steps == 0)
+                evaluating = evaluator is not None and (
+                    last or bool(evaluation_steps and position.step % evaluation_steps == 0)
+                )
+                if evaluating or saving:
+                    check_losses()  # the step's loss, read before its state is used
                 evaluation = None
-                if evaluator is not None and (
-                    last or (evaluation_steps and position.step % evaluation_steps == 0)
-                ):
+                if evaluating:
                     encoder.params = _params_for(encoder, state)
                     evaluation = {k: float(v) for k, v in evaluator(encoder).items()}
                     history.evaluations.append({"step": position.step, **evaluation})
-                saving = folder is not None and (last or position.step % checkpoint_steps == 0)
                 flush(evaluation, keep=0 if evaluation or saving or last else 1)
                 if saving:
                     save_checkpoint(folder, state, position, history, run)
@@ -389,13 +424,8 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
 
 
 def _check_checkpoint_dir(folder: Path, step: int, total: int, every: int) -> None:
-    """Refuse, before training, a `checkpoint_dir` that is a file or that holds a
-    `checkpoint-<step>` entry of someone else's where this run would write one."""
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(
-            f"checkpoint_dir {folder} is a file, not a folder: pass a folder (it is created "
-            "if missing)"
-        )
+    """Refuse, before training, a `checkpoint_dir` that holds a `checkpoint-<step>` entry of
+    someone else's where this run would write one."""
     saved = {s for s in range(step + 1, total + 1) if s % every == 0 or s == total}
     clash = [sub for number, sub in _checkpoints(folder) if number in saved]
     clash = [sub for sub in clash if not is_checkpoint(sub)]
