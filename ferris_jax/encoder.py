@@ -560,7 +560,8 @@ class Encoder:
     def save(self, path: str | os.PathLike) -> Path:
         """Write this model with its current `params` and settings (`max_seq_length`, prompts,
         similarity) to the folder `path`, which sentence-transformers, transformers'
-        `AutoModel` and `ferris_jax.load` all read; an existing folder is replaced whole."""
+        `AutoModel` and `ferris_jax.load` all read. The folder may be new, empty or an earlier
+        save's; the files the save does not write are kept (see `save_pretrained`)."""
         return save_pretrained(path, self.checkpoint, self.params, self.settings)
 
     def info(self) -> dict[str, Any]:

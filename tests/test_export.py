@@ -4,6 +4,7 @@ ferris_jax.load, giving the same vectors, hidden states and parameters, for ever
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -246,3 +247,123 @@ def test_params_of_another_dtype_are_compiled_anew(tmp_path):
     after = enc.encode(SENTENCES)
     cos = (before * after).sum(1) / np.linalg.norm(before, axis=1) / np.linalg.norm(after, axis=1)
     assert cos.min() > 0.99  # the same model, in bfloat16
+
+
+# ---------------------------------------------------------------- a save keeps what is not its own
+def tree(folder) -> dict[str, bytes | None]:
+    """{relative path: bytes (None for a folder)} of everything under `folder`."""
+    return {
+        str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes()
+        for p in sorted(Path(folder).rglob("*"))
+    }
+
+
+USER_FILES = {
+    "README.md": b"# my model card\n",
+    "eval.csv": b"step,score\n1,0.5\n",
+    "data/train.jsonl": b'{"anchor": "a", "positive": "b"}\n',
+    "2_Dense/notes.txt": b"why this head\n",
+}
+
+
+def test_saving_keeps_the_files_it_did_not_write(tmp_path, bert_checkpoint):
+    """A save writes into the folder: the user's files stay (a model card, an eval CSV, data),
+    and of an earlier save's files only those the new one does not write are removed (its
+    stale Dense and Normalize folders, a tokenizer file of the other model)."""
+    headed, _ = make_sentence_transformer(tmp_path / "st", dense=(16,), normalize=True, seed=3)
+    folder = ferris_jax.load(headed).save(tmp_path / "model")
+    assert (folder / "2_Dense" / "model.safetensors").is_file()
+    assert (folder / "3_Normalize").is_dir()
+    for name, data in USER_FILES.items():
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_bytes(data)
+    (folder / "merges.txt").write_text("#version: 0.2\n")  # a tokenizer file by our name
+
+    plain = ferris_jax.load(bert_checkpoint)  # no Dense, no Normalize
+    assert plain.save(folder) == folder
+    for name, data in USER_FILES.items():
+        assert (folder / name).read_bytes() == data, name
+    assert sorted(os.listdir(folder / "2_Dense")) == ["notes.txt"]  # the Dense files went
+    assert not (folder / "3_Normalize").exists() and not (folder / "merges.txt").exists()
+    assert not [p for p in os.listdir(folder) if p.startswith(".")]  # no staging left
+    again = ferris_jax.load(folder)
+    assert again.checkpoint.head == plain.checkpoint.head
+    assert_same_params(again.params, plain.params)
+    assert_embeddings_match(again.encode(SENTENCES), sentence_transformer(folder).encode(SENTENCES))
+
+
+def test_saving_refuses_a_folder_of_files_it_did_not_write(tmp_path, bert_checkpoint):
+    """A project folder with its own config.json, or a model sentence-transformers saved: the
+    save is refused and every file stays as it was."""
+    enc = ferris_jax.load(bert_checkpoint)
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "config.json").write_text('{"learning_rate": 0.1}')
+    (project / "train.py").write_text("print('train')\n")
+    (project / "data" / "pairs.jsonl").write_text("{}\n")
+    st_folder, _ = make_sentence_transformer(tmp_path / "st", seed=4)
+    for folder in (project, st_folder):
+        before = tree(folder)
+        with pytest.raises(ValueError, match="holds a model ferris-jax did not save"):
+            enc.save(folder)
+        assert tree(folder) == before
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(FileExistsError, match="is a file"):
+        enc.save(tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_save_cut_off_anywhere_never_loads_as_a_mix(tmp_path, monkeypatch):
+    """Saving a changed model over an earlier save, interrupted at each rename in turn: an
+    exception leaves the earlier model (rolled back); a kill at that moment (the folder as it
+    was just then) leaves either model whole or a folder that does not load."""
+    path, _ = make_sentence_transformer(tmp_path / "st", dense=(16,), normalize=True, seed=6)
+    enc = ferris_jax.load(path)
+    folder = enc.save(tmp_path / "model")
+    (folder / "eval.csv").write_text("step,score\n")
+    enc.params = changed(enc.params)
+    enc.max_seq_length = 20
+    before = tree(folder)
+    replace = os.replace
+    calls, snapshots = [0], []
+
+    def fake_replace(src, dst, stop_at=None):
+        calls[0] += 1
+        if stop_at is None:  # a kill now would leave the folder as it is
+            snapshots.append(shutil.copytree(folder, tmp_path / f"kill-{len(snapshots)}"))
+        if calls[0] == stop_at:
+            raise KeyboardInterrupt
+        return replace(src, dst)
+
+    for k in range(1, 100):
+        calls[0] = 0
+        monkeypatch.setattr(os, "replace", functools.partial(fake_replace, stop_at=k))
+        try:
+            enc.save(folder)
+        except KeyboardInterrupt:
+            monkeypatch.setattr(os, "replace", replace)
+            assert tree(folder) == before  # rolled back, no staging folder left
+            continue
+        break  # k past the last rename: the save completed
+    assert k > 10  # each file's rename was cut off in turn
+    assert_same_params(ferris_jax.load(folder).params, enc.params)
+    assert (folder / "eval.csv").read_text() == "step,score\n"
+
+    enc.params = changed(enc.params)  # saved once more, its folder copied at each rename
+    monkeypatch.setattr(os, "replace", fake_replace)
+    enc.max_seq_length = 24
+    enc.save(folder)
+    monkeypatch.setattr(os, "replace", replace)
+    first = ferris_jax.load(snapshots[0]).params
+    outcomes = set()
+    for snapshot in [*snapshots, folder]:  # before each rename, and after the last
+        try:
+            loaded = ferris_jax.load(snapshot)
+        except CheckpointError as e:
+            assert "config.json" in str(e)
+            outcomes.add("does not load")
+            continue
+        new = loaded.max_seq_length == 24
+        assert_same_params(loaded.params, enc.params if new else first)
+        outcomes.add("new" if new else "earlier")
+    assert outcomes == {"earlier", "does not load", "new"}

@@ -230,3 +230,45 @@ def test_the_step_compiles_once_per_batch_shape(model_dir):
     for _ in range(3):
         state, _ = step(state, batch)
     assert step._cache_size() == 1
+
+
+def test_checkpoint_rotation_removes_only_the_checkpoints_fit_wrote(model_dir, tmp_path):
+    """A user's `checkpoint-best/` (a copy of one of ours) and the Hugging Face trainer's
+    `checkpoint-999/` in the same folder are neither resumed from nor removed."""
+    import shutil
+
+    pairs = sts_pairs(32)  # 4 batches
+    run = functools.partial(fit, checkpoint_dir=tmp_path, checkpoint_steps=1, **RUN)
+    run(ferris_jax.load(model_dir), pairs, steps=2)
+    shutil.copytree(tmp_path / "checkpoint-2", tmp_path / "checkpoint-best")
+    (tmp_path / "checkpoint-999").mkdir()
+    hf_state = {"global_step": 999, "log_history": []}
+    (tmp_path / "checkpoint-999" / MANIFEST_FILE).write_text(json.dumps(hf_state))
+    (tmp_path / "checkpoint-notes.txt").write_text("mine")
+    history = run(ferris_jax.load(model_dir), pairs, steps=4)
+    assert len(history.loss) == 4  # resumed from checkpoint-2, not from checkpoint-999
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-4",
+        "checkpoint-999",
+        "checkpoint-best",
+        "checkpoint-notes.txt",
+    ]
+    assert json.loads((tmp_path / "checkpoint-999" / MANIFEST_FILE).read_text()) == hf_state
+    assert latest_checkpoint(tmp_path).name == "checkpoint-4"
+
+
+def test_a_bad_checkpoint_dir_is_refused_before_training(model_dir, tmp_path):
+    enc = ferris_jax.load(model_dir)
+    steps = []
+    run = functools.partial(fit, enc, sts_pairs(16), callback=lambda s, m: steps.append(s), **RUN)
+    a_file = tmp_path / "runs"
+    a_file.write_text("notes")
+    with pytest.raises(ValueError, match=f"checkpoint_dir {a_file} is a file"):
+        run(checkpoint_dir=a_file)
+    theirs = tmp_path / "out" / "checkpoint-2"  # where this run would save at its end
+    theirs.mkdir(parents=True)
+    (theirs / "model.bin").write_text("theirs")
+    with pytest.raises(ValueError, match="holds checkpoint-2, which fit did not write"):
+        run(checkpoint_dir=tmp_path / "out")
+    assert steps == [] and a_file.read_text() == "notes"
+    assert (theirs / "model.bin").read_text() == "theirs"

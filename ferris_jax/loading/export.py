@@ -1,12 +1,24 @@
 """A loaded model -> a folder that sentence-transformers, transformers and `ferris_jax.load` all
 read: the checkpoint's config.json (dtype updated), the parameters as safetensors under the
 names the family's weight map gives them (torch layout, no prefix), the tokenizer files copied,
-and sentence-transformers' module files (`st_format`). The folder appears complete or not at all.
+and sentence-transformers' module files (`st_format`).
+
+A save writes into its folder and keeps every file it does not write (a model card, an eval
+CSV, a project's scripts): everything is first written to a hidden staging folder inside it,
+then each file is renamed over its own name, config.json last, so that until the save is
+complete no reader takes the folder for a model (an interrupted save is rolled back; a killed
+one leaves a folder without config.json that fails to load, never a mix). Only a folder of an
+earlier ferris-jax save is written over, and of its files only those of our exact names; a
+folder holding anything else is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +28,10 @@ import numpy as np
 from flax import nnx
 
 from ferris_jax._compat import variable_value
-from ferris_jax.files import atomic_directory, write_json
+from ferris_jax.files import write_json
 from ferris_jax.loading.checkpoint import Checkpoint, safetensors_files
 from ferris_jax.loading.st_format import Settings, write_head, write_settings
-from ferris_jax.loading.tokenizer import copy_tokenizer_files
+from ferris_jax.loading.tokenizer import TOKENIZER_FILES, copy_tokenizer_files
 from ferris_jax.models import family_for
 from ferris_jax.weights import Path as ParamPath
 from ferris_jax.weights import WeightMap, dense_weight_map, format_path, to_tensors
@@ -34,8 +46,9 @@ def save_pretrained(
     """Write `checkpoint`'s model with `params` and `settings` to the folder `path`.
 
     Args:
-        path: the folder to write; an existing one is replaced only once the new one is
-            complete (an interrupted save leaves it as it was).
+        path: the folder to write: new, empty, or one an earlier ferris-jax save wrote. Its
+            files are replaced only once the new ones are all written (an interrupted save
+            leaves it as it was); files the save does not write are kept.
         checkpoint: what the model was loaded from: config.json, head, tokenizer files' folder.
         params: parameters with the paths and shapes of `checkpoint.params`, all of one dtype
             (e.g. `enc.params` after fine-tuning); saved in that dtype.
@@ -46,11 +59,13 @@ def save_pretrained(
 
     Raises:
         ValueError: `params` are not the model's (missing, extra or misshapen parameters,
-            mixed dtypes).
+            mixed dtypes), or `path` holds files no ferris-jax save wrote.
+        FileExistsError: `path` is a file.
         CheckpointError: a parameter has no checkpoint name, or the source folder's
             tokenizer.json is gone.
     """
-    _check_target(Path(path))
+    target = Path(path)
+    _check_target(target)
     family = family_for(checkpoint.model_type)
     flat = _checked_params(params, checkpoint.params)
     dtype = _one_dtype(flat)
@@ -58,15 +73,126 @@ def save_pretrained(
     backbone, *dense = to_tensors(flat, maps)  # every parameter, or an error naming the rest
     backbone |= _unused_tensors(checkpoint, family.weight_map, dtype)
     hidden_size = family.config_from_hf(checkpoint.config).hidden_size
-    with atomic_directory(path) as folder:
-        copy_tokenizer_files(checkpoint.path, folder)
-        write_json(folder / "config.json", hf_config(checkpoint.config, dtype))
-        _write_safetensors(folder / "model.safetensors", backbone)
-        dense_dirs = write_head(folder, checkpoint.head, hidden_size)
+    created = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target, prefix=STAGING_PREFIX, suffix=".tmp"))
+    try:
+        copy_tokenizer_files(checkpoint.path, staging)
+        write_json(staging / "config.json", hf_config(checkpoint.config, dtype))
+        _write_safetensors(staging / "model.safetensors", backbone)
+        dense_dirs = write_head(staging, checkpoint.head, hidden_size)
         for sub, tensors in zip(dense_dirs, dense, strict=True):
             _write_safetensors(sub / "model.safetensors", tensors)
-        write_settings(folder, settings)
-    return Path(path)
+        write_settings(staging, settings)
+        _commit(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                target.rmdir()
+        raise
+    shutil.rmtree(staging, ignore_errors=True)  # the earlier save's files, set aside
+    return target
+
+
+# The hidden folder a save is written to inside its target before its files are moved in.
+STAGING_PREFIX = ".ferris-jax-save-"
+# The file moved in last: every reader (sentence-transformers, transformers, ferris-jax) needs
+# it, so a folder whose save was cut off midway does not load at all rather than as a mix.
+LAST_FILE = "config.json"
+# What an earlier save wrote in a module folder (N_Pooling, N_Dense, N_Normalize).
+MODULE_FILES = ("config.json", "model.safetensors")
+
+
+def _commit(staging: Path, target: Path) -> None:
+    """Move every file of `staging` over its name in `target`, LAST_FILE last, after setting
+    aside the earlier save's files the new one does not write; all is undone on an exception.
+    """
+    new = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
+    new_dirs = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_dir())
+    for rel in new_dirs:
+        if (target / rel).exists() and not (target / rel).is_dir():
+            raise ValueError(f"cannot save into {target}: {target / rel} is not a folder")
+    for rel in new:
+        if (target / rel).is_dir() and not (target / rel).is_symlink():
+            raise ValueError(f"cannot save into {target}: {target / rel} is a folder")
+    earlier, earlier_dirs = _earlier_save(target)
+    stale = [rel for rel in earlier if rel not in new]
+    backups = staging / ".replaced"
+    backups.mkdir()
+    undo: list[tuple[Path, Path | None]] = []  # (path, its earlier file set aside or None)
+
+    def set_aside(path: Path) -> None:
+        if os.path.lexists(path):
+            backup = backups / str(len(undo))
+            os.replace(path, backup)
+            undo.append((path, backup))
+
+    try:
+        # Without config.json no reader takes the folder for a model until the new one lands.
+        for rel in [Path(LAST_FILE), *stale]:
+            set_aside(target / rel)
+        for rel in new_dirs:
+            if not (target / rel).is_dir():
+                (target / rel).mkdir()
+                undo.append((target / rel, None))
+        for rel in sorted(new, key=lambda rel: rel == Path(LAST_FILE)):
+            set_aside(target / rel)
+            os.replace(staging / rel, target / rel)
+            undo.append((target / rel, None))
+    except BaseException:
+        for path, backup in reversed(undo):
+            with contextlib.suppress(OSError):
+                if backup is not None:
+                    os.replace(backup, path)
+                elif path.is_dir() and not path.is_symlink():
+                    path.rmdir()
+                else:
+                    path.unlink()
+        raise
+    for rel in earlier_dirs:
+        if rel not in new_dirs:
+            with contextlib.suppress(OSError):  # a folder that holds other files is kept
+                (target / rel).rmdir()
+
+
+def _earlier_save(target: Path) -> tuple[list[Path], list[Path]]:
+    """The files of `target` that an earlier save wrote and a new one may replace or remove
+    (those of our exact names, in the module folders its modules.json lists), and those
+    folders."""
+    if not _saved_by_us(target):
+        return [], []
+    folders = []
+    names = [Path(n) for n in ("config.json", "model.safetensors", *TOKENIZER_FILES)]
+    names += [Path(n) for n in ("modules.json", *SETTINGS_FILES)]
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+        modules = json.loads((target / "modules.json").read_text(encoding="utf-8"))
+        for module in modules:
+            sub = module.get("path")
+            if isinstance(sub, str) and _is_module_folder(sub):
+                folders.append(Path(sub))
+                names += [Path(sub) / n for n in MODULE_FILES]
+    return [rel for rel in names if (target / rel).is_file()], folders
+
+
+def _is_module_folder(name: str) -> bool:
+    """Whether `name` is a module folder as `write_head` names them (2_Dense, 3_Normalize)."""
+    number, _, kind = name.partition("_")
+    return number.isdigit() and kind in ("Pooling", "Dense", "Normalize")
+
+
+# The sentence-transformers settings files `write_settings` writes; the second marks a
+# folder ferris-jax saved (its "__version__" names ferris_jax).
+SETTINGS_FILES = ("sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+def _saved_by_us(target: Path) -> bool:
+    """Whether `target` holds a save of ferris-jax (whose version its settings file names)."""
+    with contextlib.suppress(OSError, ValueError):
+        settings = json.loads((target / SETTINGS_FILES[1]).read_text(encoding="utf-8"))
+        versions = settings.get("__version__") if isinstance(settings, dict) else None
+        return isinstance(versions, dict) and "ferris_jax" in versions
+    return False
 
 
 # Tensors the embedder does not use but transformers' model class has (BERT's pooler): kept from
@@ -89,15 +215,24 @@ def _unused_tensors(checkpoint: Checkpoint, weight_map: WeightMap, dtype: jnp.dt
 
 
 def _check_target(target: Path) -> None:
-    """Refuse to replace what is not a model folder: the folder is replaced as a whole."""
+    """Refuse a folder a save could lose files of: one that holds the working directory, a
+    file, or a non-empty folder that no ferris-jax save wrote."""
     if target.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
         raise ValueError(f"cannot save into {target}: it holds the working directory")
-    holds_model = (target / "config.json").is_file() or (target / "modules.json").is_file()
-    if target.is_dir() and any(target.iterdir()) and not holds_model:
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"cannot save into {target}: it is a file, not a folder")
+    if not target.is_dir() or not any(target.iterdir()) or _saved_by_us(target):
+        return
+    if (target / "config.json").is_file() or (target / "modules.json").is_file():
         raise ValueError(
-            f"cannot save into {target}: it is not empty and holds no model "
-            "(config.json or modules.json); saving replaces the whole folder"
+            f"cannot save into {target}: it holds a model ferris-jax did not save (its "
+            f"{SETTINGS_FILES[1]} names no ferris_jax version), whose files a save would "
+            "replace; save into a new or empty folder"
         )
+    raise ValueError(
+        f"cannot save into {target}: it is not empty and holds no model (config.json or "
+        "modules.json) of an earlier ferris-jax save; save into a new or empty folder"
+    )
 
 
 def hf_config(config: dict[str, Any], dtype: jnp.dtype) -> dict[str, Any]:

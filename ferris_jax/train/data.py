@@ -71,6 +71,8 @@ class TrainDataset:
         sizes = [len(c) for c in self.columns] + ([] if self.labels is None else [len(self.labels)])
         if any(s != n for s in sizes):
             raise ValueError(f"columns {self.column_names} (and labels) differ in length: {sizes}")
+        if self.labels is not None:
+            _check_labels(self.labels, lambda i: f"labels[{i}] (example {i})")
 
     def __len__(self) -> int:
         return len(self.columns[0])
@@ -138,11 +140,10 @@ class TrainDataset:
             raise ValueError(f"column_names has {len(names)} names for {width} text columns")
         for c, column in enumerate(texts):
             _check_texts(column, lambda i, c=c: f"rows[{i}][{c}]")
-        return cls(
-            names,
-            tuple(tuple(t) for t in texts),
-            np.asarray(labels, np.float32) if labelled else None,
-        )
+        label_array = None
+        if labelled:
+            label_array = _labels(labels, lambda i: f"rows[{i}][{width}] (the label)")
+        return cls(names, tuple(tuple(t) for t in texts), label_array)
 
     @classmethod
     def from_jsonl(
@@ -220,11 +221,11 @@ class TrainDataset:
         lines = [lineno for lineno, _ in records]
         for c, name in enumerate(names):
             _check_texts(texts[c], lambda i, name=name: f"{path}:{lines[i]}: column {name!r}")
-        return cls(
-            names,
-            tuple(tuple(t) for t in texts),
-            np.asarray(labels, np.float32) if label_column is not None else None,
-        )
+        label_array = None
+        if label_column is not None:
+            where = lambda i: f"{path}:{lines[i]}: label column {label_column!r}"  # noqa: E731
+            label_array = _labels(labels, where)
+        return cls(names, tuple(tuple(t) for t in texts), label_array)
 
     @classmethod
     def from_hf(cls, dataset: Any) -> TrainDataset:
@@ -258,7 +259,9 @@ class TrainDataset:
             texts.append(tuple(column))
         labels = None
         if label_column is not None:
-            labels = np.asarray(dataset[label_column], dtype=np.float32)
+            labels = _labels(
+                dataset[label_column], lambda i: f"dataset column {label_column!r} row {i}"
+            )
         return cls(names, tuple(texts), labels)
 
 
@@ -269,6 +272,26 @@ def _check_texts(texts: list[str], where) -> None:
     except ValueError as e:
         i = int(str(e).split("]", 1)[0].rsplit("[", 1)[1])
         raise ValueError(f"{where(i)} {str(e).split(' ', 1)[1]}") from None
+
+
+def _labels(values: Any, where) -> np.ndarray:
+    """`values` as float32 labels `[n]`, checked by `_check_labels`."""
+    with np.errstate(over="ignore"):  # a number beyond float32 becomes inf: refused below
+        labels = np.asarray(values, dtype=np.float32)
+    _check_labels(labels, where)
+    return labels
+
+
+def _check_labels(labels: np.ndarray, where) -> None:
+    """ValueError naming `where(i)` of the first label that is NaN or infinite in float32 (a
+    loss trains on it silently to NaN, or ranks by it wrongly)."""
+    bad = np.flatnonzero(~np.isfinite(labels))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{where(i)} is {labels[i]}: a label must be a finite number (float32); "
+            f"{bad.size} label(s) are not, fix or drop those examples"
+        )
 
 
 def load_train_data(source: Any, **kwargs: Any) -> TrainDataset:

@@ -3,12 +3,15 @@
 It orders the data (seeded, the same order on every run), steps, shows a bar, evaluates,
 writes checkpoints (parameters and optimizer state as safetensors, the loop's position as
 JSON, in one folder that appears whole) and resumes from the latest one exactly: a run
-interrupted and resumed ends with the parameters an uninterrupted run ends with.
+interrupted and resumed ends with the parameters an uninterrupted run ends with. Of the
+checkpoint folder's entries it reads, replaces and removes only its own: `checkpoint-<step>`
+folders that hold its trainer_state.json; a user's `checkpoint-best/` is never touched.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -24,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ferris_jax.encoder import Encoder
-from ferris_jax.errors import CheckpointError, require_int
+from ferris_jax.errors import CheckpointError, require_int, require_number
 from ferris_jax.files import atomic_directory, read_json_object, write_json
 from ferris_jax.train.data import (
     BatchSampler,
@@ -39,6 +42,8 @@ from ferris_jax.train.step import (
     TrainBatch,
     TrainState,
     adamw,
+    check_learning_rate,
+    check_loss_columns,
     init_state,
     linear_schedule_with_warmup,
     train_step,
@@ -127,7 +132,8 @@ def fit(
         evaluator: `evaluator(encoder) -> {metric: value}`, run every `evaluation_steps`
             optimizer steps (0: only at the end) with `encoder.params` set to the current ones.
         evaluation_steps: optimizer steps between evaluations.
-        checkpoint_dir: where `checkpoint-<step>` folders go (the latest one is kept).
+        checkpoint_dir: where `checkpoint-<step>` folders go (the latest one is kept; other
+            entries, e.g. a `checkpoint-best/` of the user's, are left alone).
         checkpoint_steps: optimizer steps between checkpoints (one is also written at the end).
         resume: continue from the latest checkpoint in `checkpoint_dir`, if there is one.
         callback: `callback(step, metrics)` after every batch: loss, learning_rate,
@@ -142,6 +148,18 @@ def fit(
     accumulation_steps = require_int("accumulation_steps", accumulation_steps)
     checkpoint_steps = require_int("checkpoint_steps", checkpoint_steps)
     evaluation_steps = require_int("evaluation_steps", evaluation_steps, minimum=0)
+    learning_rate = check_learning_rate(learning_rate)
+    weight_decay = require_number("weight_decay", weight_decay)
+    # Before any data is read or step taken:
+    if (
+        checkpoint_dir is not None
+        and os.path.lexists(checkpoint_dir)
+        and not os.path.isdir(checkpoint_dir)
+    ):
+        raise ValueError(
+            f"checkpoint_dir {checkpoint_dir} is a file, not a folder: pass a folder (it "
+            "is created if missing)"
+        )
     if batch_sampler is None:
         batch_sampler = "no_duplicates" if uses_in_batch_negatives(loss) else "batch_sampler"
     if batch_sampler not in BATCH_SAMPLERS:
@@ -149,6 +167,9 @@ def fit(
             f"batch_sampler must be one of {sorted(BATCH_SAMPLERS)}, got {batch_sampler!r}"
         )
     data = _Data(encoder, train_data, batch_size, seed, batch_sampler, prompts, mini_batch_size)
+    if data.dataset is not None:
+        has_labels = data.dataset.labels is not None
+        check_loss_columns(loss, data.dataset.column_names, has_labels, what="train_data")
     if steps is not None:
         total = require_int("steps", steps)
     elif data.batches_per_epoch is None:
@@ -186,14 +207,31 @@ def fit(
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if folder is not None and resume and (latest := latest_checkpoint(folder)) is not None:
         state, position, history = load_checkpoint(latest, state, run)
+    if folder is not None:
+        _check_checkpoint_dir(folder, position.step, total, checkpoint_steps)
 
     show = show_progress_bar if show_progress_bar is not None else _is_terminal(sys.stderr)
     pending: list[tuple[dict[str, jax.Array], float, int]] = []  # metrics not yet on the host
+
+    def check_losses(count: int | None = None) -> None:
+        """Stop on a non-finite loss among the first `count` pending steps' (all by default;
+        read on the host), before anything of a diverged state is evaluated, saved or kept."""
+        for i, (metrics, lr, epoch) in enumerate(pending[:count]):
+            value = float(metrics["loss"])
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"the loss is {value} at step {len(history.loss) + i + 1} (epoch {epoch}, "
+                    f"learning rate {lr:.3g}): training diverged, so fit stops without saving "
+                    "or keeping this state (encoder.params are the last evaluated or the "
+                    "initial ones). Lower learning_rate, check the labels and the loss, or "
+                    "train with compute_dtype='float32'"
+                )
 
     def flush(evaluation: dict[str, float] | None = None, keep: int = 0) -> None:
         """Move the pending metrics but the last `keep` to the history (waiting for their
         steps: keeping the newest lets the device run it while the host reads the others)."""
         done = pending[: len(pending) - keep]
+        check_losses(len(done))  # the values read here anyway
         for i, (metrics, lr, epoch) in enumerate(done):
             values = {k: float(v) for k, v in metrics.items()}
             history.loss.append(values["loss"])
@@ -223,14 +261,17 @@ def fit(
                     continue
                 position.step += 1
                 last = position.step == total
+                saving = folder is not None and (last or position.step % checkpoint_steps == 0)
+                evaluating = evaluator is not None and (
+                    last or bool(evaluation_steps and position.step % evaluation_steps == 0)
+                )
+                if evaluating or saving:
+                    check_losses()  # the step's loss, read before its state is used
                 evaluation = None
-                if evaluator is not None and (
-                    last or (evaluation_steps and position.step % evaluation_steps == 0)
-                ):
+                if evaluating:
                     encoder.params = _params_for(encoder, state)
                     evaluation = {k: float(v) for k, v in evaluator(encoder).items()}
                     history.evaluations.append({"step": position.step, **evaluation})
-                saving = folder is not None and (last or position.step % checkpoint_steps == 0)
                 flush(evaluation, keep=0 if evaluation or saving or last else 1)
                 if saving:
                     save_checkpoint(folder, state, position, history, run)
@@ -354,15 +395,45 @@ def _is_terminal(stream: Any) -> bool:
 
 # ---------------------------------------------------------------- checkpoints
 def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
-    """The `checkpoint-<step>` folder of `folder` with the highest step, or None."""
-    folder = Path(folder)
-    found = []
-    if folder.is_dir():
-        for sub in folder.iterdir():
-            number = sub.name.removeprefix(CHECKPOINT_PREFIX)
-            if sub.name.startswith(CHECKPOINT_PREFIX) and number.isdigit():
-                found.append((int(number), sub))
+    """The checkpoint `fit` wrote in `folder` with the highest step (`checkpoint-<step>`),
+    or None."""
+    found = [(step, sub) for step, sub in _checkpoints(Path(folder)) if is_checkpoint(sub)]
     return max(found)[1] if found else None
+
+
+def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, entry) of each entry of `folder` named `checkpoint-<step>`."""
+    if not folder.is_dir():
+        return []
+    named = [(sub.name.removeprefix(CHECKPOINT_PREFIX), sub) for sub in folder.iterdir()]
+    return [
+        (int(number), sub)
+        for number, sub in named
+        if sub.name.startswith(CHECKPOINT_PREFIX) and number.isascii() and number.isdigit()
+    ]
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a checkpoint `save_checkpoint` wrote: a folder whose trainer_state.json
+    holds the keys ours writes (the Hugging Face trainer's file of that name holds others)."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"format", "position", "tensors"} <= manifest.keys()
+
+
+def _check_checkpoint_dir(folder: Path, step: int, total: int, every: int) -> None:
+    """Refuse, before training, a `checkpoint_dir` that holds a `checkpoint-<step>` entry of
+    someone else's where this run would write one."""
+    saved = {s for s in range(step + 1, total + 1) if s % every == 0 or s == total}
+    clash = [sub for number, sub in _checkpoints(folder) if number in saved]
+    clash = [sub for sub in clash if not is_checkpoint(sub)]
+    if clash:
+        raise ValueError(
+            f"checkpoint_dir {folder} holds {clash[0].name}, which fit did not write, where this "
+            "run would save a checkpoint; move it away or pass another checkpoint_dir"
+        )
 
 
 def _named_leaves(state: TrainState) -> tuple[list[str], list[Any], Any]:
@@ -379,11 +450,16 @@ def save_checkpoint(
     run: dict[str, Any],
 ) -> Path:
     """Write `folder/checkpoint-<step>` (parameters and optimizer state as safetensors, the
-    position, history and run settings as JSON) atomically, then remove older checkpoints."""
+    position, history and run settings as JSON) atomically, then remove the older checkpoints
+    `save_checkpoint` wrote (`is_checkpoint`), and nothing else."""
     from safetensors.numpy import save_file
 
     names, leaves, _ = _named_leaves(state)
     target = Path(folder) / f"{CHECKPOINT_PREFIX}{position.step}"
+    if os.path.lexists(target) and not is_checkpoint(target):
+        raise FileExistsError(
+            f"{target} exists and fit did not write it; move it away or use another folder"
+        )
     with atomic_directory(target) as staging:
         save_file(
             {
@@ -402,8 +478,8 @@ def save_checkpoint(
                 "history": dataclasses.asdict(history),
             },
         )
-    for sub in Path(folder).iterdir():
-        if sub != target and sub.name.startswith(CHECKPOINT_PREFIX):
+    for _, sub in _checkpoints(Path(folder)):
+        if sub != target and is_checkpoint(sub):
             shutil.rmtree(sub, ignore_errors=True)
     return target
 

@@ -10,7 +10,9 @@ train step calls a loss as `loss(anchors, positives)`, `loss(anchors, positives,
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -192,4 +194,7 @@ def matryoshka_loss(
         return total
 
     loss.in_batch_negatives = uses_in_batch_negatives(base_loss)
+    with contextlib.suppress(TypeError, ValueError):  # the base loss's columns, for errors
+        loss.__signature__ = inspect.signature(base_loss)
+    loss.__name__ = f"matryoshka_loss({getattr(base_loss, '__name__', 'loss')})"
     return loss

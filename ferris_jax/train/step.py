@@ -14,6 +14,7 @@ step's. Research loops call these directly; `fit` is the loop for the common cas
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ from flax import nnx
 from ferris_jax import ops, programs
 from ferris_jax._compat import register_dataclass
 from ferris_jax.encoder import Encoder
-from ferris_jax.errors import require_int
+from ferris_jax.errors import require_int, require_number
 from ferris_jax.models import family_for, read_config
 from ferris_jax.models.embedder import SentenceEmbedder
 from ferris_jax.platforms import parse_dtype
@@ -103,6 +104,7 @@ def linear_schedule_with_warmup(
 ) -> optax.Schedule:
     """transformers' `get_linear_schedule_with_warmup`: 0 -> `learning_rate` over
     `warmup_steps` optimizer steps, then linearly to 0 at `total_steps`."""
+    learning_rate = require_number("learning_rate", learning_rate, positive=True)
     warmup = max(1, warmup_steps)
     decay = max(1, total_steps - warmup_steps)
 
@@ -113,6 +115,23 @@ def linear_schedule_with_warmup(
         return learning_rate * jnp.where(count < warmup_steps, up, down)
 
     return schedule
+
+
+def check_learning_rate(learning_rate: float | optax.Schedule) -> float | optax.Schedule:
+    """`learning_rate` if it is a finite number > 0, or a schedule whose rate at step 0 is a
+    finite number >= 0 (warmup starts at 0); ValueError naming the argument otherwise (a NaN,
+    infinite or negative rate trains to NaN vectors or uphill without an error)."""
+    if not callable(learning_rate):
+        return require_number("learning_rate", learning_rate, positive=True)
+    first = learning_rate(0)
+    try:
+        require_number("learning_rate", first)
+    except ValueError:
+        raise ValueError(
+            f"the learning_rate schedule gives {first!r} at step 0; it must give finite "
+            "numbers >= 0"
+        ) from None
+    return learning_rate
 
 
 def decay_mask(params: nnx.State) -> nnx.State:
@@ -154,6 +173,8 @@ def adamw(
         b1, b2, eps: Adam's moments and epsilon (torch's defaults).
     """
     accumulation_steps = require_int("accumulation_steps", accumulation_steps)
+    learning_rate = check_learning_rate(learning_rate)
+    weight_decay = require_number("weight_decay", weight_decay)
     if callable(learning_rate) or total_steps is None:
         schedule = learning_rate
     else:
@@ -260,10 +281,53 @@ def call_loss(loss: Loss, embeddings: Sequence[jax.Array], labels: jax.Array | N
     `loss(anchors, positives, negatives [B, K, E])` or `loss(a, b, labels=labels)`."""
     if len(embeddings) < 2:
         raise ValueError(f"a loss needs at least two columns, the batch has {len(embeddings)}")
+    check_loss_columns(loss, len(embeddings), labels is not None)
     args = list(embeddings[:2])
     if len(embeddings) > 2:
         args.append(jnp.stack(embeddings[2:], axis=1))
     return loss(*args) if labels is None else loss(*args, labels=labels)
+
+
+def check_loss_columns(
+    loss: Loss, columns: int | Sequence[str], labels: bool, *, what: str = "the batch"
+) -> None:
+    """ValueError saying which columns `loss` takes unless `call_loss` can call it with these
+    text `columns` (a count or their names) and, if `labels`, a label column (checked against
+    the loss's signature, so the error comes before training rather than as a TypeError)."""
+    try:
+        signature = inspect.signature(loss)
+    except (TypeError, ValueError):  # not introspectable: the call itself will tell
+        return
+    count = columns if isinstance(columns, int) else len(columns)
+    try:
+        signature.bind(*[None] * min(count, 3), **({"labels": None} if labels else {}))
+    except TypeError:
+        named = "" if isinstance(columns, int) else f" {list(columns)}"
+        has = f"{count} text column(s){named} and {'a' if labels else 'no'} label column"
+        name = getattr(inspect.unwrap(loss), "__name__", None) or getattr(
+            getattr(loss, "func", None), "__name__", "the loss"
+        )
+        raise ValueError(
+            f"{name} cannot train on {what}: it takes {_takes(signature)}; {what} has {has} "
+            "(labels: a trailing number in each example, or a 'label'/'score' column)"
+        ) from None
+
+
+def _takes(signature: inspect.Signature) -> str:
+    """The columns a loss takes, from its signature: "columns (a, b) and a label column"."""
+    params = signature.parameters.values()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    texts = [p for p in params if p.kind in positional and p.name != "labels"]
+    names = ""
+    for i, p in enumerate(texts[:3]):  # a third takes every further column, stacked
+        name = (", " if i else "") + p.name + ("..." if i == 2 else "")
+        names += name if p.default is p.empty else f"[{name}]"
+    label = signature.parameters.get("labels")
+    if label is None:
+        labels = "no label column"
+    else:
+        labels = "a label column" + (" (optional)" if label.default is not label.empty else "")
+    return f"columns ({names}) and {labels}"
 
 
 def loss_and_grad(
