@@ -1,13 +1,17 @@
 """Documents -> token-bounded, overlapping chunks, counted with the model's own tokenizer.
 
-Each document is tokenized once with character offsets (documents batched through
-`tokenizers.Tokenizer.encode_batch`). Every gap between two tokens gets a level: paragraph
-(a blank line, or a line break before a Markdown heading), line, sentence, word (whitespace),
-piece (a pre-tokenizer split without whitespace: punctuation, CJK characters) or mid-word.
-A chunk ends at the best level found in the second half of its window of `max_tokens` tokens
-(the rightmost cut of that level), as LangChain's RecursiveCharacterTextSplitter prefers
-paragraphs, then lines, then words; it is cut mid-word only when its window holds no word
-boundary. The next chunk starts at the first word of the last `overlap` tokens.
+Each document is tokenized with character offsets in windows of WINDOW_CHARS characters
+(`window_end`: cut before the last space of a run, so each window tokenizes as it does within
+the whole text), as its chunks are planned: chunks are made and yielded as they are consumed,
+and memory stays flat in a document's size. Short documents are batched through
+`tokenizers.Tokenizer.encode_batch`, a long one's windows a few at a time. Every gap between
+two tokens gets a level: paragraph (a blank line, or a line break before a Markdown heading),
+line, sentence, word (whitespace), piece (a pre-tokenizer split without whitespace:
+punctuation, CJK characters) or mid-word. A chunk ends at the best level found in the second
+half of its window of `max_tokens` tokens (the rightmost cut of that level), as LangChain's
+RecursiveCharacterTextSplitter prefers paragraphs, then lines, then words; it is cut mid-word
+only when its window holds no word boundary. The next chunk starts at the first word of the
+last `overlap` tokens, and ends past the previous chunk's end where it can.
 
 Every chunk is then re-tokenized as the encoder will see it (document prompt + text + special
 tokens) and a chunk that would not fit is cut shorter, so nothing is ever truncated.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -43,6 +48,13 @@ _WHITESPACE = np.array(
 _SENTENCE_END = np.array([ord(c) for c in ".!?"], dtype=np.uint32)
 _CJK_SENTENCE_END = np.array([ord(c) for c in "。！？"], dtype=np.uint32)
 _CLOSERS = np.array([ord(c) for c in "\"')]’”»"], dtype=np.uint32)
+
+# A document is tokenized this many characters at a time (a window, see `window_end`), up to
+# REFILL_WINDOWS windows in one call, and CHUNKS_AHEAD chunks are planned and counted at a
+# time: memory stays flat in the document's size.
+WINDOW_CHARS = 1 << 14
+REFILL_WINDOWS = 4
+CHUNKS_AHEAD = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +107,8 @@ def chunk_document(
     Returns:
         The chunks in document order.
     """
-    return _Chunker(_untruncated(tokenizer), max_tokens, overlap, prompt).chunk([document])
+    chunker = _Chunker(_untruncated(tokenizer), max_tokens, overlap, prompt)
+    return list(chunker.chunk([document]))
 
 
 def chunk_documents(
@@ -256,44 +269,230 @@ def plan_chunks(
     spans: list[tuple[int, int]] = []
     start = 0
     while start < N:
-        limit = start + max_tokens
-        while True:
-            stop = N if limit >= N else _best_cut(levels, start, limit, max_tokens)
-            over = excess(start, stop) if excess is not None else 0
-            if over <= 0:
-                break
-            limit = stop - max(over, 1)
-            if limit <= start:
-                raise _TooLong(start)
+        stop = _next_stop(levels, start, N, max_tokens, excess, spans[-1][1] if spans else 0)
         spans.append((start, stop))
         if stop >= N:
             break
-        lo = max(stop - overlap, start + 1)
-        words = np.flatnonzero(levels[lo:stop] <= WORD) if overlap else ()
-        start = lo + int(words[0]) if len(words) else stop
+        start = _next_start(levels, start, stop, overlap)
     return spans
 
 
-def _best_cut(levels: np.ndarray, start: int, limit: int, max_tokens: int) -> int:
-    """The cut ending a chunk that starts at token `start` and may end at `limit` at most."""
+def _next_stop(
+    levels: np.ndarray,
+    start: int,
+    N: int,
+    max_tokens: int,
+    excess: Callable[[int, int], int] | None = None,
+    floor: int = 0,
+) -> int:
+    """The end of the chunk that starts at token `start` of `N`, after the previous chunk's
+    end `floor` where it can be; `levels` must reach token `start + max_tokens` or the end."""
+    limit = start + max_tokens
+    while True:
+        stop = N if limit >= N else _best_cut(levels, start, limit, max_tokens, floor)
+        over = excess(start, stop) if excess is not None else 0
+        if over <= 0:
+            return stop
+        limit = stop - max(over, 1)
+        if limit <= start:
+            raise _TooLong(start)
+
+
+def _next_start(levels: np.ndarray, start: int, stop: int, overlap: int) -> int:
+    """Where the chunk after `[start, stop)` starts: at the first word of its last `overlap`
+    tokens, or at `stop`."""
+    lo = max(stop - overlap, start + 1)
+    words = np.flatnonzero(levels[lo:stop] <= WORD) if overlap else ()
+    return lo + int(words[0]) if len(words) else stop
+
+
+def _best_cut(levels: np.ndarray, start: int, limit: int, max_tokens: int, floor: int = 0) -> int:
+    """The cut ending a chunk that starts at token `start` and may end at `limit` at most,
+    past `floor` where it can be (a chunk that starts in the previous one's overlap and ended
+    where it did would be a piece of it)."""
     window = levels[start + 1 : limit + 1]  # cuts at start + 1 .. limit
-    late_from = max(min(len(window) - 1, (max_tokens + 1) // 2 - 1), 0)
+    first = max(floor - start, 0)  # window[first]: the cut at floor + 1
+    if first >= len(window) or int(window[first:].min()) == FORBIDDEN:
+        first = 0
+    window_from = window[first:]
+    late_from = max(min(len(window) - 1, (max_tokens + 1) // 2 - 1), first, 0)
     late = window[late_from:]
     best = int(late.min())
     if best <= WORD:
         return start + 1 + late_from + int(np.flatnonzero(late == best)[-1])
-    words = np.flatnonzero(window <= WORD)
+    words = np.flatnonzero(window_from <= WORD)
     if len(words):
-        return start + 1 + int(words[-1])
-    best = int(window.min())
+        return start + 1 + first + int(words[-1])
+    best = int(window_from.min())
     if best == FORBIDDEN:
         raise _TooLong(start)
-    return start + 1 + int(np.flatnonzero(window == best)[-1])
+    return start + 1 + first + int(np.flatnonzero(window_from == best)[-1])
 
 
 class _TooLong(Exception):
     def __init__(self, token: int):
         self.token = token
+
+
+def window_end(text: str, start: int, size: int) -> tuple[int, bool]:
+    """Where the window of `text` tokenized from character `start` ends, and whether it was
+    cut without whitespace.
+
+    A window ends before the last character of a run of spaces or line breaks, in its second
+    half where it can: both sides then tokenize as they do within the whole text (WordPiece
+    drops the whitespace; a byte-level BPE or Metaspace token takes one leading space). A
+    window without such a run ends `size` characters on (a token may then straddle the cut).
+    """
+    end = start + size
+    if end >= len(text):
+        return len(text), False
+    for lo, hi in ((start + size // 2, end), (start + 1, start + size // 2)):
+        while (at := max(text.rfind(" ", lo, hi), text.rfind("\n", lo, hi))) >= lo:
+            if not text[at + 1].isspace():
+                return at, False
+            hi = at
+    return end, True
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# A planned chunk: (first token, stop token, the next chunk's first token, char start, char
+# end); char start == char end for a span of nothing but whitespace (no chunk).
+_Planned = tuple[int, int, int, int, int]
+
+
+class _Tokens:
+    """One document's tokens, tokenized window by window as its chunks are planned: character
+    offsets and cut levels of tokens `base ..`, the ones before the next chunk dropped."""
+
+    def __init__(self, chunker: _Chunker, doc: Document, first: tokenizers.Encoding, end: int):
+        self.chunker = chunker
+        self.doc = doc
+        self.pos = end  # the characters tokenized: text[:pos]
+        self.forced = False  # whether text[:pos] was cut without whitespace
+        self.base = 0
+        self.offsets = np.zeros((0, 2), dtype=np.int64)
+        self.levels = np.zeros(0, dtype=np.int8)
+        self.start = 0  # the first token of the next chunk
+        self.floor = 0  # where the chunk before it ends
+        self.chunk_index = 0
+        self._append(first, 0, False)
+
+    @property
+    def done(self) -> bool:
+        """Whether the whole text is tokenized."""
+        return self.pos >= len(self.doc.text)
+
+    @property
+    def end(self) -> int:
+        """The number of tokens seen (the document's, once `done`)."""
+        return self.base + len(self.levels)
+
+    @property
+    def finished(self) -> bool:
+        return self.done and self.start >= self.end
+
+    def _append(self, encoding: tokenizers.Encoding, at: int, forced: bool) -> None:
+        """Add the tokens of a window that starts at character `at` (cut there without
+        whitespace if `forced`)."""
+        offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2) + at
+        word_ids = np.array([-1 if w is None else w for w in encoding.word_ids], dtype=np.int64)
+        if not len(offsets):
+            return
+        # The cut before the window's first token is seen with the token before it (and two
+        # characters before that, for a sentence end); the two are different words unless
+        # the window was cut without whitespace.
+        previous = len(self.offsets) > 0
+        if previous:
+            offsets = np.concatenate([self.offsets[-1:], offsets])
+            word_ids = np.concatenate([word_ids[:1] if forced else [-2], word_ids])
+        a = max(int(offsets[0, 0]) - 2, 0)
+        levels = cut_levels(self.doc.text[a : int(offsets[-1, 1])], offsets - a, word_ids)
+        self.offsets = np.concatenate([self.offsets, offsets[previous:]])
+        self.levels = np.concatenate([self.levels, levels[previous:]])
+
+    def _refill(self) -> None:
+        """Tokenize the next few windows of the text (together, so in parallel)."""
+        text, size = self.doc.text, self.chunker.window_chars
+        windows = []  # (start, end, cut without whitespace at start)
+        while len(windows) < REFILL_WINDOWS and not self.done:
+            end, forced = window_end(text, self.pos, size)
+            windows.append((self.pos, end, self.forced))
+            self.pos, self.forced = end, forced
+        encodings = self.chunker.tokenizer.encode_batch(
+            [text[a:b] for a, b, _ in windows], add_special_tokens=False
+        )
+        for encoding, (a, _, forced) in zip(encodings, windows, strict=True):
+            self._append(encoding, a, forced)
+
+    def _trim(self) -> None:
+        """Drop the tokens before `start` once they are most of those kept (copying, so that
+        their memory goes)."""
+        drop = self.start - self.base
+        if drop > 0 and 2 * drop >= len(self.levels):
+            self.offsets, self.levels = self.offsets[drop:].copy(), self.levels[drop:].copy()
+            self.base = self.start
+
+    def char_span(self, start: int, stop: int) -> tuple[int, int]:
+        """The characters of tokens `[start, stop)` without surrounding whitespace ((0, 0):
+        only whitespace)."""
+        b = self.base
+        spans = _char_spans(self.doc.text, self.offsets, [(start - b, stop - b)])
+        return spans[0] if spans else (0, 0)
+
+    def stop(self, start: int, floor: int, excess: Callable[[int, int], int] | None = None) -> int:
+        """The end of the chunk from token `start` after the previous one's end `floor`
+        (`_next_stop`), tokenizing as needed."""
+        max_tokens = self.chunker.max_tokens
+        while not self.done and self.end <= start + max_tokens:
+            self._refill()
+        b = self.base
+        # Until the end is tokenized, N is past every token the planner looks at.
+        N = len(self.levels) if self.done else len(self.levels) + max_tokens + 1
+        local = None if excess is None else (lambda s, t: excess(s + b, t + b))
+        try:
+            floor = max(floor - b, 0)
+            return b + _next_stop(self.levels, start - b, N, max_tokens, local, floor)
+        except _TooLong as e:
+            raise self.chunker._too_long(self.doc, int(self.offsets[e.token, 0])) from None
+
+    def next_start(self, start: int, stop: int) -> int:
+        if self.done and stop >= self.end:
+            return stop
+        b = self.base
+        return b + _next_start(self.levels, start - b, stop - b, self.chunker.overlap)
+
+    def plan(self, most: int, tokenize: bool = True) -> list[_Planned]:
+        """The next chunks, up to `most`, not yet counted; with `tokenize=False` only as far
+        as the text tokenized so far goes."""
+        self._trim()
+        planned = []
+        start, floor, max_tokens = self.start, self.floor, self.chunker.max_tokens
+        while len(planned) < most and not (self.done and start >= self.end):
+            if not tokenize and not self.done and self.end <= start + max_tokens:
+                break
+            stop = self.stop(start, floor)
+            after = self.next_start(start, stop)
+            planned.append((start, stop, after, *self.char_span(start, stop)))
+            start, floor = after, stop
+        return planned
+
+    def commit(self, planned: list[_Planned], sizes: list[int]) -> Iterator[Chunk]:
+        """The chunks of `planned`, given the `sizes` of those with text; the first that does
+        not fit is planned again, cut shorter, and ends the batch."""
+        doc, sizes = self.doc, iter(sizes)
+        for start, stop, after, a, b in planned:
+            n = next(sizes) if a < b else 0
+            replanned = n > self.chunker.limit  # a tokenization that depends on context
+            if replanned:
+                stop, a, b, n = self.chunker._replan(doc, self, start)
+                after = self.next_start(start, stop)
+            self.start, self.floor = after, stop
+            if a < b:
+                k, self.chunk_index = self.chunk_index, self.chunk_index + 1
+                yield Chunk(doc.id, k, doc.text[a:b], a, b, dict(doc.metadata), n)
+            if replanned:
+                return
 
 
 class _Chunker:
@@ -310,6 +509,7 @@ class _Chunker:
         self.prompt = prompt
         # Tokens of the prompt alone with the special tokens: what a chunk's text adds to.
         self.limit = self.max_tokens + len(tokenizer.encode(prompt).ids)
+        self.window_chars = WINDOW_CHARS
 
     def count(self, texts: list[str]) -> list[int]:
         """Tokens the encoder feeds for each text (prompt and special tokens included)."""
@@ -318,59 +518,56 @@ class _Chunker:
         encodings = self.tokenizer.encode_batch_fast([self.prompt + t for t in texts])
         return [len(e.ids) for e in encodings]
 
-    def chunk(self, documents: list[Document]) -> list[Chunk]:
+    def _count_planned(self, doc: Document, planned: list[_Planned]) -> list[int]:
+        return self.count([doc.text[a:b] for *_, a, b in planned if a < b])
+
+    def chunk(self, documents: list[Document]) -> Iterator[Chunk]:
+        """The chunks of `documents` in order, made as they are consumed."""
         for i, doc in enumerate(documents):
             if not isinstance(doc, Document):
                 raise TypeError(
                     f"documents[{i}] is {type(doc).__name__}, expected a "
                     "ferris_jax.retrieval.sources.Document"
                 )
-            if not doc.text.isascii():
-                try:
-                    doc.text.encode("utf-8")
-                except UnicodeEncodeError as e:
-                    raise ValueError(
-                        f"document {doc.id!r}: a lone surrogate at character {e.start}"
-                    ) from None
+            if not doc.text.isascii() and (bad := _SURROGATE.search(doc.text)):
+                raise ValueError(
+                    f"document {doc.id!r}: a lone surrogate at character {bad.start()}"
+                )
+        # The documents' first windows are tokenized together, and the chunks they hold (all
+        # of a short document's) counted together.
+        ends = [window_end(d.text, 0, self.window_chars) for d in documents]
         encodings = self.tokenizer.encode_batch(
-            [d.text for d in documents], add_special_tokens=False
+            [d.text[:end] for d, (end, _) in zip(documents, ends, strict=True)],
+            add_special_tokens=False,
         )
-        planned = []
-        for doc, encoding in zip(documents, encodings, strict=True):
-            offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
-            word_ids = np.array([-1 if w is None else w for w in encoding.word_ids])
-            levels = cut_levels(doc.text, offsets, word_ids)
-            try:
-                spans = plan_chunks(levels, self.max_tokens, self.overlap)
-            except _TooLong as e:
-                raise self._too_long(doc, offsets, e.token) from None
-            planned.append((doc, offsets, levels, _char_spans(doc.text, offsets, spans)))
-        counts = iter(self.count([d.text[a:b] for d, _, _, spans in planned for a, b in spans]))
-        chunks = []
-        for doc, offsets, levels, spans in planned:
-            sizes = [next(counts) for _ in spans]
-            if any(n > self.limit for n in sizes):  # a tokenization that depends on context
-                spans, sizes = self._replan(doc, offsets, levels)
-            chunks.extend(
-                Chunk(doc.id, k, doc.text[a:b], a, b, dict(doc.metadata), n)
-                for k, ((a, b), n) in enumerate(zip(spans, sizes, strict=True))
-            )
-        return chunks
+        streams: list[_Tokens | None] = []
+        for doc, encoding, (end, forced) in zip(documents, encodings, ends, strict=True):
+            streams.append(_Tokens(self, doc, encoding, end))
+            streams[-1].forced = forced
+        del encodings
+        firsts = [t.plan(CHUNKS_AHEAD, tokenize=False) for t in streams]
+        texts = [t.doc.text[a:b] for t, p in zip(streams, firsts, strict=True) for *_, a, b in p]
+        sizes = iter(self.count([text for text in texts if text]))
+        for i, planned in enumerate(firsts):
+            tokens, streams[i] = streams[i], None  # a document's tokens go once it is chunked
+            yield from tokens.commit(planned, [next(sizes) for *_, a, b in planned if a < b])
+            while not tokens.finished:
+                planned = tokens.plan(CHUNKS_AHEAD)
+                yield from tokens.commit(planned, self._count_planned(tokens.doc, planned))
 
-    def _replan(self, doc: Document, offsets: np.ndarray, levels: np.ndarray):
-        def excess(start: int, stop: int) -> int:
-            a, b = (_char_spans(doc.text, offsets, [(start, stop)]) or [(0, 0)])[0]
+    def _replan(self, doc: Document, tokens: _Tokens, start: int) -> tuple[int, int, int, int]:
+        """The chunk from token `start`, counted alone as it is planned and cut shorter until
+        it fits: (stop token, char start, char end, its tokens)."""
+
+        def excess(s: int, t: int) -> int:
+            a, b = tokens.char_span(s, t)
             return self.count([doc.text[a:b]])[0] - self.limit
 
-        try:
-            spans = plan_chunks(levels, self.max_tokens, self.overlap, excess)
-        except _TooLong as e:
-            raise self._too_long(doc, offsets, e.token) from None
-        spans = _char_spans(doc.text, offsets, spans)
-        return spans, self.count([doc.text[a:b] for a, b in spans])
+        stop = tokens.stop(start, tokens.floor, excess)
+        a, b = tokens.char_span(start, stop)
+        return stop, a, b, self.count([doc.text[a:b]])[0] if a < b else 0
 
-    def _too_long(self, doc: Document, offsets: np.ndarray, token: int) -> ValueError:
-        at = int(offsets[token, 0])
+    def _too_long(self, doc: Document, at: int) -> ValueError:
         return ValueError(
             f"document {doc.id!r}: the text at character {at} ({doc.text[at : at + 20]!r}) "
             f"cannot be cut into chunks of max_tokens={self.max_tokens} tokens; raise max_tokens"
