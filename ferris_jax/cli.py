@@ -99,6 +99,18 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _encoding(value: str) -> str:
+    import codecs
+
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise argparse.ArgumentTypeError(
+            f"unknown encoding {value!r} (e.g. utf-8, latin-1, cp1252, utf-16)"
+        ) from None
+    return value
+
+
 def _model_options() -> argparse.ArgumentParser:
     """Options every command that loads a model shares."""
     parent = _Parser(add_help=False)
@@ -226,6 +238,14 @@ def _document_options() -> argparse.ArgumentParser:
         "--text-field", default="text", metavar="KEY", help="JSON Lines key of the text"
     )
     parent.add_argument("--id-field", default="id", metavar="KEY", help="JSON Lines key of the id")
+    parent.add_argument(
+        "--encoding",
+        type=_encoding,
+        default="utf-8",
+        metavar="NAME",
+        help="encoding of every source file, e.g. latin-1 (default: utf-8; undecodable bytes "
+        "are refused, never replaced)",
+    )
     parent.add_argument(
         "--save-every",
         type=_int_at_least(1),
@@ -642,7 +662,9 @@ def _documents(args: argparse.Namespace) -> Any:
     """The documents of SOURCES, read lazily (missing sources are named at once)."""
     from ferris_jax.retrieval.sources import read_documents
 
-    return read_documents(args.sources, text_field=args.text_field, id_field=args.id_field)
+    return read_documents(
+        args.sources, text_field=args.text_field, id_field=args.id_field, encoding=args.encoding
+    )
 
 
 _CHUNKING_OPTIONS = {"max_tokens": "--max-tokens", "overlap": "--overlap"}
