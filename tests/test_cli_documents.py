@@ -1,10 +1,14 @@
-"""`ferris-jax index build` reading documents: --encoding reaches the sources."""
+"""`ferris-jax index build` reading documents: --encoding reaches the sources, and progress shows
+as plain lines when stderr is a log rather than a terminal."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from helpers.data import lee_corpus
 
+from ferris_jax import cli
 from ferris_jax.cli import main
 
 
@@ -36,3 +40,18 @@ def test_encoding_reads_files_of_another_encoding(model_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["search", str(tmp_path / "latin1"), "café", "--json"]) == 0
     assert "Un café à Genève" in capsys.readouterr().out
+
+
+def test_progress_is_printed_as_lines_when_stderr_is_not_a_terminal(
+    model_dir, folder, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(cli, "_PROGRESS_SECONDS", 0.0, raising=False)  # a line a chunk
+    build = ["index", "build", str(folder), "-m", str(model_dir), "--max-tokens", "32"]
+    assert main([*build, "-o", str(tmp_path / "logged")]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    progress = [line for line in lines if re.fullmatch(r"ferris-jax: \d+ chunks.*/s\)", line)]
+    assert len(progress) >= 6 and lines[-1].startswith("ferris-jax: 6 documents read")
+    assert re.fullmatch(r"ferris-jax: \d+ chunks, \d+ documents \(\d+\.\d chunks/s\)", progress[-1])
+
+    assert main([*build, "-o", str(tmp_path / "quiet"), "--no-progress"]) == 0
+    assert capsys.readouterr().err.count("\n") == 1  # the summary only
