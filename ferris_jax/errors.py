@@ -1,7 +1,8 @@
 """Exceptions ferris-jax raises for bad checkpoints, names and inputs, and the one check of
-integer arguments."""
+integer arguments and of on/off environment variables."""
 
 import numbers
+import os
 from typing import Any
 
 
@@ -23,3 +24,23 @@ def require_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """The on/off environment variable `name`: 1/true/yes/on or 0/false/no/off (any case,
+    spaces around ignored); `default` where unset or empty. ValueError naming the variable and
+    its value otherwise (a typo must not silently mean "on")."""
+    value = os.environ.get(name, "")
+    word = value.strip().lower()
+    if not word:
+        return default
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ValueError(
+        f"${name}={value!r}: expected {'/'.join(_TRUE)} to turn it on or {'/'.join(_FALSE)} "
+        "to turn it off (or unset it)"
+    )
