@@ -1,8 +1,9 @@
 """Exceptions ferris-jax raises for bad checkpoints, names and inputs, and the checks of
-integer and real-number arguments."""
+integer and real-number arguments and of on/off environment variables."""
 
 import math
 import numbers
+import os
 from typing import Any
 
 
@@ -40,3 +41,21 @@ def require_number(name: str, value: Any, *, positive: bool = False) -> float:
     if not math.isfinite(number) or (number <= 0 if positive else number < 0):
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
     return number
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """The on/off environment variable `name`: 1/true/yes/on or 0/false/no/off (any case,
+    spaces around ignored); `default` where unset or empty. ValueError naming the variable and
+    its value otherwise (a typo must not silently mean "on")."""
+    value = os.environ.get(name, "")
+    word = value.strip().lower()
+    if not word:
+        return default
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ValueError(
+        f"${name}={value!r}: expected {'/'.join(_TRUE)} to turn it on or {'/'.join(_FALSE)} "
+        "to turn it off (or unset it)"
+    )

@@ -4,7 +4,8 @@ WordPiece tokenizers (BERT, MiniLM, E5, BGE, GTE, ...) take a faster path where 
 `nanotoken` package is installed (`pip install "ferris-jax[fast-tokenizer]"`) and gives the
 same ids as `tokenizers` on an exactness probe run at load (`_probe_texts`, untruncated, and
 truncation at each `max_seq_length`); any difference, an unsupported tokenizer or
-`FERRIS_JAX_FAST_TOKENIZER=0` keeps `tokenizers`.
+`FERRIS_JAX_FAST_TOKENIZER=0` (or false/no/off; anything but those and 1/true/yes/on is refused)
+keeps `tokenizers`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 import numpy as np
 import tokenizers
 from tokenizers import normalizers, pre_tokenizers
+
+from ferris_jax.errors import env_flag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,7 +243,7 @@ def _splits_at_whitespace(tokenizer: tokenizers.Tokenizer) -> bool:
     )
 
 
-FAST_TOKENIZER_ENV = "FERRIS_JAX_FAST_TOKENIZER"  # "0" (or "false", "off", "no"): `tokenizers`
+FAST_TOKENIZER_ENV = "FERRIS_JAX_FAST_TOKENIZER"  # off (0/false/no/off): `tokenizers`
 # Entries of nanotoken's per-thread word cache, where it is still at nanotoken's own default
 # (1M per level, which grows with a corpus).
 FAST_TOKENIZER_CACHE_ENTRIES = 1 << 16
@@ -297,7 +300,7 @@ def _probe_texts() -> tuple[str, ...]:
 
 def _fast_wordpiece(tokenizer: tokenizers.Tokenizer) -> tuple[Any | None, str]:
     """nanotoken's WordPiece tokenizer built from `tokenizer`'s JSON, or None; and why."""
-    if os.environ.get(FAST_TOKENIZER_ENV, "1").strip().lower() in ("0", "false", "off", "no"):
+    if not env_flag(FAST_TOKENIZER_ENV, default=True):
         return None, f"${FAST_TOKENIZER_ENV}={os.environ[FAST_TOKENIZER_ENV]}"
     try:
         import nanotoken

@@ -159,3 +159,24 @@ def test_the_probe_covers_the_basic_multilingual_plane():
     probe = "".join(tokenize._probe_texts())
     covered = {ord(c) for c in probe}
     assert all(c in covered for c in range(0x10000) if not 0xD800 <= c < 0xE000)
+
+
+@pytest.mark.parametrize(
+    ("value", "fast"),
+    [("0", False), (" Off ", False), ("no", False), ("FALSE", False),
+     ("1", True), ("on", True), ("Yes", True), ("true", True), ("", True)],
+)  # fmt: skip
+def test_the_switch_takes_the_usual_spellings(tmp_path, monkeypatch, value, fast):
+    make_bert_tokenizer_files(tmp_path)
+    monkeypatch.setenv(tokenize.FAST_TOKENIZER_ENV, value)
+    tok = load_tokenizer(tmp_path, max_seq_length=16)
+    assert (tok.fast_path == "nanotoken") is fast, tok.fast_path_reason
+
+
+@pytest.mark.parametrize("value", ["bogus", "2", "of", "disable"])
+def test_a_misspelled_switch_is_refused_by_name(tmp_path, monkeypatch, value):
+    make_bert_tokenizer_files(tmp_path)
+    monkeypatch.setenv(tokenize.FAST_TOKENIZER_ENV, value)
+    message = rf"\$FERRIS_JAX_FAST_TOKENIZER='{value}': expected 1/true/yes/on .* 0/false/no/off"
+    with pytest.raises(ValueError, match=message):
+        load_tokenizer(tmp_path, max_seq_length=16)

@@ -135,3 +135,27 @@ def test_a_missing_framework_names_the_extra(monkeypatch, module, framework, ext
     monkeypatch.setitem(sys.modules, framework, None)
     with pytest.raises(ImportError, match=rf'pip install "ferris-jax\[{extra}\]"'):
         importlib.import_module(name)
+
+
+def test_one_str_where_a_list_is_expected_is_refused(e5):
+    """`embed_documents("hello")` would embed five one-letter texts: both adapters refuse a str
+    where they take a list, and anything but a str where they take one text."""
+    embeddings = FerrisEmbeddings(e5)
+    with pytest.raises(TypeError, match="embed_documents takes a list of str, got one str"):
+        embeddings.embed_documents("hello")
+    with pytest.raises(TypeError, match="embed_documents takes a list of str, got one str"):
+        asyncio.run(embeddings.aembed_documents("hello"))
+    with pytest.raises(TypeError, match=r"takes a list of str, got int at \[1\]"):
+        embeddings.embed_documents(["hello", 3])
+    texts = ["hello", "world"]
+    assert embeddings.embed_documents(iter(texts)) == embeddings.embed_documents(texts)
+
+    embed = FerrisEmbedding(encoder=e5)
+    with pytest.raises(TypeError, match="get_text_embedding_batch takes a list of str, got one"):
+        embed.get_text_embedding_batch("hello")
+    with pytest.raises(TypeError, match="aget_text_embedding_batch takes a list of str, got one"):
+        asyncio.run(embed.aget_text_embedding_batch("hello"))
+    with pytest.raises(TypeError, match="get_text_embedding takes one str, got list"):
+        embed.get_text_embedding(texts)
+    with pytest.raises(TypeError, match="get_query_embedding takes one str, got list"):
+        embed.get_query_embedding(texts)

@@ -3,9 +3,13 @@ named by file and line."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import threading
 import tracemalloc
+from pathlib import Path
 
 import pytest
 from helpers.data import lee_corpus
@@ -182,3 +186,70 @@ def test_documents_check_their_fields():
         Document("a", b"bytes")
     with pytest.raises(TypeError, match="'a': metadata must be a dict"):
         Document("a", "text", metadata=[("k", "v")])
+
+
+def _within(seconds: float, work):
+    """`work()`, or a failure if it has not returned after `seconds` (it would hang)."""
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(work()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still blocked after {seconds} s"
+    return result[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_a_fifo_in_a_folder_is_skipped_and_one_named_directly_is_read(tmp_path):
+    articles = lee_corpus()
+    (tmp_path / "a.txt").write_text(articles[0], encoding="utf-8")
+    os.mkfifo(tmp_path / "pipe.txt")  # no writer: opening it would block forever
+    docs = _within(10, lambda: list(read_documents(tmp_path)))
+    assert [d.id for d in docs] == ["a.txt"]
+
+    fifo = tmp_path / "stream.jsonl"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with fifo.open("w", encoding="utf-8") as f:
+            for i, text in enumerate(articles[1:4]):
+                f.write(json.dumps({"id": f"s{i}", "text": text}) + "\n")
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    docs = _within(10, lambda: list(read_documents(fifo)))
+    writer.join(10)
+    assert [(d.id, d.text) for d in docs] == [(f"s{i}", t) for i, t in enumerate(articles[1:4])]
+    os.mkfifo(tmp_path / "stream")
+    with pytest.raises(DocumentError, match=r"stream: unsupported file type '\(no extension\)'"):
+        read_documents(tmp_path / "stream")
+
+
+def test_a_subfolder_that_cannot_be_listed_is_an_error_naming_it(tmp_path, monkeypatch):
+    articles = lee_corpus()
+    (tmp_path / "a.txt").write_text(articles[0], encoding="utf-8")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "b.txt").write_text(articles[1], encoding="utf-8")
+    scandir = os.scandir
+
+    def denied(path="."):  # as the OS answers a folder without read permission (even as root)
+        if Path(path) == locked:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    documents = read_documents(tmp_path)  # the walk is lazy: the error comes with the first
+    message = re.escape(f"{locked}: cannot read this folder (Permission denied)")
+    with pytest.raises(DocumentError, match=message):
+        next(documents)
+
+
+def test_the_decode_error_names_the_encoding_option(tmp_path):
+    text = tmp_path / "latin1.txt"
+    text.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DocumentError, match=r"give its encoding \(encoding=, or --encoding"):
+        list(read_documents(text))
+    jsonl = tmp_path / "latin1.jsonl"
+    jsonl.write_bytes(b'{"text": "caf\xe9"}\n')
+    with pytest.raises(DocumentError, match=r"of the line as utf-8 .*--encoding"):
+        list(read_documents(jsonl))

@@ -19,6 +19,7 @@ except ImportError as e:  # pragma: no cover - exercised by hiding the package
     ) from e
 
 from ferris_jax.errors import require_int
+from ferris_jax.integrations import require_text, require_texts
 
 if TYPE_CHECKING:
     from ferris_jax.encoder import Encoder
@@ -63,15 +64,15 @@ class FerrisEmbeddings(Embeddings):
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents (with the document prompt); one vector per text."""
+        texts = require_texts("embed_documents", texts)
         if not texts:
             return []
         options = self._options(self.document_prompt_name)
-        return self.encoder.encode_document(list(texts), **options).tolist()
+        return self.encoder.encode_document(texts, **options).tolist()
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query (with the query prompt)."""
-        if not isinstance(text, str):
-            raise TypeError(f"embed_query takes one str, got {type(text).__name__}")
+        require_text("embed_query", text)
         options = self._options(self.query_prompt_name)
         return self.encoder.encode_query([text], **options)[0].tolist()
 

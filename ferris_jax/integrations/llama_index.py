@@ -19,6 +19,8 @@ except ImportError as e:  # pragma: no cover - exercised by hiding the package
         'pip install "ferris-jax[llama-index]"'
     ) from e
 
+from ferris_jax.integrations import require_text, require_texts
+
 
 class FerrisEmbedding(BaseEmbedding):
     """LlamaIndex embeddings from a ferris-jax model.
@@ -77,18 +79,33 @@ class FerrisEmbedding(BaseEmbedding):
         options = {"batch_size": self.embed_batch_size, "normalize_embeddings": self.normalize}
         return options if prompt_name is None else {**options, "prompt_name": prompt_name}
 
+    def get_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        texts = require_texts("get_text_embedding_batch", texts)  # before the batching loop
+        return super().get_text_embedding_batch(texts, show_progress, **kwargs)
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        texts = require_texts("aget_text_embedding_batch", texts)
+        return await super().aget_text_embedding_batch(texts, show_progress, **kwargs)
+
     def _get_query_embedding(self, query: str) -> Embedding:
+        require_text("get_query_embedding", query)
         return self._encoder.encode_query([query], **self._options(self.query_prompt_name))[
             0
         ].tolist()
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        texts = require_texts("get_text_embedding_batch", texts)
         if not texts:
             return []
         options = self._options(self.text_prompt_name)
-        return self._encoder.encode_document(list(texts), **options).tolist()
+        return self._encoder.encode_document(texts, **options).tolist()
 
     def _get_text_embedding(self, text: str) -> Embedding:
+        require_text("get_text_embedding", text)
         return self._get_text_embeddings([text])[0]
 
     async def _aget_query_embedding(self, query: str) -> Embedding:

@@ -3,6 +3,11 @@
 `read_documents(paths)` yields one `Document` at a time: a text or Markdown file is one
 document; a `.jsonl` file holds one document per line and is read line by line, so memory
 stays at one document's text (plus the ids seen, to refuse duplicates).
+
+A folder walk reads regular files only (a FIFO or device named `*.txt` there is skipped, as
+`grep -r` skips them), and a subfolder it cannot list is an error naming it, not a silent gap
+in the index. A FIFO or character device named directly (a `mkfifo docs.jsonl` that another
+program writes) is read once, as a stream, by its extension like a file.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +23,10 @@ from typing import Any
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 JSONL_SUFFIXES = (".jsonl",)
 SUFFIXES = TEXT_SUFFIXES + JSONL_SUFFIXES
+_ENCODING_HINT = (
+    "convert the file to UTF-8, or give its encoding (encoding=, or --encoding on the "
+    "ferris-jax command line)"
+)
 
 
 class DocumentError(ValueError):
@@ -55,9 +65,10 @@ def read_documents(
     """The documents of files and folders, one at a time, in a fixed order.
 
     Sources are read in the order given; a folder is walked recursively in sorted order of
-    relative paths, taking `.txt`, `.md`, `.markdown` and `.jsonl` files and skipping other
-    files and hidden entries (names starting with "."). A file named directly must have one of
-    those extensions.
+    relative paths, taking regular `.txt`, `.md`, `.markdown` and `.jsonl` files and skipping
+    other files, FIFOs, devices and hidden entries (names starting with "."). A file named
+    directly must have one of those extensions; it may be a FIFO or character device, read
+    once as a stream.
 
     - A text or Markdown file is one document: its id is the path relative to the folder given
       (with "/" separators), or the file name for a file given directly; its metadata is
@@ -83,7 +94,9 @@ def read_documents(
 
     Raises:
         FileNotFoundError: a path does not exist.
-        DocumentError: (while iterating) a file and line that cannot be read: undecodable
+        DocumentError: a path that is neither a folder, a file, a FIFO nor a character device;
+            (while iterating) a subfolder that cannot be listed; a file and line that cannot
+            be read: undecodable
             bytes, invalid JSON, a line that is not an object, a missing or non-string text,
             a non-string id, an id seen before in this call.
     """
@@ -101,10 +114,20 @@ def read_documents(
     for path in sources:
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file or folder")
-        if path.is_file() and path.suffix.lower() not in SUFFIXES:
+        if path.is_dir():
+            continue
+        mode = path.stat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+            raise DocumentError(
+                f"{path}: not a file, folder, FIFO or character device; read_documents takes "
+                f"{', '.join(SUFFIXES)} files and folders"
+            )
+        if path.suffix.lower() not in SUFFIXES:
+            kind = "file" if stat.S_ISREG(mode) else "FIFO or device, read as a stream,"
             raise DocumentError(
                 f"{path}: unsupported file type {path.suffix or '(no extension)'!r}; "
-                f"read_documents takes {', '.join(SUFFIXES)} files and folders"
+                f"read_documents takes {', '.join(SUFFIXES)} files and folders (a {kind} "
+                "is read by its extension)"
             )
     reader = _Reader(text_field, id_field, metadata_fields, encoding)
     return reader.read(sources)
@@ -121,7 +144,7 @@ class _Reader:
 
     def read(self, sources: list[Path]) -> Iterator[Document]:
         for source in sources:
-            files = [(source, source.name)] if source.is_file() else _walk(source)
+            files = _walk(source) if source.is_dir() else [(source, source.name)]
             for path, doc_id in files:
                 if path.suffix.lower() in JSONL_SUFFIXES:
                     yield from self._jsonl(path, doc_id)
@@ -156,7 +179,7 @@ class _Reader:
             line = data.count(b"\n", 0, at) + 1
             raise DocumentError(
                 f"{path}:{line}: cannot decode byte {at} as {self.encoding} ({e.reason}); "
-                "convert the file or pass encoding="
+                f"{_ENCODING_HINT}"
             ) from None
         return text.replace("\r\n", "\n").replace("\r", "\n")
 
@@ -169,7 +192,7 @@ class _Reader:
                 except UnicodeDecodeError as e:
                     raise DocumentError(
                         f"{where}: cannot decode byte {e.start} of the line as {self.encoding} "
-                        f"({e.reason})"
+                        f"({e.reason}); {_ENCODING_HINT}"
                     ) from None
                 if number == 1:
                     line = line.removeprefix("\ufeff")
@@ -225,13 +248,24 @@ class _Reader:
 
 
 def _walk(folder: Path) -> list[tuple[Path, str]]:
-    """(path, "/"-separated path relative to `folder`) of the readable files under `folder`,
-    sorted by relative path, hidden entries skipped."""
+    """(path, "/"-separated path relative to `folder`) of the regular files to read under
+    `folder`, sorted by relative path, hidden entries skipped. A FIFO or device is skipped (it
+    could block the walk forever); a folder that cannot be listed is an error, since skipping
+    it would leave its documents out of the index (and `--prune` would remove them)."""
+
+    def refuse(error: OSError) -> None:
+        raise DocumentError(
+            f"{error.filename}: cannot read this folder ({error.strerror}); make it readable, "
+            "or give the files and folders to read without it"
+        )
+
     found = []
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder, onerror=refuse):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
             path = Path(root) / name
-            if not name.startswith(".") and path.suffix.lower() in SUFFIXES:
+            if name.startswith(".") or path.suffix.lower() not in SUFFIXES:
+                continue
+            if path.is_file() or not path.exists():  # a broken link fails when read, by name
                 found.append((path, path.relative_to(folder).as_posix()))
     return sorted(found, key=lambda item: item[1])
