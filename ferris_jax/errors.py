@@ -41,6 +41,8 @@ def require_number(name: str, value: Any, *, positive: bool = False) -> float:
     if not math.isfinite(number) or (number <= 0 if positive else number < 0):
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
     return number
+
+
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
