@@ -304,8 +304,8 @@ def _add_index_commands(commands: Any, model: argparse.ArgumentParser) -> None:
         parents=[model, documents, wait],
         help="chunk and embed documents into a new index (or continue an interrupted build)",
         description="Read documents, split them into token-bounded overlapping chunks, embed "
-        "them and save the index to the folder -o. Run again, the same command continues: "
-        "documents already in the index are skipped.",
+        "them and save the index to the folder -o. Run again, the same command continues or "
+        "updates it: unchanged documents are skipped, edited ones embedded again.",
         allow_abbrev=False,
     )
     _add_sources(build)
@@ -325,7 +325,8 @@ def _add_index_commands(commands: Any, model: argparse.ArgumentParser) -> None:
         "add",
         parents=[backend, documents, wait],
         help="chunk and embed more documents into an index, with the index's model",
-        description="Add documents to an index (documents already in it are skipped).",
+        description="Add documents to an index: new ones are added, edited ones embedded "
+        "again (their old chunks removed), unchanged ones skipped.",
         allow_abbrev=False,
     )
     add.add_argument("index", metavar="INDEX", help="index folder")
