@@ -861,7 +861,8 @@ def _index_remove(args: argparse.Namespace) -> int:
     if args.compact:
         index.compact()
     index.save()
-    documents = f" ({len(matched)} documents)" if args.document else ""
+    n = len(matched)
+    documents = f" ({n} document{'' if n == 1 else 's'})" if args.document else ""
     print(
         f"{PROG}: removed {removed} item{'' if removed == 1 else 's'}{documents}; "
         f"{len(index)} left{' (compacted)' if args.compact else ''}",

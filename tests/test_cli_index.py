@@ -393,7 +393,7 @@ def test_remove_document_takes_the_path_as_given_and_says_when_nothing_matches(
     before = len(Index.load("my-index"))
     # As in the README: the path the documents were read from, relative or absolute.
     err = _run(capsys, "index", "remove", "my-index", "docs/d0.md", "--document")
-    assert "(1 documents)" in err
+    assert "(1 document)" in err
     _run(capsys, "index", "remove", "my-index", str(docs / "d1.md"), "--document")
     index = Index.load("my-index")
     assert not index.ids_of_documents(["d0.md", "d1.md"]) and index.ids_of_documents(["d2.md"])
