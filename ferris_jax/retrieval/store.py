@@ -56,6 +56,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WRITE_LOCK = "write.lock"
 READ_LOCK = "read.lock"
+# Seconds a save waits for readers that are opening the index before it leaves the files they
+# may be reading to the next save.
+READERS_WAIT = 1.0
 # The names of the files an index writes; a manifest naming anything else is refused, and only
 # these (and their temporary files) are ever removed from a folder.
 SHARD_NAME = re.compile(r"vectors-\d{12}-[0-9a-f]{8}\.safetensors")
@@ -273,7 +276,8 @@ def remove_unreferenced(folder: Path, manifest: dict[str, Any]) -> None:
     keep = {manifest["items"]["file"], *(s["file"] for s in manifest["shards"])}
     if manifest.get("ann"):
         keep.add(manifest["ann"]["file"])
-    with _lock_file(folder / READ_LOCK, shared=False, wait=False) as free:
+    # Readers hold it only while opening files: a gap comes soon even when they overlap.
+    with _lock_file(folder / READ_LOCK, shared=False, timeout=READERS_WAIT) as free:
         if not free:
             return
         for path in folder.iterdir():
@@ -318,10 +322,10 @@ def remove_unused_folder(folder: Path) -> None:
 
 # ---------------------------------------------------------------------------- locks
 @contextlib.contextmanager
-def _lock_file(path: Path, *, shared: bool, wait: bool) -> Iterator[bool]:
-    """Hold the OS lock on `path` (created if missing) for the block; yields whether it was
-    taken. A lock file that cannot be opened (a read-only folder) counts as taken: no one can
-    be writing there."""
+def _lock_file(path: Path, *, shared: bool, timeout: float | None) -> Iterator[bool]:
+    """Hold the OS lock on `path` (created if missing) for the block, waiting `timeout` seconds
+    for it (None: as long as it takes); yields whether it was taken. A lock file that cannot be
+    opened (a read-only folder) counts as taken: no one can be writing there."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError:
@@ -331,7 +335,12 @@ def _lock_file(path: Path, *, shared: bool, wait: bool) -> Iterator[bool]:
             yield True
             return
     try:
-        yield lock_descriptor(fd, shared=shared, wait=wait)
+        taken = lock_descriptor(fd, shared=shared, wait=timeout is None)
+        deadline = time.monotonic() + (timeout or 0.0)
+        while not taken and time.monotonic() < deadline:
+            time.sleep(0.01)
+            taken = lock_descriptor(fd, shared=shared)
+        yield taken
     finally:
         os.close(fd)
 
@@ -340,7 +349,7 @@ def _lock_file(path: Path, *, shared: bool, wait: bool) -> Iterator[bool]:
 def reading(folder: Path) -> Iterator[None]:
     """Hold the folder's reader lock (shared) while opening one generation's files, so that no
     save removes a file the manifest read here names."""
-    with _lock_file(folder / READ_LOCK, shared=True, wait=True):
+    with _lock_file(folder / READ_LOCK, shared=True, timeout=None):
         yield
 
 
