@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from ferris_jax.encoder import Encoder
 from ferris_jax.loading import load_checkpoint, resolve
 from ferris_jax.ops.impl import check_impls
+from ferris_jax.placement import Placement
 from ferris_jax.platforms import defaults_for, dtype_policy, parse_dtype, platform_of
 from ferris_jax.runtime import backend as backends
 from ferris_jax.runtime.compilation import enable_compilation_cache, repairing_cache
@@ -69,11 +70,12 @@ def load(
             chosen = backends.Backend(platform, device, requested="device")
         else:
             chosen = backends.select_backend(backend, dtype=dtype_name, platforms=available)
+        placement = Placement(chosen.device)  # where this model's arrays live, from here down
         checkpoint = load_checkpoint(
             path,
             preset=preset,
             dtype=dtype_name,
             max_seq_length=max_seq_length,
-            device=chosen.device,
+            placement=placement,
         )
-        return Encoder(checkpoint, device=chosen.device, backend=chosen, impls=impls)
+        return Encoder(checkpoint, placement=placement, backend=chosen, impls=impls)

@@ -32,7 +32,7 @@ from ferris_jax.loading.checkpoint import Checkpoint
 from ferris_jax.loading.export import save_pretrained
 from ferris_jax.ops.impl import check_impls, requested_impls
 from ferris_jax.pipeline import MAX_IN_FLIGHT, EmbeddedBatch, Pipeline
-from ferris_jax.platforms import platform_of
+from ferris_jax.placement import Placement
 from ferris_jax.programs import Programs
 from ferris_jax.quantization import PRECISIONS, quantize_embeddings
 from ferris_jax.runtime.backend import Backend
@@ -71,6 +71,7 @@ class Encoder:
         self,
         checkpoint: Checkpoint,
         *,
+        placement: Placement | None = None,
         device: jax.Device | None = None,
         backend: Backend | None = None,
         impls: Mapping[str, str] | None = None,
@@ -80,8 +81,9 @@ class Encoder:
         self.params: nnx.State = checkpoint.params
         self.tokenizer = checkpoint.tokenizer
         self.settings = checkpoint.settings
-        self.device = device or next(iter(jax.tree.leaves(self.params))).devices().pop()
-        self.backend = backend or Backend(platform_of(self.device), self.device, requested="device")
+        # Where the parameters, batches and results live (`device=`: that one device).
+        self.placement = placement or (Placement(device) if device else Placement.of(self.params))
+        self.backend = backend or Backend(self.placement.platform, self.device, requested="device")
         # How LayerNorm and attention are implemented in this encoder's programs, e.g.
         # {"attention": "einsum"}; ops left out follow `ops.use_impl` / the environment.
         self.impls: dict[str, str] = check_impls(impls or {})
@@ -173,6 +175,11 @@ class Encoder:
             )
 
     # ------------------------------------------------------------ imperative shell
+    @property
+    def device(self) -> jax.Device:
+        """The device the model runs on (`placement.device`)."""
+        return self.placement.device
+
     @property
     def max_seq_length(self) -> int:
         """Tokens per text at most (longer texts are truncated); settable, as in
@@ -395,11 +402,11 @@ class Encoder:
             if parts:
                 vectors = jnp.concatenate(parts)[rows].astype(jnp.float32)
             else:
-                vectors = jnp.zeros((0, self.embedding_dimension), jnp.float32, device=self.device)
+                vectors = self.placement.put(jnp.zeros((0, self.embedding_dimension), jnp.float32))
             vectors = self._finish(vectors, normalize_embeddings, truncate_dim)
             if precision != "float32":
                 quantized = quantize_embeddings(np.asarray(vectors), precision)
-                vectors = jax.device_put(quantized, self.device)
+                vectors = self.placement.put(quantized)
         else:
             vectors = self._finish(out, normalize_embeddings, truncate_dim)
             if precision != "float32":

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ferris_jax.errors import CheckpointError
+from ferris_jax.placement import Placement
 
 Transform = Callable[[Any], Any] | None
 
@@ -147,13 +148,13 @@ def fill_params(
     sources: Iterable[TensorSource],
     *,
     dtype: jnp.dtype,
-    device: jax.Device | None = None,
+    placement: Placement | None = None,
 ) -> dict[Path, jax.Array]:
     """Read every tensor into the parameter it maps to; strict, one error listing every problem.
 
-    Tensors are read one at a time and placed on `device` in `dtype`, so the host never holds
-    a second full copy of the weights. Raises `CheckpointError` naming each unexpected,
-    misshapen or missing tensor.
+    Tensors are read one at a time and placed by `placement` (default: JAX's default device,
+    uncommitted) in `dtype`, so the host never holds a second full copy of the weights.
+    Raises `CheckpointError` naming each unexpected, misshapen or missing tensor.
     """
     filled: dict[Path, jax.Array] = {}
     misshapen: set[Path] = set()
@@ -185,7 +186,8 @@ def fill_params(
         except Exception as e:  # corrupt or truncated data
             raise CheckpointError(f"{src.file}: cannot read tensor {src.name!r}: {e}") from e
         array = transform(array) if transform else array
-        filled[path] = jax.device_put(jnp.asarray(array, dtype=dtype), device)
+        value = jnp.asarray(array, dtype=dtype)
+        filled[path] = placement.put(value) if placement is not None else value
         del array
     missing = [p for p in expected if p not in filled and p not in misshapen]
     problems += [

@@ -4,6 +4,7 @@ no import cycle, and no module imports one that sits above it (lazy imports incl
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import ferris_jax
@@ -13,7 +14,7 @@ PACKAGE = Path(ferris_jax.__file__).parent
 # The declared order, bottom first. A module may import modules of its own layer or below.
 LAYERS = (
     ("errors", "_compat", "_version"),
-    ("platforms", "files"),
+    ("platforms", "placement", "files"),
     ("ops",),
     ("pooling", "similarity", "quantization"),
     ("weights",),
@@ -123,3 +124,32 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
         "import ferris_jax.ops.impl\nfrom ferris_jax import ops\n"
     )
     assert _imports(source) == {"ferris_jax.encoder", "ferris_jax.ops.impl", "ferris_jax.ops"}
+
+
+# Modules that may look at devices, and why; placing arrays is `placement.py`'s alone.
+DEVICE_LOOKUPS = {
+    "ferris_jax.placement": "the one owner of where arrays live",
+    "ferris_jax.runtime.backend": "chooses the platform and device, probes capabilities",
+    "ferris_jax.platforms": "names the default device's platform",
+    "ferris_jax.ops.attention": "asks whether CUDA devices exist (cuDNN attention)",
+    "ferris_jax.cli": "lists the devices for `ferris-jax info`",
+}
+PLACING = re.compile(r"jax\.device_put\(|\.devices\(\)|jax\.devices\(|jax\.local_devices\(")
+
+
+def test_only_the_placement_puts_arrays_on_devices():
+    """No module finds a device on its own: it asks the `Placement` it was given."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if not PLACING.search(code):
+                continue
+            allowed = module in DEVICE_LOOKUPS and (
+                module in ("ferris_jax.placement", "ferris_jax.runtime.backend")
+                or "jax.devices(" in code
+            )
+            if not allowed:
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
+    assert not found, "devices picked outside ferris_jax/placement.py:\n" + "\n".join(found)

@@ -24,6 +24,7 @@ from ferris_jax.loading.st_format import Settings, read_head, read_settings
 from ferris_jax.loading.tokenizer import load_tokenizer
 from ferris_jax.models import Family, family_for, read_config
 from ferris_jax.models.embedder import HeadConfig, SentenceEmbedder
+from ferris_jax.placement import Placement
 from ferris_jax.platforms import parse_dtype
 from ferris_jax.pooling import PoolingConfig
 from ferris_jax.similarity import SIMILARITY_FUNCTIONS
@@ -151,13 +152,13 @@ def _fill_model(
     build: Callable[[nnx.Rngs], nnx.Module],
     sources: list[TensorSource],
     dtype: jnp.dtype,
-    device: jax.Device | None,
+    placement: Placement | None,
 ) -> tuple[nnx.GraphDef, nnx.State]:
     """The model `build` makes, built abstractly and filled from `sources` (strict)."""
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
     flat = list(nnx.to_flat_state(abstract))
     expected = {path: variable_value(var) for path, var in flat}
-    filled = fill_params(expected, sources, dtype=dtype, device=device)
+    filled = fill_params(expected, sources, dtype=dtype, placement=placement)
     return graphdef, nnx.from_flat_state([(path, var.replace(filled[path])) for path, var in flat])
 
 
@@ -167,9 +168,10 @@ def load_checkpoint(
     preset: Preset | None = None,
     dtype: str | jnp.dtype = "float32",
     max_seq_length: int | None = None,
-    device: jax.Device | None = None,
+    placement: Placement | None = None,
 ) -> Checkpoint:
-    """Read a checkpoint directory strictly; raises CheckpointError naming the file at fault."""
+    """Read a checkpoint directory strictly, its weights put by `placement` (default: JAX's
+    default device); raises CheckpointError naming the file at fault."""
     if not directory.is_dir():
         raise ModelNotFoundError(f"no such directory: {directory}")
     dtype = parse_dtype(dtype)
@@ -203,7 +205,7 @@ def load_checkpoint(
     sources = _tensor_sources(safetensors_files(directory), family.weight_map)
     for i, sub in enumerate(dense_dirs):
         sources += _tensor_sources(safetensors_files(sub), dense_weight_map(i))
-    graphdef, params = _fill_model(build, sources, dtype, device)
+    graphdef, params = _fill_model(build, sources, dtype, placement)
     return Checkpoint(
         path=directory,
         name=preset.name if preset else directory.name,

@@ -33,6 +33,7 @@ import numpy as np
 from ferris_jax import _version
 from ferris_jax.encoder import STREAM_CHUNK_TEXTS, Encoder
 from ferris_jax.errors import require_int
+from ferris_jax.placement import Placement
 from ferris_jax.quantization import quantization_ranges, quantize_embeddings
 from ferris_jax.retrieval import filters, store
 from ferris_jax.retrieval.chunking import Chunk, chunk_documents, chunk_sizes
@@ -155,6 +156,8 @@ class Index:
             "document": encoder.prompt_for("document") if encoder else "",
         }
         self.probe = self._probe_vector() if encoder else None
+        # Where the device copy of the vectors and the queries live: the encoder's placement.
+        self.placement = encoder.placement if encoder else Placement.default()
         # How the documents in the index were cut into chunks (`chunking_for`); None until the
         # first documents are chunked into it.
         self.chunking: dict[str, Any] | None = None
@@ -607,8 +610,7 @@ class Index:
             blocks = self._device_blocks()
             masks = self._device_masks(filter)
             ranges = self.ranges
-        device = blocks[0].devices().pop()
-        q = jax.device_put(queries, device)
+        q = self.placement.put(queries)
         quantized = self.precision != "float32"
         if self.precision in ("int8", "binary"):
             precision = "int8" if self.precision == "int8" else "ubinary"
@@ -624,7 +626,7 @@ class Index:
             with self._lock:
                 candidates = self._gather(np.maximum(rows_np, 0).ravel())
             candidates = candidates.reshape(*rows_np.shape, self.dimension)
-            scores, rows = rescore(q, jax.device_put(candidates, device), rows, k)
+            scores, rows = rescore(q, self.placement.put(candidates), rows, k)
         scores, rows = np.asarray(scores, np.float32), np.asarray(rows).astype(np.int64)
         return scores[:, :k], rows[:, :k]
 
@@ -676,7 +678,6 @@ class Index:
         if self._block_shape != (R, self.dimension):
             self._reset_device()
             self._block_shape = (R, self.dimension)
-        device = self.encoder.device if self.encoder else jax.devices()[0]
         blocks = []
         for b in range(math.ceil(self._rows / R)):
             version = self._versions.get(b, 0)
@@ -685,7 +686,7 @@ class Index:
                 stop = min((b + 1) * R, self._rows)
                 host = np.zeros((R, self.dimension), np.float32)
                 host[: stop - b * R] = self._gather(np.arange(b * R, stop))
-                cached = (version, jax.device_put(self._quantize(host), device))
+                cached = (version, self.placement.put(self._quantize(host)))
                 self._blocks[b] = cached
             blocks.append(cached[1])
         return blocks
@@ -693,18 +694,17 @@ class Index:
     def _device_masks(self, filter: Mapping[str, Any] | None) -> list[jax.Array]:
         R = self._rows_per_block()
         n = math.ceil(self._rows / R)
-        device = self.encoder.device if self.encoder else jax.devices()[0]
         alive = np.zeros(n * R, bool)
         alive[: self._rows] = self._alive[: self._rows]
         if filter is not None:
             allowed = alive & self._passing(filter, n * R)
-            return [jax.device_put(m, device) for m in np.split(allowed, n)]
+            return [self.placement.put(m) for m in np.split(allowed, n)]
         masks = []
         for b, mask in enumerate(np.split(alive, n)):
             version = self._mask_versions.get(b, 0)
             cached = self._masks.get(b)
             if cached is None or cached[0] != version:
-                cached = (version, jax.device_put(mask, device))
+                cached = (version, self.placement.put(mask))
                 self._masks[b] = cached
             masks.append(cached[1])
         return masks

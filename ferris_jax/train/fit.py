@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ferris_jax.encoder import Encoder
 from ferris_jax.errors import CheckpointError, require_int, require_number
 from ferris_jax.files import atomic_directory, read_json_object, write_json
+from ferris_jax.placement import Placement
 from ferris_jax.train.data import (
     BatchSampler,
     NoDuplicatesBatchSampler,
@@ -194,7 +195,7 @@ def fit(
     step_fn = train_step(
         encoder, loss, optimizer, compute_dtype=compute_dtype, mini_batch_size=mini_batch_size
     )
-    state = init_state(encoder.params, optimizer)
+    state = init_state(encoder.params, optimizer, encoder.placement)
     position = Position()
     history = History()
     run = {
@@ -528,10 +529,10 @@ def load_checkpoint(
             f"{path / STATE_FILE} does not match this model and optimizer:\n  "
             + "\n  ".join(problems)
         )
-    device = next(iter(leaves[0].devices())) if hasattr(leaves[0], "devices") else None
+    placement = Placement.of(template)
     # Copied on the device: the step donates the state, and buffers that alias numpy memory
     # cannot be donated (jax 0.4 aborts).
-    arrays = [jnp.copy(jax.device_put(tensors[n], device)) for n in names]
+    arrays = [jnp.copy(placement.put(tensors[n])) for n in names]
     state = jax.tree.unflatten(treedef, arrays)
     history = History(**manifest["history"])
     return state, Position(**manifest["position"]), history

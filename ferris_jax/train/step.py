@@ -29,6 +29,7 @@ from ferris_jax.encoder import Encoder
 from ferris_jax.errors import require_int, require_number
 from ferris_jax.models import family_for, read_config
 from ferris_jax.models.embedder import SentenceEmbedder
+from ferris_jax.placement import Placement
 from ferris_jax.platforms import parse_dtype
 
 Loss = Callable[..., jax.Array]
@@ -201,13 +202,18 @@ class TrainState:
     step: jax.Array
 
 
-def init_state(params: nnx.State, optimizer: optax.GradientTransformation) -> TrainState:
-    """A fresh state: float32 copies of `params` (e.g. `enc.params`), which the step donates."""
+def init_state(
+    params: nnx.State,
+    optimizer: optax.GradientTransformation,
+    placement: Placement | None = None,
+) -> TrainState:
+    """A fresh state: float32 copies of `params` (e.g. `enc.params`), which the step donates,
+    put by `placement` (e.g. `enc.placement`; default: where `params` are)."""
     params = jax.tree.map(lambda x: jnp.array(x, dtype=jnp.float32, copy=True), params)
     state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
-    # Committed to the parameters' device like the step's outputs, so the step's first call
-    # and the later ones share one compiled program.
-    return jax.device_put(state, jax.tree.leaves(params)[0].sharding)
+    # Committed like the step's outputs, so the step's first call and the later ones share
+    # one compiled program.
+    return (placement or Placement.of(params)).put(state)
 
 
 def default_compute_dtype(enc: Encoder) -> str:
