@@ -823,8 +823,8 @@ def _index_build(args: argparse.Namespace) -> int:
         _ingest(index, folder, args)
     except BaseException:
         if created and index.path is None:  # nothing saved: leave no folder behind
+            store.remove_unused_folder(folder)  # under the lock: a waiting writer retries
             index.close()
-            store.remove_unused_folder(folder)
         raise
     return 0
 

@@ -9,6 +9,7 @@ straight through, never replaced; a symbolic link is followed to its target.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -285,4 +286,12 @@ def lock_descriptor(fd: int, *, shared: bool = False, wait: bool = False) -> boo
         fcntl.flock(fd, flags)
     except BlockingIOError:
         return False
+    except OSError as e:
+        if e.errno in _NO_LOCKS:  # a filesystem without locks (some SMB/FUSE mounts)
+            return True
+        raise
     return True
+
+
+# What flock raises where the filesystem cannot lock: such a lock is treated as taken.
+_NO_LOCKS = {errno.ENOLCK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL}

@@ -446,3 +446,40 @@ def test_a_build_that_saves_nothing_leaves_no_folder(model_dir, corpus, tmp_path
     assert main(list(map(str, argv))) == 1
     assert "truncated" in _error(capsys)
     assert not out.exists()
+
+
+def test_the_same_documents_named_otherwise_are_not_embedded_again(
+    model_dir, tmp_path, capsys, monkeypatch
+):
+    """The content hash leaves out where a document was read from: the folder by its absolute
+    path, or a JSON Lines record moved down a line, is the same document."""
+    articles = lee_corpus()
+    (tmp_path / "docs").mkdir()
+    for i in range(3):
+        (tmp_path / "docs" / f"d{i}.txt").write_text(articles[i])
+    records = [json.dumps({"id": f"r{i}", "text": articles[10 + i]}) + "\n" for i in range(3)]
+    (tmp_path / "faq.jsonl").write_text("".join(records))
+    monkeypatch.chdir(tmp_path)
+    _run(capsys, "index", "build", "docs", "faq.jsonl", "-m", model_dir, "-o", "ix")
+    (tmp_path / "faq.jsonl").write_text(json.dumps({"id": "new", "text": "A new record."})
+                                        + "\n" + "".join(records))  # fmt: skip
+    err = _run(capsys, "index", "add", "ix", tmp_path / "docs", "./faq.jsonl")
+    assert "7 documents read, 1 added (6 already in the index, skipped)" in err
+
+
+def test_a_failed_ingest_records_no_document_it_did_not_add(encoder, tmp_path):
+    """Whole documents: the second is too long. The first, queued but never embedded, is not
+    recorded as done, so a later run adds it even if the index was saved after the error."""
+    from ferris_jax.retrieval.ingest import DocumentTooLong, ingest
+    from ferris_jax.retrieval.sources import Document
+
+    index = Index(encoder)
+    chunking = index.chunking_for(whole_documents=True)
+    short = Document("short", "A short note.")
+    long = Document("long", " ".join(lee_corpus()[:3]))
+    with pytest.raises(DocumentTooLong, match="'long'"):
+        ingest(index, [short, long], chunking=chunking, folder=tmp_path / "ix")
+    index.save(tmp_path / "ix")
+    assert "short" not in index
+    counts = ingest(index, [short], chunking=chunking)
+    assert counts.resumed == 1 and counts.chunks == 1 and "short" in Index.load(tmp_path / "ix")

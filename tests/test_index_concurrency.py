@@ -238,3 +238,21 @@ def test_index_add_from_two_processes_keeps_both(tiny_st, tmp_path):
         assert add.returncode == 0, err
         assert "3 added" in err
     assert Index.load(path).info()["documents"] == 9
+
+
+def test_a_failed_add_keeps_the_lock_over_vectors_it_spilled_to_disk(tmp_path, monkeypatch):
+    from ferris_jax.retrieval import index as index_module
+
+    path = tmp_path / "ix"
+    _new_index(path)
+    monkeypatch.setattr(index_module, "SHARD_ROWS", 4)
+    a = Index.load(path)
+    a.add_embeddings(np.ones((5, DIM)), ids=[f"a{i}" for i in range(5)], model=MODEL)  # spills
+    with pytest.raises(ValueError, match="already in the index"):
+        a.add_embeddings(np.ones((1, DIM)), ids=["a0"], model=MODEL)
+    b = Index.load(path)
+    b.add_embeddings(np.ones((1, DIM)), ids=["b0"], model=MODEL)
+    with pytest.raises(IndexLockedError, match="this process"):
+        b.save()  # a's unsaved shard is still protected
+    a.save()
+    assert len(Index.load(path)) == 9

@@ -164,3 +164,23 @@ def test_a_full_disk_during_a_save_names_the_file_and_keeps_the_last_save(tmp_pa
     assert len(Index.load(path)) == 5
     index.save()  # once there is room again
     assert len(Index.load(path)) == 8
+
+
+def test_a_failed_save_into_a_new_folder_leaves_both_as_they_were(tmp_path, monkeypatch):
+    index = _index()
+    home = index.save(tmp_path / "home")
+    index.add_embeddings(np.ones((3, DIM)), ids=["x", "y", "z"], model=MODEL)
+    real = store.snapshot
+
+    def failing(*args, **kwargs):  # after the pending rows were written to the new folder
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(store, "snapshot", failing)
+    with pytest.raises(OSError, match="I/O error"):
+        index.save(tmp_path / "away")
+    assert not [p.name for p in (tmp_path / "away").iterdir() if store.is_index_file(p.name)]
+    monkeypatch.setattr(store, "snapshot", real)
+    index.save()  # its own folder still works: no shard named there lives elsewhere
+    assert len(Index.load(home)) == 8
+    index.save(tmp_path / "away")  # and so does the move, tried again
+    assert len(Index.load(tmp_path / "away")) == 8

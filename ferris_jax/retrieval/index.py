@@ -188,6 +188,7 @@ class Index:
         self._writer: WriteLock | None = None
         self._writer_session = False
         self.lock_timeout = 0.0
+        self._saved_shards: set[str] = set()  # the shard files the last manifest names
 
     # ------------------------------------------------------------------ size and lookup
     def __len__(self) -> int:
@@ -219,7 +220,10 @@ class Index:
             query = "SELECT document_id FROM documents WHERE source = ?"
             found = [r[0] for r in self._db.execute(query, (path,))]
             if not found:  # documents added without a record: their "source" metadata
-                paths = sorted({name, os.path.normpath(name), os.path.relpath(path), path})
+                paths = {name, os.path.normpath(name), path}
+                with contextlib.suppress(ValueError):  # Windows: another drive
+                    paths.add(os.path.relpath(path))
+                paths = sorted(paths)
                 marks = ",".join("?" * len(paths))
                 query = "SELECT DISTINCT document_id FROM items WHERE "
                 query += f"json_extract(metadata, '$.source') IN ({marks})"
@@ -283,7 +287,10 @@ class Index:
 
         Returns:
             The ids added, in order. An id already in the index (or twice in the input) is an
-            error naming it; a failing add leaves the index as it was.
+            error naming it; a failing add leaves the index as it was. An add to a saved index
+            that spills vectors to its folder (past `SHARD_ROWS` unsaved rows) takes the
+            folder's write lock then (`IndexLockedError` if another writer holds it longer than
+            `lock_timeout`), held until the next `save`.
         """
         if self.encoder is None:
             raise ValueError("this index has no encoder: add vectors with add_embeddings")
@@ -477,7 +484,7 @@ class Index:
             self._alive[rows:] = False
             self._touch(np.arange(rows, self._rows), data=True)
             self._rows = rows
-            if len(self._shards) == len(shards):  # nothing of this index is on disk unsaved
+            if {s.file for s in self._shards} <= self._saved_shards:  # nothing unsaved on disk
                 self._release_unless_session()
             raise
         self._db.execute("RELEASE adding")
@@ -790,8 +797,17 @@ class Index:
             if path is None and self.path is None:
                 raise ValueError("this index was never saved: pass a folder to save it to")
             folder = Path(path).resolve() if path is not None else self.path
+            moving = folder != self.path
+            before = list(self._shards), list(self._mapped), list(self._pending)
             try:
                 self._save(folder)
+            except BaseException:
+                held = self._writer is not None and self._writer.folder == folder
+                if moving and held and not (folder / store.MANIFEST).exists():
+                    # A failed move leaves this index as it was and the new folder empty.
+                    self._shards, self._mapped, self._pending = before
+                    store.remove_unreferenced(folder, None)
+                raise
             finally:
                 self._release_unless_session()
             return folder
@@ -838,6 +854,7 @@ class Index:
             self._mapped = [store.open_shard(folder, s, self.dimension) for s in self._shards]
         self.path = folder
         self._generation = generation + 1
+        self._saved_shards = {s.file for s in self._shards}
         store.remove_unreferenced(folder, manifest)
 
     # ------------------------------------------------------------------ writing the folder
@@ -1025,6 +1042,7 @@ class Index:
             self._ann_rows = int(manifest["ann"]["rows"])
         self.path = folder
         self._generation = int(manifest.get("generation", 0))
+        self._saved_shards = {s.file for s in self._shards}
         return self
 
     # ------------------------------------------------------------------ helpers

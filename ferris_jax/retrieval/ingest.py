@@ -47,10 +47,17 @@ class IngestCounts:
     chunks: int = 0
 
 
+# Metadata that says where a document was read from, not what it holds: the same file named
+# by another path, or a JSON Lines record moved to another line, is the same document.
+WHERE_KEYS = ("source", "line")
+
+
 def content_hash(document: Document) -> str:
-    """The sha256 of a document's text and metadata (what its chunks are made of)."""
+    """The sha256 of a document's text and metadata (what its chunks are made of), but for
+    `WHERE_KEYS`."""
+    metadata = {k: v for k, v in document.metadata.items() if k not in WHERE_KEYS}
     digest = hashlib.sha256(document.text.encode("utf-8", "surrogatepass"))
-    digest.update(b"\0" + json.dumps(document.metadata, sort_keys=True, default=str).encode())
+    digest.update(b"\0" + json.dumps(metadata, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 
@@ -82,6 +89,8 @@ def ingest(
     queued: collections.deque[tuple[Document, str, str | None]] = collections.deque()
     seen: set[str] = set()
     pending: list[Chunk | Document] = []
+    # Documents whose chunks are all queued: recorded complete once those are in the index.
+    finished: list[DocumentRecord] = []
 
     def fed() -> Iterator[Chunk | Document]:
         for item in pending:
@@ -93,8 +102,11 @@ def ingest(
     def save() -> None:
         index.add(fed(), batch_size=batch_size, chunk_size=max(8 * batch_size, 1024),
                   show_progress_bar=False)  # fmt: skip
-        index.save(folder)
         pending.clear()
+        for record in finished:
+            index.documents.put(record)
+        finished.clear()
+        index.save(folder)
 
     def changed(stream: Iterable[Document]) -> Iterator[Document]:
         """The documents to chunk (unchanged ones are counted and dropped here, unchunked)."""
@@ -129,7 +141,7 @@ def ingest(
         return kept
 
     def finish(document: Document, digest: str, source: str | None, chunks: int) -> None:
-        index.documents.put(DocumentRecord(document.id, digest, chunks, source))
+        finished.append(DocumentRecord(document.id, digest, chunks, source))
 
     chunks = chunk_documents(
         changed(documents),
@@ -169,7 +181,7 @@ def ingest(
     if prune_sources:
         counts.removed = _prune(index, prune_sources, seen)
     if counts.read != counts.skipped or counts.removed or index.path != folder:
-        save()
+        save()  # also records the documents finished since the last save
     return counts
 
 

@@ -269,13 +269,15 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     write_json(folder / MANIFEST, manifest)
 
 
-def remove_unreferenced(folder: Path, manifest: dict[str, Any]) -> None:
-    """Remove the index files (by name: `is_index_file`) the manifest no longer names:
-    superseded ones and an interrupted save's. Only while no reader is opening the folder's
-    files (`reading`); otherwise they are left for the next save."""
-    keep = {manifest["items"]["file"], *(s["file"] for s in manifest["shards"])}
-    if manifest.get("ann"):
-        keep.add(manifest["ann"]["file"])
+def remove_unreferenced(folder: Path, manifest: dict[str, Any] | None) -> None:
+    """Remove the index files (by name: `is_index_file`) the manifest no longer names (None:
+    all of them): superseded ones and an interrupted save's. Only while no reader is opening
+    the folder's files (`reading`); otherwise they are left for the next save."""
+    keep = set()
+    if manifest is not None:
+        keep = {manifest["items"]["file"], *(s["file"] for s in manifest["shards"])}
+        if manifest.get("ann"):
+            keep.add(manifest["ann"]["file"])
     # Readers hold it only while opening files: a gap comes soon even when they overlap.
     with _lock_file(folder / READ_LOCK, shared=False, timeout=READERS_WAIT) as free:
         if not free:
@@ -377,6 +379,7 @@ class WriteLock:
         path = folder / WRITE_LOCK
         deadline = time.monotonic() + max(float(timeout), 0.0)
         while True:
+            folder.mkdir(parents=True, exist_ok=True)  # a failed build may have removed it
             self._file = open(path, "a+b", buffering=0)  # noqa: SIM115 (held until release)
             if lock_descriptor(self._file.fileno()):
                 if _same_file(self._file, path):
