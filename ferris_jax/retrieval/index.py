@@ -214,8 +214,8 @@ class Index:
         or absolute; a .jsonl file names each of its records)."""
         with self._lock:
             query = "SELECT 1 FROM items WHERE document_id = ? LIMIT 1"
-            if self._db.execute(query, (name,)).fetchone():
-                return [name]
+            if self._db.execute(query, (name,)).fetchone() or self.documents.get(name):
+                return [name]  # (a recorded document may have no chunks: an empty one)
             path = os.path.abspath(name)
             query = "SELECT document_id FROM documents WHERE source = ?"
             found = [r[0] for r in self._db.execute(query, (path,))]
