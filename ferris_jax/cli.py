@@ -742,7 +742,6 @@ def _ingest(index: Any, folder: Path, args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     chunking = _index_chunking(index, args)
-    index.chunking = chunking  # saved with the index: a later run continues with the same
     with _progress(args) as bar:
 
         def progress(counts: Any) -> None:

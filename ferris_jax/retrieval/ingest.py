@@ -78,13 +78,15 @@ def ingest(
     Args:
         prune_sources: the files and folders `documents` were read from: documents recorded
             from them that this run did not see are removed.
-        on_chunk: called with the running counts after each chunk is queued (progress).
+        on_chunk: called with the running counts after each chunk is fed to the encoder
+            (progress).
 
     Raises:
         DocumentTooLong: with `chunking["whole_documents"]`, a document the model would
             truncate (what was saved before it stays saved).
     """
     folder = Path(folder).resolve() if folder is not None else index.path
+    index.chunking = chunking  # saved with the index: later runs chunk the same way
     counts = IngestCounts()
     queued: collections.deque[tuple[Document, str, str | None]] = collections.deque()
     seen: set[str] = set()
@@ -143,6 +145,11 @@ def ingest(
     def finish(document: Document, digest: str, source: str | None, chunks: int) -> None:
         finished.append(DocumentRecord(document.id, digest, chunks, source))
 
+    def finish_empty() -> None:
+        """The next queued document, which has no chunk (no text)."""
+        start(*queued[0])
+        finish(*queued.popleft(), 0)
+
     chunks = chunk_documents(
         changed(documents),
         index.encoder,
@@ -152,9 +159,8 @@ def ingest(
     )
     whole = bool(chunking.get("whole_documents"))
     for document_id, group in itertools.groupby(chunks, key=lambda c: c.document_id):
-        while queued[0][0].id != document_id:  # documents with no chunk (no text)
-            start(*queued[0])
-            finish(*queued.popleft(), 0)
+        while queued[0][0].id != document_id:
+            finish_empty()
         document, digest, source = queued.popleft()
         kept = start(document, digest, source)
         n = 0
@@ -176,8 +182,7 @@ def ingest(
                 save()
         finish(document, digest, source, n)
     while queued:
-        start(*queued[0])
-        finish(*queued.popleft(), 0)
+        finish_empty()
     if prune_sources:
         counts.removed = _prune(index, prune_sources, seen)
     if counts.read != counts.skipped or counts.removed or index.path != folder:
