@@ -24,6 +24,7 @@ def load(
     max_seq_length: int | None = None,
     backend: str | None = None,
     device: jax.Device | None = None,
+    devices: backends.DeviceChoice = None,
     revision: str | None = None,
     cache_dir: str | None = None,
     compilation_cache: bool | str | os.PathLike = True,
@@ -41,6 +42,11 @@ def load(
             TPU > CPU, an accelerator being used only if it passes a capability probe (else one
             warning and the CPU); or a platform name such as "cuda", "mps", "METAL", "cpu".
         device: a specific device (skips backend selection and the probe).
+        devices: run over several devices, data parallel (parameters replicated, each batch
+            split by rows; `encode`'s `batch_size` is then per device): "local" (every device
+            of this process on the chosen platform), "all" (every device of every process,
+            after `jax.distributed.initialize`: for training across hosts), a count n (this
+            process's first n) or a list of devices. Default: one device.
         revision, cache_dir: passed to huggingface_hub for hub ids.
         compilation_cache: True (default directory), False, or a directory for JAX's
             persistent compilation cache.
@@ -53,6 +59,8 @@ def load(
         CheckpointError: the checkpoint is incomplete or inconsistent (the message names the file).
     """
     impls = check_impls(impls or {})
+    if device is not None and devices is not None:
+        raise ValueError("pass device= (one device) or devices= (several), not both")
     path, preset = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
     dtype_name = jnp.dtype(parse_dtype(dtype)).name
     if device is not None:
@@ -70,7 +78,8 @@ def load(
             chosen = backends.Backend(platform, device, requested="device")
         else:
             chosen = backends.select_backend(backend, dtype=dtype_name, platforms=available)
-        placement = Placement(chosen.device)  # where this model's arrays live, from here down
+        # Where this model's arrays live, from here down.
+        placement = Placement.on(backends.devices_for(chosen, devices))
         checkpoint = load_checkpoint(
             path,
             preset=preset,

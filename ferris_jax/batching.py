@@ -34,6 +34,7 @@ class BucketPolicy:
     batch_sizes: tuple[int, ...]
     seq_lengths: tuple[int, ...]
     max_batch_tokens: int | None = None  # cap on B * L: long texts go in smaller batches
+    rows_multiple: int = 1  # every batch size is a multiple of it (the devices rows split over)
 
     @classmethod
     @functools.lru_cache(maxsize=64)  # policies are immutable; encode asks on every call
@@ -43,19 +44,28 @@ class BucketPolicy:
         max_seq_length: int,
         min_seq_length: int = 16,
         max_batch_tokens: int | None = None,
+        rows_multiple: int = 1,
     ) -> BucketPolicy:
-        """Powers of two for batch sizes; powers of two and their 1.5x for lengths."""
+        """Powers of two for batch sizes; powers of two and their 1.5x for lengths.
+
+        With `rows_multiple` n > 1 (a placement over n devices), `max_batch_size` and
+        `max_batch_tokens` are per device: every batch size and the cap are n times the
+        one-device policy's, so each device gets the batches one device would."""
         if max_batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {max_batch_size}")
+        if rows_multiple < 1:
+            raise ValueError(f"rows_multiple must be >= 1, got {rows_multiple}")
         batches = tuple(
             b for b in (1 << k for k in range(max_batch_size.bit_length())) if b < max_batch_size
         )
         if max_batch_tokens is not None and max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
+        n = rows_multiple
         return cls(
-            (*batches, max_batch_size),
+            tuple(b * n for b in (*batches, max_batch_size)),
             _grid(max_seq_length, min(min_seq_length, max_seq_length)),
-            max_batch_tokens,
+            None if max_batch_tokens is None else max_batch_tokens * n,
+            n,
         )
 
     def rows_for(self, seq_length: int) -> int:
@@ -64,7 +74,7 @@ class BucketPolicy:
         if self.max_batch_tokens is None or self.max_batch_tokens >= top * seq_length:
             return top
         fit = self.max_batch_tokens // seq_length
-        return max((b for b in self.batch_sizes if b <= fit), default=1)
+        return max((b for b in self.batch_sizes if b <= fit), default=self.batch_sizes[0])
 
     def shape_for(self, rows: int, longest: int) -> tuple[int, int]:
         """The (B, L) bucket for `rows` texts whose longest has `longest` tokens."""

@@ -82,12 +82,14 @@ class Encoder:
         self.tokenizer = checkpoint.tokenizer
         self.settings = checkpoint.settings
         # Where the parameters, batches and results live (`device=`: that one device).
-        self.placement = placement or (Placement(device) if device else Placement.of(self.params))
+        self.placement = placement or (
+            Placement.on(device) if device else Placement.of(self.params)
+        )
         self.backend = backend or Backend(self.placement.platform, self.device, requested="device")
         # How LayerNorm and attention are implemented in this encoder's programs, e.g.
         # {"attention": "einsum"}; ops left out follow `ops.use_impl` / the environment.
         self.impls: dict[str, str] = check_impls(impls or {})
-        self.programs = Programs(self.graphdef)
+        self.programs = Programs(self.graphdef, self.placement)
         self.pipeline = Pipeline(self.tokenizer, self.programs)
         defaults = self.backend.defaults
         # Cap on padded tokens per batch: long texts then go in smaller batches (None: no cap).
@@ -234,9 +236,13 @@ class Encoder:
         return self.programs.lower(self.params, shape, self.requested_impls())
 
     def bucket_policy(self, batch_size: int) -> BucketPolicy:
-        """The shapes `encode(batch_size=...)` uses (see `max_batch_tokens`)."""
+        """The shapes `encode(batch_size=...)` uses (see `max_batch_tokens`); on several
+        devices `batch_size` rows go to each device."""
         return BucketPolicy.for_limits(
-            batch_size, self.max_seq_length, max_batch_tokens=self.max_batch_tokens
+            batch_size,
+            self.max_seq_length,
+            max_batch_tokens=self.max_batch_tokens,
+            rows_multiple=self.placement.rows_multiple,
         )
 
     def precompile(self, batch_size: int = 32, seq_lengths: Sequence[int] | None = None) -> None:
@@ -587,6 +593,7 @@ class Encoder:
             "prompts": self.prompts,
             "similarity": self.settings.similarity_fn_name,
             "device": str(self.device),
+            "devices": [str(d) for d in self.placement.devices],
             "platform": self.backend.platform,
             "backend_requested": self.backend.requested,
             "probe": self.backend.probe.summary() if self.backend.probe else None,
@@ -603,7 +610,12 @@ class Encoder:
         return (
             f"Encoder({self.checkpoint.name!r}, {self.checkpoint.model_type}, "
             f"dim={self.embedding_dimension}, "
-            f"max_seq_length={self.max_seq_length}, device={self.device})"
+            f"max_seq_length={self.max_seq_length}, "
+            + (
+                f"device={self.device})"
+                if self.placement.mesh is None
+                else f"devices={self.placement})"
+            )
         )
 
     def close(self) -> None:

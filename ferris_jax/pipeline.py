@@ -207,7 +207,6 @@ class Pipeline:
             on_batch: called with each batch right after it is dispatched.
         """
         leaves, _ = self.programs.flat_params(params)
-        prompt = np.int32(prompt_length)
         in_flight: collections.deque[jax.Array] = collections.deque()
         chunk_size = max(CHUNK_TEXTS, 2 * policy.batch_sizes[-1])  # room for two full batches
         for planned in self.planned_chunks(windows, policy, packing, chunk_size):
@@ -215,7 +214,8 @@ class Pipeline:
             self.programs.compile_all(params, [batch.shape for batch in planned], impls)
             for batch in planned:
                 program = self.programs.get(params, batch.shape, impls)
-                output = program(leaves, *self.model_inputs(batch), prompt)
+                inputs = self.programs.inputs(self.model_inputs(batch), prompt_length)
+                output = program(leaves, *inputs)
                 if copy_to_host:
                     output.copy_to_host_async()
                 in_flight.append(output)

@@ -2,10 +2,12 @@
 
 `embed`, `embed_packed` and `token_embeddings` are the functional core. `Programs` compiles
 them once per key: the batch shape, the implementation choice of every op
-(`ops.requested_impls`) and the parameter structure. Compiled programs take the parameters as
-a flat tuple of arrays, since flattening an `nnx.State` on every call costs more than a small
-batch's compute. Several new programs compile in parallel threads (`compile_all`: XLA compiles
-without holding the GIL), `$FERRIS_JAX_COMPILE_THREADS` at a time (default: one per CPU).
+(`ops.requested_impls`), the parameter structure and the placement (on several devices a
+program takes its batch split by rows and the parameters replicated: one SPMD program).
+Compiled programs take the parameters as a flat tuple of arrays, since flattening an
+`nnx.State` on every call costs more than a small batch's compute. Several new programs
+compile in parallel threads (`compile_all`: XLA compiles without holding the GIL),
+`$FERRIS_JAX_COMPILE_THREADS` at a time (default: one per CPU).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ferris_jax import ops
 from ferris_jax.ops.impl import ImplChoice
+from ferris_jax.placement import Placement
 from ferris_jax.runtime.compilation import repairing_cache
 
 Shape = tuple[int, ...]  # (batch, length), or (batch, length, texts per row) when packed
@@ -106,19 +110,20 @@ def compile_threads() -> int:
 class Programs:
     """The compiled programs of one model, one per (shape, implementation choice).
 
-    A program is called as `program(leaves, *token_arrays, prompt_length)` with `leaves` from
-    `flat_params(params)`. Replacing the parameters by arrays of another structure drops the
-    programs compiled for the old one.
+    A program is called as `program(leaves, *inputs)` with `leaves` from `flat_params(params)`
+    and `inputs(token arrays, prompt length)`. Replacing the parameters by
+    arrays of another structure drops the programs compiled for the old one.
     """
 
-    def __init__(self, graphdef: nnx.GraphDef):
+    def __init__(self, graphdef: nnx.GraphDef, placement: Placement):
         self.graphdef = graphdef
+        self.placement = placement
         self._jitted = jax.jit(functools.partial(_embed_flat, graphdef), static_argnums=(0, 1))
         self._jitted_packed = jax.jit(
             functools.partial(_embed_packed_flat, graphdef), static_argnums=(0, 1, 2)
         )
         self.compile_seconds = 0.0
-        self._compiled: dict[tuple[Shape, ImplChoice], Any] = {}
+        self._compiled: dict[tuple[Shape, ImplChoice, Placement], Any] = {}
         self._flat: tuple[nnx.State, tuple[jax.Array, ...], tuple[Any, tuple]] | None = None
 
     def flat_params(self, params: nnx.State) -> tuple[tuple[jax.Array, ...], Any]:
@@ -134,8 +139,11 @@ class Programs:
 
     def lower(self, params: nnx.State, shape: Shape, impls: ImplChoice) -> jax.stages.Lowered:
         """The program for `shape` under `impls`, lowered (`.as_text()`: StableHLO)."""
-        spec = jax.ShapeDtypeStruct(shape[:2], jnp.int32)
-        scalar = jax.ShapeDtypeStruct((), jnp.int32)
+        # One device: the arrays' device decides (as it always did); several: rows split.
+        mesh = self.placement.mesh is not None
+        rows, whole = (self.placement.rows, self.placement.replicated) if mesh else (None, None)
+        spec = jax.ShapeDtypeStruct(shape[:2], jnp.int32, sharding=rows)
+        scalar = jax.ShapeDtypeStruct((), jnp.int32, sharding=whole)
         leaves, treedef = self.flat_params(params)
         if len(shape) == 3:
             return self._jitted_packed.lower(
@@ -145,7 +153,7 @@ class Programs:
 
     def get(self, params: nnx.State, shape: Shape, impls: ImplChoice) -> Any:
         """The compiled program for `shape` under `impls`, compiled on first use."""
-        key = (shape, impls)
+        key = (shape, impls, self.placement)
         program = self._compiled.get(key)
         if program is None:
             start = time.perf_counter()
@@ -156,7 +164,7 @@ class Programs:
 
     def has(self, shape: Shape, impls: ImplChoice) -> bool:
         """Whether the program for `shape` under `impls` is compiled."""
-        return (shape, impls) in self._compiled
+        return (shape, impls, self.placement) in self._compiled
 
     def compile_all(self, params: nnx.State, shapes: Iterable[Shape], impls: ImplChoice) -> None:
         """Compile the programs of `shapes` not compiled yet, in parallel threads: a job's
@@ -180,18 +188,26 @@ class Programs:
         finally:  # on Ctrl-C, return at once; compiles already running finish in the background
             pool.shutdown(wait=False, cancel_futures=True)
         for shape, program in zip(missing, compiled, strict=True):
-            self._compiled[(shape, impls)] = program
+            self._compiled[(shape, impls, self.placement)] = program
         self.compile_seconds += time.perf_counter() - start
+
+    def inputs(self, arrays: tuple[np.ndarray, ...], prompt_length: int) -> tuple[Any, ...]:
+        """A batch's host token arrays and prompt length as its program takes them: as they
+        are on one device (the call copies them), split by rows over several devices."""
+        prompt = np.int32(prompt_length)
+        if self.placement.mesh is None:
+            return (*arrays, prompt)
+        return (*self.placement.put_rows(arrays), self.placement.put(prompt))
 
     @property
     def keys(self) -> list[tuple[Shape, ImplChoice]]:
         """Every (shape, implementation choice) compiled so far, sorted."""
-        return sorted(self._compiled)
+        return sorted((shape, impls) for shape, impls, _ in self._compiled)
 
     @property
     def shapes(self) -> list[Shape]:
         """The distinct shapes compiled so far, sorted."""
-        return sorted({shape for shape, _ in self._compiled})
+        return sorted({shape for shape, _, _ in self._compiled})
 
     def __len__(self) -> int:
         return len(self._compiled)

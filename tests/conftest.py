@@ -11,6 +11,13 @@ import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # no test may touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Four CPU devices, for the several-device tests (tests/test_several_devices.py); everything else
+# runs on the first, as on any one-device machine. Set before JAX starts (jax 0.4.35 has no
+# jax_num_cpu_devices option).
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    ).strip()
 # Tests (and the notebook kernel they start) get their own persistent compilation cache,
 # removed when the run ends.
 if "FERRIS_JAX_CACHE_DIR" not in os.environ:

@@ -87,15 +87,16 @@ class Backend:
 
 # ---------------------------------------------------------------- detection
 def detect_platforms() -> dict[str, list[jax.Device]]:
-    """Every platform JAX can initialise here -> its devices (an unknown plugin is included)."""
+    """Every platform JAX can initialise here -> this process's devices (an unknown plugin is
+    included; after `jax.distributed.initialize`, other processes' devices are left out)."""
     found: dict[str, list[jax.Device]] = {}
-    for device in jax.devices():  # the default backend, plugins included
+    for device in jax.local_devices():  # the default backend, plugins included
         found.setdefault(platform_of(device), []).append(device)
     for name in PREFERENCE:
         if name in found:
             continue
         try:
-            devices = jax.devices(name)
+            devices = jax.local_devices(backend=name)
         except RuntimeError:  # that backend is not installed or failed to initialise
             continue
         if devices:
@@ -281,6 +282,39 @@ def select_backend(
         )
     cpu = available.get("cpu") or jax.devices("cpu")
     return Backend("cpu", cpu[0], requested, result, fallback_from=platform)
+
+
+DeviceChoice = int | str | Sequence[jax.Device] | None
+
+
+def devices_for(chosen: Backend, devices: DeviceChoice) -> tuple[jax.Device, ...]:
+    """The devices a model is placed on, on the chosen backend's platform.
+
+    Args:
+        devices: None (the chosen device alone), "local" (every device of this process),
+            "all" (every device of every process, after `jax.distributed.initialize`), a
+            count n (this process's first n), or the devices themselves.
+    """
+    if devices is None:
+        return (chosen.device,)
+    if isinstance(devices, str):
+        if devices not in ("local", "all"):
+            raise ValueError(f'devices must be "local", "all", a count or devices, got {devices!r}')
+        platform = chosen.device.platform  # JAX's name ("gpu"), as jax.devices takes it
+        if devices == "all":
+            return tuple(jax.devices(platform))
+        return tuple(jax.local_devices(backend=platform))
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        local = jax.local_devices(backend=chosen.device.platform)
+        if not 1 <= devices <= len(local):
+            raise ValueError(
+                f"devices={devices}: this process has {len(local)} {chosen.platform} device(s)"
+            )
+        return tuple(local[:devices])
+    listed = tuple(devices)
+    if not listed or not all(isinstance(d, jax.Device) for d in listed):
+        raise ValueError(f'devices must be "local", "all", a count or devices, got {devices!r}')
+    return listed
 
 
 def runtime_versions() -> dict[str, str]:

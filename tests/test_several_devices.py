@@ -1,0 +1,79 @@
+"""One process, several devices: the same results as one device.
+
+conftest.py gives this process four CPU devices (`--xla_force_host_platform_device_count`); a
+model loaded with `devices=` runs data parallel over them (parameters replicated, batches split
+by rows) and must give one device's vectors, search results and train steps."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from helpers.data import sts_sentences
+
+import ferris_jax
+
+DEVICES = 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _four_devices():
+    if len(jax.devices("cpu")) < DEVICES:
+        pytest.fail(f"conftest.py should give this process {DEVICES} CPU devices")
+
+
+@pytest.fixture(scope="module")
+def minilm_4(minilm_path):
+    return ferris_jax.load("sentence-transformers/all-MiniLM-L6-v2", devices="local")
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return sts_sentences()[:500]
+
+
+def test_load_places_the_model_on_every_local_device(minilm_4):
+    assert minilm_4.placement.devices == tuple(jax.local_devices())
+    assert minilm_4.placement.rows_multiple == DEVICES
+    leaf = jax.tree.leaves(minilm_4.params)[0]
+    assert leaf.sharding.is_fully_replicated and len(leaf.devices()) == DEVICES
+
+
+@pytest.mark.parametrize("pack", [False, True], ids=["padded", "packed"])
+def test_encode_over_four_devices_equals_one_device(minilm, minilm_4, texts, pack):
+    minilm.pack_length = minilm_4.pack_length = 64 if pack else None
+    try:
+        want = minilm.encode(texts, batch_size=32)
+        got = minilm_4.encode(texts, batch_size=8)  # per device: the same 32-row batches
+    finally:
+        minilm.pack_length = minilm_4.pack_length = minilm.backend.defaults.pack_length
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    # Every batch shape divides over the devices; each device got 8-row (or smaller) batches.
+    assert all(shape[0] % DEVICES == 0 for shape in minilm_4.compiled_programs)
+    assert max(shape[0] for shape in minilm_4.compiled_programs) == 32
+
+
+def test_streams_and_batches_over_four_devices_equal_one_device(minilm, minilm_4, texts):
+    want = minilm.encode(texts[:100])
+    streamed = np.concatenate(list(minilm_4.encode_stream(iter(texts[:100]), chunk_size=37)))
+    np.testing.assert_allclose(streamed, want, rtol=0, atol=1e-6)
+    got = np.zeros_like(want)
+    for batch in minilm_4.embed_batches(texts[:100]):
+        got[batch.indices] = batch.numpy()
+        assert len(batch.output.devices()) == DEVICES  # the result stays split by rows
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_one_text_still_runs_on_four_devices(minilm, minilm_4):
+    np.testing.assert_allclose(
+        minilm_4.encode(["a single sentence"]), minilm.encode(["a single sentence"]), atol=1e-6
+    )
+
+
+def test_devices_argument_errors_say_what_to_pass(minilm_path):
+    with pytest.raises(ValueError, match="not both"):
+        ferris_jax.load(minilm_path, device=jax.devices()[0], devices="local")
+    with pytest.raises(ValueError, match='"local", "all"'):
+        ferris_jax.load(minilm_path, devices="everything")
+    with pytest.raises(ValueError, match=f"has {DEVICES} cpu device"):
+        ferris_jax.load(minilm_path, backend="cpu", devices=DEVICES + 1)
