@@ -30,3 +30,16 @@ def register_dataclass(cls: type | None = None, *, meta: tuple[str, ...] = ()) -
         return jax.tree_util.register_dataclass(cls, data_fields=fields, meta_fields=list(meta))
 
     return register if cls is None else register(cls)
+
+
+def shard_map(f: Any, mesh: Any, in_specs: Any, out_specs: Any) -> Any:
+    """`jax.shard_map` (jax >= 0.7), else `jax.experimental.shard_map.shard_map`, without the
+    replication check: outputs declared replicated (`P()`) are ones every device computes
+    alike from gathered values, which the check cannot always infer (e.g. through a sort)."""
+    import jax
+
+    if hasattr(jax, "shard_map"):
+        return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    from jax.experimental.shard_map import shard_map as experimental_shard_map
+
+    return experimental_shard_map(f, mesh, in_specs, out_specs, check_rep=False)

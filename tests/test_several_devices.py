@@ -77,3 +77,58 @@ def test_devices_argument_errors_say_what_to_pass(minilm_path):
         ferris_jax.load(minilm_path, devices="everything")
     with pytest.raises(ValueError, match=f"has {DEVICES} cpu device"):
         ferris_jax.load(minilm_path, backend="cpu", devices=DEVICES + 1)
+
+
+# ---------------------------------------------------------------- search
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8", "binary"])
+def test_an_index_over_four_devices_finds_what_one_device_finds(minilm, minilm_4, precision):
+    from ferris_jax.retrieval.index import Index
+
+    corpus = sts_sentences("train")[:1500]
+    ids = [f"s{i}" for i in range(len(corpus))]
+    metadata = [{"even": i % 2 == 0} for i in range(len(corpus))]
+    queries = sts_sentences()[:40]
+    results = []
+    for enc in (minilm, minilm_4):
+        index = Index(enc, precision=precision)
+        index.add(corpus, ids, metadata)
+        index.remove(ids[:50:3])
+        assert index._device_blocks()[0].shape[0] % DEVICES == 0  # blocks split over devices
+        results.append(
+            [
+                [(h.id, h.score) for h in hits]
+                for query_filter in (None, {"even": True})
+                for hits in index.search(queries, top_k=7, filter=query_filter)
+            ]
+        )
+    one, four = results
+    assert [[i for i, _ in hits] for hits in four] == [[i for i, _ in hits] for hits in one]
+    np.testing.assert_allclose(
+        [[s for _, s in hits] for hits in four], [[s for _, s in hits] for hits in one], atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("budget", [1 << 30, 1 << 12], ids=["one-program", "block-by-block"])
+def test_the_search_kernel_merges_the_devices_top_k_as_one_device_orders_it(budget):
+    from ferris_jax.placement import Placement
+    from ferris_jax.retrieval.search import search_blocks
+
+    rng = np.random.default_rng(0)
+    # Scores rounded to a few values: many ties, which must come out lower row first.
+    corpus = rng.integers(-2, 3, (3, 64, 8)).astype(np.float32)
+    valid = rng.random((3, 64)) > 0.2
+    queries = rng.integers(-2, 3, (5, 8)).astype(np.float32)
+    four = Placement.on(jax.devices("cpu")[:DEVICES])
+    want = search_blocks(queries, list(corpus), 20, valid=list(valid), score_budget_bytes=budget)
+    got = search_blocks(
+        four.put(queries),
+        [four.put_rows(b) for b in corpus],
+        20,
+        valid=[four.put_rows(v) for v in valid],
+        score_budget_bytes=budget,
+        mesh=four.mesh,
+    )
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))

@@ -623,11 +623,11 @@ class Index:
             precision = "int8" if self.precision == "int8" else "ubinary"
             scores, rows = search_blocks(
                 q, blocks, k, valid=masks, precision=precision, ranges=ranges,
-                candidates=rescore_,
+                candidates=rescore_, mesh=self.placement.mesh,
             )  # fmt: skip
         else:
             n = k * BFLOAT16_CANDIDATES if quantized and rescore_ else k
-            scores, rows = search_blocks(q, blocks, n, valid=masks)
+            scores, rows = search_blocks(q, blocks, n, valid=masks, mesh=self.placement.mesh)
         if quantized and rescore_:
             rows_np = np.asarray(rows).astype(np.int64)
             with self._lock:
@@ -693,7 +693,7 @@ class Index:
                 stop = min((b + 1) * R, self._rows)
                 host = np.zeros((R, self.dimension), np.float32)
                 host[: stop - b * R] = self._gather(np.arange(b * R, stop))
-                cached = (version, self.placement.put(self._quantize(host)))
+                cached = (version, self.placement.put_rows(self._quantize(host)))
                 self._blocks[b] = cached
             blocks.append(cached[1])
         return blocks
@@ -705,13 +705,13 @@ class Index:
         alive[: self._rows] = self._alive[: self._rows]
         if filter is not None:
             allowed = alive & self._passing(filter, n * R)
-            return [self.placement.put(m) for m in np.split(allowed, n)]
+            return [self.placement.put_rows(m) for m in np.split(allowed, n)]
         masks = []
         for b, mask in enumerate(np.split(alive, n)):
             version = self._mask_versions.get(b, 0)
             cached = self._masks.get(b)
             if cached is None or cached[0] != version:
-                cached = (version, self.placement.put(mask))
+                cached = (version, self.placement.put_rows(mask))
                 self._masks[b] = cached
             masks.append(cached[1])
         return masks
@@ -735,9 +735,13 @@ class Index:
         return vectors
 
     def _rows_per_block(self) -> int:
+        """Rows per device block: a power of two, rounded up to split over the devices."""
         if self._rows > BLOCK_ROWS:
-            return BLOCK_ROWS
-        return max(MIN_BLOCK_ROWS, 1 << max(self._rows - 1, 0).bit_length())
+            rows = BLOCK_ROWS
+        else:
+            rows = max(MIN_BLOCK_ROWS, 1 << max(self._rows - 1, 0).bit_length())
+        n = self.placement.rows_multiple
+        return -(-rows // n) * n
 
     def _touch(self, rows: np.ndarray, *, data: bool) -> None:
         """Mark the blocks holding `rows` changed (their data, or only their alive mask)."""

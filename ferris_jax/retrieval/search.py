@@ -8,6 +8,11 @@ the last block). Each block runs one jitted program, compiled once per (query bu
 shape, k, precision), which scores the block, takes its top-k (`ops.top_k`) and merges it into
 the running best on the device.
 
+Over several devices (`mesh`: a placement's one-axis mesh) each block is split by rows: every
+device scores its slice against the whole (replicated) queries and takes that slice's top-k;
+the devices' candidates are gathered (`all_gather`) and merged into one top-k on every device,
+ordered as on one device (score, then row).
+
 Scores are dot products (normalize for cosine), accumulated in float32 (with bfloat16 blocks
 the queries are rounded to bfloat16 first, as a bfloat16 matmul does), except:
 - int8/uint8: float query . dequantized corpus vector, computed without dequantizing the
@@ -28,9 +33,12 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 
+from ferris_jax._compat import shard_map
 from ferris_jax.errors import require_int
 from ferris_jax.ops.top_k import top_k
+from ferris_jax.placement import AXIS
 from ferris_jax.quantization import PRECISIONS, int8_query_weights
 
 # Candidates per result a quantized search returns with `candidates=True`, for float rescoring.
@@ -61,6 +69,7 @@ def search_blocks(
     candidates: bool = False,
     rescore_multiplier: int | None = None,
     score_budget_bytes: int = SCORE_BUDGET_BYTES,
+    mesh: Mesh | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """The best `k` rows of a blocked corpus for each query, exactly.
 
@@ -77,6 +86,9 @@ def search_blocks(
         rescore_multiplier: candidates per result (default `RESCORE_MULTIPLIER[precision]`).
         score_budget_bytes: cap on the float32 score matrix of one program; larger query batches
             are split.
+        mesh: the blocks and masks are split by rows over this one-axis mesh (a placement's
+            `mesh`; R a multiple of its size) and the queries replicated on it: each device
+            searches its rows and the top-k are merged on the devices.
 
     Returns:
         `(scores [Q, n] float32, rows [Q, n] int32)`, best first, equal scores lower row first;
@@ -114,6 +126,16 @@ def search_blocks(
             if m.shape != (R,) or m.dtype != jnp.bool_:
                 raise ValueError(f"valid[{i}] must be bool [{R}], got {m.dtype}{list(m.shape)}")
 
+    if mesh is not None and R % mesh.size:
+        raise ValueError(f"blocks of {R} rows do not split over {mesh.size} devices")
+    step_all, step_block = (
+        (_all_blocks_step, _block_step)
+        if mesh is None
+        else (
+            functools.partial(_sharded_all_blocks_step, mesh=mesh),
+            functools.partial(_sharded_block_step, mesh=mesh),
+        )
+    )
     chunk = _query_chunk(Q, R, score_budget_bytes)
     padded = -(-Q // chunk) * chunk
     queries = jnp.pad(queries, ((0, padded - Q), (0, 0)))
@@ -124,7 +146,7 @@ def search_blocks(
         if chunk * R * len(blocks) * 4 <= score_budget_bytes:
             # The whole corpus's scores fit the budget: one program, one top-k over all blocks
             # (a top-k and a merge per block cost more than the scores for a few queries).
-            best_s, best_r = _all_blocks_step(
+            best_s, best_r = step_all(
                 q, tuple(blocks), tuple(masks), n_out=n_out, kind=kind, matvec=matvec
             )
             out_s.append(best_s)
@@ -133,7 +155,7 @@ def search_blocks(
         best_s = jnp.full((chunk, n_out), -jnp.inf, jnp.float32)
         best_r = jnp.full((chunk, n_out), -1, jnp.int32)
         for i, (block, mask) in enumerate(zip(blocks, masks, strict=True)):
-            best_s, best_r = _block_step(
+            best_s, best_r = step_block(
                 q,
                 block,
                 mask,
@@ -254,6 +276,65 @@ def _all_blocks_step(q, blocks, valid, *, n_out, kind, matvec):
     scores = jnp.concatenate([_scores(q, block, kind, matvec) for block in blocks], axis=1)
     scores = jnp.where(jnp.concatenate(valid)[None, :], scores, -jnp.inf)
     return top_k(scores, n_out)  # block i's rows follow block i - 1's: indices are rows
+
+
+def _local_top_k(q, blocks, valid, offsets, n_out, kind, matvec):
+    """On one device: the top `n_out` of its slices of `blocks` (`[r]` rows each), as
+    (scores, corpus rows); slice i's local row j is corpus row `offsets[i] + j`."""
+    scores = jnp.concatenate([_scores(q, block, kind, matvec) for block in blocks], axis=1)
+    scores = jnp.where(jnp.concatenate(valid)[None, :], scores, -jnp.inf)
+    values, idx = top_k(scores, n_out)
+    r = blocks[0].shape[0]
+    rows = jnp.asarray(offsets, jnp.int32)[jnp.maximum(idx, 0) // r] + jnp.maximum(idx, 0) % r
+    return values, jnp.where(idx >= 0, rows, -1)
+
+
+def _best_of(values, rows, n_out):
+    """The best `n_out` of candidate (score, row) columns: higher score first, then lower row
+    (the order one device's top-k gives); empty places (-inf, -1) last."""
+    last = jnp.iinfo(jnp.int32).max
+    neg, keys = jax.lax.sort((-values, jnp.where(rows >= 0, rows, last)), dimension=1, num_keys=2)
+    keys = keys[:, :n_out]
+    return -neg[:, :n_out], jnp.where(keys == last, -1, keys)
+
+
+def _gathered_best(values, rows, n_out):
+    """Every device's candidates gathered, then the best `n_out` of them, on every device."""
+    values = jax.lax.all_gather(values, AXIS, axis=1, tiled=True)
+    rows = jax.lax.all_gather(rows, AXIS, axis=1, tiled=True)
+    return _best_of(values, rows, n_out)
+
+
+@functools.partial(jax.jit, static_argnames=("n_out", "kind", "matvec", "mesh"))
+def _sharded_all_blocks_step(q, blocks, valid, *, n_out, kind, matvec, mesh):
+    R, n = blocks[0].shape[0], mesh.size
+
+    def search(q, blocks, valid):
+        start = jax.lax.axis_index(AXIS) * (R // n)
+        offsets = [i * R + start for i in range(len(blocks))]
+        values, rows = _local_top_k(q, blocks, valid, jnp.stack(offsets), n_out, kind, matvec)
+        return _gathered_best(values, rows, n_out)
+
+    rows, whole = PartitionSpec(AXIS), PartitionSpec()
+    specs = (whole, (rows,) * len(blocks), (rows,) * len(valid))
+    return shard_map(search, mesh, specs, (whole, whole))(q, blocks, valid)
+
+
+@functools.partial(jax.jit, static_argnames=("n_out", "kind", "matvec", "mesh"))
+def _sharded_block_step(q, block, valid, offset, best_s, best_r, *, n_out, kind, matvec, mesh):
+    R, n = block.shape[0], mesh.size
+
+    def search(q, block, valid, offset, best_s, best_r):
+        start = offset + jax.lax.axis_index(AXIS) * (R // n)
+        values, rows = _local_top_k(q, [block], [valid], start[None], n_out, kind, matvec)
+        values, rows = _gathered_best(values, rows, n_out)
+        return _best_of(
+            jnp.concatenate([best_s, values], 1), jnp.concatenate([best_r, rows], 1), n_out
+        )
+
+    rows, whole = PartitionSpec(AXIS), PartitionSpec()
+    specs = (whole, rows, rows, whole, whole, whole)
+    return shard_map(search, mesh, specs, (whole, whole))(q, block, valid, offset, best_s, best_r)
 
 
 def _scores(q, block, kind, matvec=False):
