@@ -100,9 +100,13 @@ class Placement:
     @property
     def rows(self) -> jax.sharding.Sharding:
         """The sharding of batches and corpus blocks: split by rows (the first axis)."""
+        return self.split(0)
+
+    def split(self, axis: int) -> jax.sharding.Sharding:
+        """The sharding that splits arrays along `axis` over the devices."""
         if self.mesh is None:
             return jax.sharding.SingleDeviceSharding(self.device)
-        return NamedSharding(self.mesh, PartitionSpec(AXIS))
+        return NamedSharding(self.mesh, PartitionSpec(*[None] * axis, AXIS))
 
     @property
     def is_multi_process(self) -> bool:
@@ -115,19 +119,13 @@ class Placement:
 
     def put_rows(self, value: T) -> T:
         """`value`'s arrays split by their first axis over the devices (each leaf's first
-        dimension a multiple of `rows_multiple`). With several processes, each passes its own
-        rows and the result is the global array of every process's rows in process order."""
-        if self.is_multi_process:
-            return jax.tree.map(
-                lambda x: jax.make_array_from_process_local_data(self.rows, np.asarray(x)),
-                value,
-            )
+        dimension a multiple of `rows_multiple`)."""
         return self._put(value, self.rows)
 
     def _put(self, value: T, sharding: jax.sharding.Sharding) -> T:
         if self.mesh is None:
             return jax.device_put(value, self.device)
-        if self.is_multi_process:  # every process holds the same host value
+        if self.is_multi_process:  # every process passes the same host value; each puts its part
             return jax.tree.map(lambda x: _global_from_host(np.asarray(x), sharding), value)
         return jax.device_put(value, sharding)
 

@@ -132,3 +132,69 @@ def test_the_search_kernel_merges_the_devices_top_k_as_one_device_orders_it(budg
     )
     np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
     np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+
+
+# ---------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tiny_st):
+    """The tiny model on one device and on four."""
+    path, _ = tiny_st
+    return ferris_jax.load(path), ferris_jax.load(path, devices="local")
+
+
+@pytest.mark.parametrize(
+    "pack, mini_batch_size",
+    [(False, None), (True, None), (False, 4), (True, 4)],
+    ids=["padded", "packed", "cached-padded", "cached-packed"],
+)
+def test_a_data_parallel_train_step_equals_the_one_device_step(tiny_pair, pack, mini_batch_size):
+    """The same global batch (10 examples: rows that do not divide over 4 devices) gives the
+    same loss and, through an SGD step of rate 1 (new = old - gradient), every gradient."""
+    import optax
+    from helpers.training import sts_triplets
+
+    from ferris_jax.train import make_batch
+    from ferris_jax.train.losses import mnrl_loss
+    from ferris_jax.train.step import init_state, train_step
+
+    examples = sts_triplets(10)
+    results = []
+    for enc in tiny_pair:
+        batch = make_batch(enc, examples, pack=pack, mini_batch_size=mini_batch_size)
+        step = train_step(
+            enc, mnrl_loss, optax.sgd(1.0), compute_dtype="float32", mini_batch_size=mini_batch_size
+        )
+        before = [np.asarray(x) for x in jax.tree.leaves(enc.params)]
+        state = init_state(enc.params, optax.sgd(1.0), enc.placement)
+        if enc.placement.mesh is not None:  # one program over the devices, gradients summed
+            assert "all-reduce" in step.lower(state, batch).compile().as_text()
+        state, metrics = step(state, batch)
+        after = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+        grads = [b - a for b, a in zip(before, after, strict=True)]
+        results.append((float(metrics["loss"]), grads, state))
+    (loss_1, grads_1, _), (loss_4, grads_4, state_4) = results
+    np.testing.assert_allclose(loss_4, loss_1, rtol=1e-5)
+    for g4, g1 in zip(grads_4, grads_1, strict=True):
+        np.testing.assert_allclose(g4, g1, rtol=1e-5, atol=1e-5)
+    assert jax.tree.leaves(state_4.params)[0].sharding.is_fully_replicated
+
+
+def test_fit_over_four_devices_follows_the_one_device_run(tiny_st):
+    from helpers.training import sts_pairs
+
+    from ferris_jax.train.fit import fit
+    from ferris_jax.train.losses import mnrl_loss
+
+    path, _ = tiny_st
+    histories, vectors = [], []
+    for devices in (None, "local"):
+        enc = ferris_jax.load(path, devices=devices)
+        history = fit(
+            enc, sts_pairs(30), loss=mnrl_loss, epochs=1, batch_size=12, compute_dtype="float32"
+        )  # batches of 12, 12 and 6 examples
+        histories.append(history.loss)
+        vectors.append(enc.encode(sts_sentences()[:20]))
+    np.testing.assert_allclose(histories[1], histories[0], rtol=1e-5)
+    np.testing.assert_allclose(vectors[1], vectors[0], atol=1e-5)

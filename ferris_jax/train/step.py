@@ -474,8 +474,10 @@ def train_step(
     embed = embedder(enc, compute_dtype)
     if mini_batch_size is not None:
         mini_batch_size = require_int("mini_batch_size", mini_batch_size)
+    placement = enc.placement
 
     def step(state: TrainState, batch: TrainBatch) -> tuple[TrainState, dict[str, jax.Array]]:
+        batch = split_rows(batch, placement)
         if mini_batch_size is None or mini_batch_size >= batch.size:
             value, grads = loss_and_grad(embed, loss, state.params, batch)
         else:
@@ -485,4 +487,32 @@ def train_step(
         metrics = {"loss": value, "grad_norm": _global_norm(grads)}
         return TrainState(params, opt_state, state.step + 1), metrics
 
-    return jax.jit(step, donate_argnums=0)
+    if placement.mesh is None:
+        return jax.jit(step, donate_argnums=0)
+    # Several devices: the state stays replicated (the gradients are summed over the devices);
+    # the batch goes whole to every device (token ids: small) and is split inside the step,
+    # so a batch of any size, padded or packed, runs data parallel.
+    jitted = jax.jit(step, donate_argnums=0, out_shardings=placement.replicated)
+
+    def data_parallel_step(state: TrainState, batch: TrainBatch):
+        return jitted(state, placement.put(batch))
+
+    data_parallel_step.lower = lambda state, batch: jitted.lower(state, placement.put(batch))
+    return data_parallel_step
+
+
+def split_rows(batch: TrainBatch, placement: Placement) -> TrainBatch:
+    """Inside the step: `batch`'s texts split by rows over the placement's devices, so each
+    embeds its share; the loss then sees every device's embeddings (the in-batch negatives of
+    all devices: the compiler gathers them) and the gradients are summed across devices."""
+    if placement.mesh is None:
+        return batch
+    constrain = jax.lax.with_sharding_constraint
+    columns = batch.columns
+    if isinstance(columns, PackedColumns):
+        axis = columns.input_ids.ndim - 2  # the rows of [R, L], or of [N, R, L] mini-batches
+        arrays = ("input_ids", "token_type_ids", "segment_ids", "positions", "prompt_length")
+        split = {name: constrain(getattr(columns, name), placement.split(axis)) for name in arrays}
+        return dataclasses.replace(batch, columns=dataclasses.replace(columns, **split))
+    columns = tuple(jax.tree.map(lambda x: constrain(x, placement.rows), c) for c in columns)
+    return dataclasses.replace(batch, columns=columns)
