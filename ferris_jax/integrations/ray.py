@@ -29,7 +29,7 @@ from ferris_jax.api import load
 from ferris_jax.errors import require_int
 
 # Load options that say where the model runs; given any of them, the caller has chosen.
-_PLACING_OPTIONS = ("backend", "device")
+_PLACING_OPTIONS = ("backend", "device", "devices")
 
 
 class Embedder:
@@ -41,10 +41,10 @@ class Embedder:
     stores as a fixed-shape tensor column; one float32 `[E]` array per row in a DataFrame.
 
     In a Ray actor that holds no accelerator (no `num_gpus`, no TPU resources), the model runs on
-    the CPU and JAX is kept off the node's GPUs or TPUs (Ray leaves them visible to such
-    actors, and JAX would otherwise take memory on every one): unless `backend` or `device` is
-    given or JAX's platforms are set (`JAX_PLATFORMS`), JAX is set to the CPU platform before the
-    model loads.
+    the CPU and JAX is kept off the node's GPUs or TPUs (since Ray 2.56 they are visible to such
+    actors, and JAX would otherwise take memory on every one): unless `backend`, `device` or
+    `devices` is given or JAX's platforms are set (`JAX_PLATFORMS`), JAX is set to the CPU
+    platform before the model loads. An actor with GPUs (`num_gpus=1`) sees only its own.
 
     Args:
         model: a name or path for `ferris_jax.load` (a local path must exist on every worker).
