@@ -28,7 +28,7 @@ LAYERS = (
     ("encoder",),
     ("api",),
     ("retrieval", "train"),  # the jobs users embed for, over the public pipeline
-    ("integrations",),  # adapters to other frameworks (LangChain, LlamaIndex)
+    ("integrations",),  # adapters to other frameworks (LangChain, LlamaIndex, Ray Data)
     ("doctor", "cli", "__init__", "__main__"),
 )
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}

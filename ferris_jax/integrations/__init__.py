@@ -1,5 +1,5 @@
-"""Adapters to the RAG frameworks people already use (optional extras), and the checks of
-their arguments they share."""
+"""Adapters to the frameworks people already use (LangChain, LlamaIndex, Ray Data; optional
+extras), and the checks of their arguments they share."""
 
 from typing import Any
 
