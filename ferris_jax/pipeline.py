@@ -32,6 +32,7 @@ from ferris_jax.batching import (
     plan_packed,
 )
 from ferris_jax.ops.impl import ImplChoice
+from ferris_jax.placement import to_host
 from ferris_jax.programs import Programs
 from ferris_jax.tokenize import TextTokenizer, Tokenized
 
@@ -75,7 +76,7 @@ class EmbeddedBatch:
 
     def numpy(self) -> np.ndarray:
         """`[n, E]` float32 in the order of `indices` (waits for the device)."""
-        host = np.asarray(self.output, dtype=np.float32)
+        host = to_host(self.output).astype(np.float32, copy=False)
         return host.reshape(-1, host.shape[-1])[self.slots]
 
 

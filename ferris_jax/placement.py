@@ -135,5 +135,15 @@ class Placement:
         return f"{len(self.devices)} x {self.device.platform} ({', '.join(map(str, self.devices))})"
 
 
+def to_host(array: jax.Array) -> np.ndarray:
+    """`array` whole on the host. An array split over the devices of several processes is
+    gathered from all of them first (a collective: every process must call this)."""
+    if not array.is_fully_addressable and not array.is_fully_replicated:
+        from jax.experimental import multihost_utils
+
+        array = multihost_utils.process_allgather(array, tiled=True)
+    return np.asarray(array)
+
+
 def _global_from_host(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])

@@ -1,0 +1,59 @@
+"""One process of a several-host run (tests/test_several_hosts.py starts two of them):
+
+    cd tests && python -m helpers.host_worker COORDINATOR PROCESS_COUNT PROCESS_ID MODEL OUT
+
+It joins the run (`ferris_jax.runtime.distributed.initialize`, gloo collectives), loads MODEL
+over every process's devices (`devices="all"`), and writes to OUT (process 0 only, as every
+process computes the same): the vectors of 300 STS sentences, and the loss and gradients of one
+train step on the same global batch (padded, packed, cached), for the test to compare with one
+process on one device.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(coordinator: str, count: str, process_id: str, model: str, out: str) -> None:
+    from ferris_jax.runtime import distributed
+
+    processes = distributed.initialize(coordinator, int(count), int(process_id))
+
+    import jax
+    import numpy as np
+    import optax
+
+    import ferris_jax
+    from ferris_jax.train import make_batch
+    from ferris_jax.train.losses import mnrl_loss
+    from ferris_jax.train.step import init_state, train_step
+    from helpers.data import sts_sentences
+    from helpers.training import sts_triplets
+
+    enc = ferris_jax.load(model, devices="all")
+    assert enc.placement.is_multi_process, enc.placement
+    results = {"devices": np.array(len(enc.placement.devices))}
+    results["vectors"] = enc.encode(sts_sentences()[:300], batch_size=8)
+    for name, pack, mini_batch_size in (
+        ("padded", False, None),
+        ("packed", True, None),
+        ("cached", False, 4),
+    ):
+        batch = make_batch(enc, sts_triplets(10), pack=pack, mini_batch_size=mini_batch_size)
+        step = train_step(
+            enc, mnrl_loss, optax.sgd(1.0), compute_dtype="float32", mini_batch_size=mini_batch_size
+        )
+        state = init_state(enc.params, optax.sgd(1.0), enc.placement)
+        before = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+        state, metrics = step(state, batch)
+        after = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+        results[f"{name}_loss"] = np.asarray(metrics["loss"])
+        for i, (b, a) in enumerate(zip(before, after, strict=True)):
+            results[f"{name}_grad_{i}"] = b - a
+    distributed.barrier("host_worker done")
+    if processes.index == 0:
+        np.savez(out, **results)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

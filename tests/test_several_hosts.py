@@ -1,0 +1,109 @@
+"""Several processes as one run (`jax.distributed` over gloo on this machine): the same vectors
+and train steps as one process on one device.
+
+Two processes of two CPU devices each (four devices in one mesh, two per host) are started once
+for the module (tests/helpers/host_worker.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from helpers.data import sts_sentences
+
+import ferris_jax
+
+PROCESSES = 2
+DEVICES_PER_PROCESS = 2
+TESTS = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_processes(commands: list[list[str]], timeout: float = 600) -> None:
+    """Start the processes of one run together; fail with their output if any fails."""
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
+    }
+    procs = [
+        subprocess.Popen(
+            c, cwd=TESTS, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for c in commands
+    ]
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=timeout)[0])
+    finally:
+        for p in procs:
+            p.kill()
+    failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
+    assert not failed, "\n".join(
+        f"--- process {i} (exit {p.returncode}):\n{out[-3000:]}"
+        for i, (p, out) in enumerate(zip(procs, outputs, strict=True))
+    )
+
+
+@pytest.fixture(scope="module")
+def two_hosts(tiny_st, tmp_path_factory):
+    """What the two processes computed (process 0's copy)."""
+    path, _ = tiny_st
+    out = tmp_path_factory.mktemp("hosts") / "results.npz"
+    coordinator = f"127.0.0.1:{free_port()}"
+    worker = [sys.executable, "-m", "helpers.host_worker", coordinator, str(PROCESSES)]
+    run_processes([[*worker, str(i), str(path), str(out)] for i in range(PROCESSES)])
+    return dict(np.load(out))
+
+
+def test_the_run_spans_every_process_device(two_hosts):
+    assert int(two_hosts["devices"]) == PROCESSES * DEVICES_PER_PROCESS
+
+
+def test_encode_over_two_processes_equals_one_device(two_hosts, tiny_st):
+    path, _ = tiny_st
+    want = ferris_jax.load(path).encode(sts_sentences()[:300], batch_size=8)
+    np.testing.assert_allclose(two_hosts["vectors"], want, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name, pack, mini_batch_size",
+    [("padded", False, None), ("packed", True, None), ("cached", False, 4)],
+)
+def test_a_train_step_over_two_processes_equals_the_one_device_step(
+    two_hosts, tiny_st, name, pack, mini_batch_size
+):
+    """Every process built the same global batch (10 triplets); the step over four devices of
+    two processes gives one device's loss and, through SGD of rate 1, every gradient."""
+    import optax
+    from helpers.training import sts_triplets
+
+    from ferris_jax.train import make_batch
+    from ferris_jax.train.losses import mnrl_loss
+    from ferris_jax.train.step import init_state, train_step
+
+    path, _ = tiny_st
+    enc = ferris_jax.load(path)
+    batch = make_batch(enc, sts_triplets(10), pack=pack, mini_batch_size=mini_batch_size)
+    step = train_step(
+        enc, mnrl_loss, optax.sgd(1.0), compute_dtype="float32", mini_batch_size=mini_batch_size
+    )
+    state = init_state(enc.params, optax.sgd(1.0), enc.placement)
+    before = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+    state, metrics = step(state, batch)
+    after = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+    np.testing.assert_allclose(two_hosts[f"{name}_loss"], float(metrics["loss"]), rtol=1e-5)
+    for i, (b, a) in enumerate(zip(before, after, strict=True)):
+        np.testing.assert_allclose(two_hosts[f"{name}_grad_{i}"], b - a, rtol=1e-5, atol=1e-5)
