@@ -135,7 +135,25 @@ def _model_options() -> argparse.ArgumentParser:
         metavar="N",
         help="tokens per text, special tokens included (default: the model's)",
     )
+    parent.add_argument(
+        "--devices",
+        type=_devices,
+        metavar="local|N",
+        help="run over every device of this process ('local') or its first N, data parallel "
+        "(default: one device)",
+    )
     return parent
+
+
+def _devices(value: str) -> str | int:
+    if value == "local":
+        return value
+    try:
+        return _int_at_least(1)(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'local' or a count >= 1, got {value!r}"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,6 +334,22 @@ def _add_index_commands(commands: Any, model: argparse.ArgumentParser) -> None:
         help="how the index searches (default float32; int8/binary/bfloat16 are re-ranked "
         "with the float32 vectors)",
     )
+    processes = build.add_argument_group(
+        "several processes (hosts)",
+        "Run the same command once per process, each with its --process-id: each embeds "
+        "every N-th document into its part of the index (OUTPUT.parts/, which continues an "
+        "interrupted build), then process 0 merges the parts into OUTPUT. OUTPUT and "
+        "OUTPUT.parts must be on storage every process reaches.",
+    )
+    processes.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="process 0's address, the same for every one"
+    )
+    processes.add_argument(
+        "--processes", type=_int_at_least(1), metavar="N", help="how many processes run"
+    )
+    processes.add_argument(
+        "--process-id", type=_int_at_least(0), metavar="I", help="this process, 0 .. N-1"
+    )
     build.set_defaults(run=_index_build)
 
     backend = _Parser(add_help=False)
@@ -488,7 +522,11 @@ def _load(args: argparse.Namespace) -> Any:
 
     name = () if args.model is None else (args.model,)
     return ferris_jax.load(
-        *name, dtype=args.dtype, max_seq_length=args.max_seq_length, backend=args.backend
+        *name,
+        dtype=args.dtype,
+        max_seq_length=args.max_seq_length,
+        backend=args.backend,
+        devices=args.devices,
     )
 
 
@@ -734,7 +772,7 @@ class _LogProgress(contextlib.AbstractContextManager):
         self.postfix = s
 
 
-def _ingest(index: Any, folder: Path, args: argparse.Namespace) -> None:
+def _ingest(index: Any, folder: Path, args: argparse.Namespace, documents: Any = None) -> None:
     """Bring SOURCES into `index` (`retrieval.ingest`: new and changed documents embedded,
     unchanged ones skipped, an interrupted run's documents finished), saving it to `folder`
     after about every --save-every chunks; print the summary line."""
@@ -751,7 +789,7 @@ def _ingest(index: Any, folder: Path, args: argparse.Namespace) -> None:
         try:
             counts = ingest(
                 index,
-                _documents(args),
+                _documents(args) if documents is None else documents,
                 chunking=chunking,
                 folder=folder,
                 save_every=args.save_every,
@@ -774,25 +812,33 @@ def _ingest(index: Any, folder: Path, args: argparse.Namespace) -> None:
 
 
 def _index_build(args: argparse.Namespace) -> int:
+    _check_document_options(args)
+    given = [args.coordinator, args.processes, args.process_id]
+    if any(v is not None for v in given):
+        return _index_build_in_parts(args)
+    return _build(Path(args.output), args, "--output")
+
+
+def _build(
+    folder: Path, args: argparse.Namespace, name: str, encoder: Any = None, documents: Any = None
+) -> int:
+    """Build (or continue) the index at `folder` from SOURCES (or `documents`)."""
     from ferris_jax.retrieval import store
     from ferris_jax.retrieval.store import MANIFEST
 
-    _check_document_options(args)
-    folder = Path(args.output)
+    shown = f"{name} {folder}"
     created = not folder.exists()
     exists = (folder / MANIFEST).is_file()
     if folder.exists() and not folder.is_dir():
-        raise CommandError(f"--output {args.output} exists and is not a folder")
+        raise CommandError(f"{shown} exists and is not a folder")
     if (
         not exists
         and folder.is_dir()
         and any(p.name not in (store.WRITE_LOCK, store.READ_LOCK) for p in folder.iterdir())
     ):
-        raise CommandError(
-            f"--output {args.output} is a non-empty folder that holds no index; name a new folder"
-        )
+        raise CommandError(f"{shown} is a non-empty folder that holds no index; name a new folder")
     _documents(args)  # a missing or unreadable source fails here, before the model loads
-    encoder = _load(args)
+    encoder = encoder or _load(args)
     from ferris_jax.retrieval.index import Index
     from ferris_jax.retrieval.store import IndexFormatError
 
@@ -807,25 +853,72 @@ def _index_build(args: argparse.Namespace) -> int:
                 exists = True
     if exists:
         try:
-            index = _open_index_for_writing(args.output, args, encoder)
+            index = _open_index_for_writing(str(folder), args, encoder)
         except IndexFormatError as e:
             raise CommandError(
-                f"cannot continue the index at --output {args.output}: {e}; or choose another "
-                "--output"
+                f"cannot continue the index at {shown}: {e}; or choose another --output"
             ) from None
         if args.precision is not None and args.precision != index.precision:
             raise CommandError(
-                f"the index at --output {args.output} searches in {index.precision}, not "
+                f"the index at {shown} searches in {index.precision}, not "
                 f"--precision {args.precision}; drop --precision to continue it"
             )
     try:
-        _ingest(index, folder, args)
+        _ingest(index, folder, args, documents)
     except BaseException:
         if created and index.path is None:  # nothing saved: leave no folder behind
             store.remove_unused_folder(folder)  # under the lock: a waiting writer retries
             index.close()
         raise
     return 0
+
+
+def _index_build_in_parts(args: argparse.Namespace) -> int:
+    """One process of a build over several: embed this process's share of the documents into
+    its part (OUTPUT.parts/part-I-of-N), wait for every process, and (process 0) merge the
+    parts into OUTPUT. Every process leaves when the merged index is saved."""
+    from ferris_jax.retrieval.index import Index
+    from ferris_jax.retrieval.store import MANIFEST
+    from ferris_jax.runtime import distributed
+
+    flags = {"--coordinator": args.coordinator, "--processes": args.processes}
+    flags["--process-id"] = args.process_id
+    missing = [flag for flag, value in flags.items() if value is None]
+    if missing:
+        raise UsageError(f"a build over several processes needs {', '.join(missing)} as well")
+    if args.process_id >= args.processes:
+        raise UsageError(f"--process-id must be below --processes {args.processes}")
+    folder = Path(args.output)
+    if (folder / MANIFEST).is_file() or (folder.is_dir() and any(folder.iterdir())):
+        raise CommandError(
+            f"--output {args.output} is not empty: a build over several processes writes a new "
+            "index (its parts continue an interrupted build); name a new folder, or add "
+            "documents to that index with 'ferris-jax index add'"
+        )
+    _documents(args)  # a missing source fails here, before joining the other processes
+    processes = distributed.initialize(args.coordinator, args.processes, args.process_id)
+    parts = [
+        _parts_folder(folder) / f"part-{i:03d}-of-{processes.count:03d}"
+        for i in range(processes.count)
+    ]
+    encoder = _load(args)
+    mine = distributed.share(_documents(args), processes)
+    _build(parts[processes.index], args, "part", encoder, mine)
+    distributed.barrier("index build: parts saved")
+    if processes.index == 0:
+        merged = Index.merge(parts, folder, encoder=encoder)
+        print(
+            f"{PROG}: merged {len(parts)} parts ({len(merged)} chunks) -> {folder}; the parts "
+            f"stay in {_parts_folder(folder)} until you remove them",
+            file=sys.stderr,
+        )
+    distributed.barrier("index build: merged")
+    return 0
+
+
+def _parts_folder(output: Path) -> Path:
+    """Where the processes of a build into `output` keep their parts: beside it."""
+    return output.parent / f"{output.name}.parts"
 
 
 def _index_add(args: argparse.Namespace) -> int:

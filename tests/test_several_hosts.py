@@ -6,6 +6,7 @@ for the module (tests/helpers/host_worker.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -107,3 +108,44 @@ def test_a_train_step_over_two_processes_equals_the_one_device_step(
     np.testing.assert_allclose(two_hosts[f"{name}_loss"], float(metrics["loss"]), rtol=1e-5)
     for i, (b, a) in enumerate(zip(before, after, strict=True)):
         np.testing.assert_allclose(two_hosts[f"{name}_grad_{i}"], b - a, rtol=1e-5, atol=1e-5)
+
+
+def test_index_build_over_two_processes_merges_into_the_one_process_index(tiny_st, tmp_path):
+    """`ferris-jax index build ... --processes 2 --process-id I`, once per process: each embeds
+    every other document into its part, process 0 merges the parts; the index holds what one
+    process builds (ids, texts, metadata, document records) and finds the same hits."""
+    from helpers.data import lee_corpus
+
+    from ferris_jax.cli import main
+    from ferris_jax.retrieval.index import Index
+
+    path, _ = tiny_st
+    source = tmp_path / "lee.jsonl"
+    with source.open("w", encoding="utf-8") as f:
+        for i, text in enumerate(lee_corpus()[:30]):
+            f.write(json.dumps({"id": f"lee-{i}", "text": text, "n": i}) + "\n")
+    build = ["index", "build", str(source), "-m", str(path), "--max-tokens", "48", "--no-progress"]
+    assert main([*build, "-o", str(tmp_path / "one")]) == 0
+    coordinator = ["--coordinator", f"127.0.0.1:{free_port()}", "--processes", str(PROCESSES)]
+    cli = [sys.executable, "-m", "ferris_jax", *build, "--devices", "local", *coordinator]
+    run_processes(
+        [[*cli, "-o", str(tmp_path / "two"), "--process-id", str(i)] for i in range(PROCESSES)]
+    )
+
+    one, two = Index.load(tmp_path / "one"), Index.load(tmp_path / "two")
+    parts = sorted(p.name for p in (tmp_path / "two.parts").iterdir())
+    assert parts == ["part-000-of-002", "part-001-of-002"]
+    ids = [hit.id for hit in one.get(list(_ids(one)))]
+    assert sorted(_ids(two)) == sorted(ids) and len(two) == len(one) > 30
+    assert two.get(ids) == one.get(ids)  # texts, metadata, document ids
+    assert two.chunking == one.chunking
+    for document in ("lee-0", "lee-1", "lee-29"):
+        assert two.documents.get(document) == one.documents.get(document)
+    queries = lee_corpus()[40:60]
+    for got, want in zip(two.search(queries, top_k=5), one.search(queries, top_k=5), strict=True):
+        assert [h.id for h in got] == [h.id for h in want]
+        np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-6)
+
+
+def _ids(index) -> list[str]:
+    return [row[0] for row in index._db.execute("SELECT id FROM items ORDER BY row")]
