@@ -306,12 +306,12 @@ def _add_sources(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_index_commands(commands: Any, model: argparse.ArgumentParser) -> None:
-    """The `index build/add/remove/info` and `search` commands."""
+    """The `index build/add/remove/merge/info` and `search` commands."""
     documents = _document_options()
     wait = _wait_option()
     index = commands.add_parser(
         "index",
-        help="build, extend, shrink or describe a search index",
+        help="build, extend, shrink, merge or describe a search index",
         description="A persistent vector index of document chunks (see 'ferris-jax search').",
         allow_abbrev=False,
     )
@@ -383,6 +383,23 @@ def _add_index_commands(commands: Any, model: argparse.ArgumentParser) -> None:
         "--compact", action="store_true", help="also drop the removed vectors from the files"
     )
     remove.set_defaults(run=_index_remove)
+
+    merge = actions.add_parser(
+        "merge",
+        parents=[backend, wait],
+        help="merge indexes built separately (shares of one corpus) into a new index",
+        description="Merge index folders built separately, e.g. by several processes or "
+        "machines each embedding its own share of a corpus, into the new index -o: the rows of "
+        "the PARTs in order, vectors copied as they are, documents kept (so 'index add' skips "
+        "unchanged ones). The parts must share their model, options and chunking, and no id "
+        "may be in two of them; they are only read.",
+        allow_abbrev=False,
+    )
+    merge.add_argument(
+        "-o", "--output", required=True, metavar="INDEX", help="the new index folder (new or empty)"
+    )
+    merge.add_argument("parts", nargs="+", metavar="PART", help="index folders, in order")
+    merge.set_defaults(run=_index_merge)
 
     info = actions.add_parser(
         "info",
@@ -958,6 +975,28 @@ def _index_remove(args: argparse.Namespace) -> int:
     print(
         f"{PROG}: removed {removed} item{'' if removed == 1 else 's'}{documents}; "
         f"{len(index)} left{' (compacted)' if args.compact else ''}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _index_merge(args: argparse.Namespace) -> int:
+    from ferris_jax.retrieval.index import Index
+    from ferris_jax.retrieval.merge import MergeError
+    from ferris_jax.retrieval.store import IndexFormatError
+
+    for part in args.parts:  # a missing part is named before the model loads
+        _index_folder(part)
+    with _writing(args.wait):
+        try:
+            index = Index.merge(
+                args.parts, args.output, lock_timeout=args.wait, backend=args.backend
+            )
+        except (MergeError, IndexFormatError) as e:
+            raise CommandError(str(e)) from None
+    n = len(args.parts)
+    print(
+        f"{PROG}: merged {n} part{'' if n == 1 else 's'}, {len(index):,} items -> {args.output}",
         file=sys.stderr,
     )
     return 0

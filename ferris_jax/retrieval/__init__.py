@@ -14,6 +14,7 @@ _LAZY = {
     "IndexConflictError": "ferris_jax.retrieval.store",
     "IndexFormatError": "ferris_jax.retrieval.store",
     "IndexLockedError": "ferris_jax.retrieval.store",
+    "MergeError": "ferris_jax.retrieval.merge",
     "Document": "ferris_jax.retrieval.sources",
     "read_documents": "ferris_jax.retrieval.sources",
     "Chunk": "ferris_jax.retrieval.chunking",
@@ -25,6 +26,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from ferris_jax.retrieval.chunking import Chunk, chunk_documents
     from ferris_jax.retrieval.index import Hit, Index
+    from ferris_jax.retrieval.merge import MergeError
     from ferris_jax.retrieval.search import rescore, search_blocks
     from ferris_jax.retrieval.sources import Document, read_documents
     from ferris_jax.retrieval.store import (
@@ -48,6 +50,7 @@ __all__ = [
     "IndexConflictError",
     "IndexFormatError",
     "IndexLockedError",
+    "MergeError",
     "chunk_documents",
     "read_documents",
     "rescore",

@@ -420,14 +420,15 @@ class Index:
             self._append(vectors, items)
         return [item.id for item in items]
 
-    def _append(self, vectors: np.ndarray, items: list[_Item]) -> None:
-        """Add rows (under the lock): vectors to the pending shard, items to the database."""
+    def _append(self, vectors: np.ndarray, items: list[_Item], *, stored: bool = False) -> None:
+        """Add rows (under the lock): vectors to the pending shard, items to the database.
+        `stored`: the vectors are another index's rows (`_stored_rows`), kept bit for bit."""
         new = [item.id for item in items]
         if len(set(new)) != len(new):
             seen = set()
             twice = next(i for i in new if i in seen or seen.add(i))
             raise ValueError(f"id {twice!r} appears twice in the input")
-        if self.similarity == "cosine":
+        if self.similarity == "cosine" and not stored:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
         start = self._rows
@@ -465,6 +466,22 @@ class Index:
         self._touch(np.arange(start, self._rows), data=True)
         if self.path is not None and sum(map(len, self._pending)) >= SHARD_ROWS:
             self._flush_pending(self.path)
+
+    def _stored_rows(
+        self, size: int = SHARD_ROWS, *, vectors: bool = True
+    ) -> Iterator[tuple[np.ndarray | None, list[_Item]]]:
+        """The live rows in row order, `size` at a time: (float32 `[n, D]` vectors as stored,
+        or None without `vectors`; their items). Host memory stays flat."""
+        last = -1
+        while True:
+            with self._lock:
+                query = "SELECT row, id, document_id, text, metadata FROM items WHERE row > ? "
+                rows = self._db.execute(query + "ORDER BY row LIMIT ?", (last, size)).fetchall()
+                if not rows:
+                    return
+                found = self._gather([r[0] for r in rows]) if vectors else None
+            last = rows[-1][0]
+            yield found, [_Item(r[1], r[2], r[3], json.loads(r[4])) for r in rows]
 
     @contextlib.contextmanager
     def _rollback_on_error(self) -> Iterator[None]:
@@ -966,6 +983,53 @@ class Index:
         self._writer, self._writer_session = writer, writer is not None
         self.lock_timeout = lock_timeout
         return self
+
+    @classmethod
+    def merge(
+        cls,
+        parts: Sequence[str | os.PathLike],
+        path: str | os.PathLike,
+        *,
+        encoder: Encoder | None = None,
+        verify: bool = True,
+        lock_timeout: float = 0.0,
+        **load_options: Any,
+    ) -> Index:
+        """Merge index folders built separately (by several processes or hosts, each over its
+        own share of a corpus) into a new index at `path`: the one a single process would
+        build from the shares in this order, then `compact` (removed rows are left out).
+
+        The parts must share their model (name and probe vector), dimension, similarity,
+        precision, `store_text`, prompts, ANN options and chunking (a part with no chunked
+        documents fits any); no item id or document id may be in two parts. They are only
+        read. Vectors are copied bit for bit, with the ids, texts, metadata and document
+        records (so `ingest` / `ferris-jax index add` skips unchanged documents).
+
+        Args:
+            parts: the index folders, in the order their rows follow in the merged index.
+            path: the merged index's folder: new or empty. It is written under its write
+                lock; a merge that fails leaves no index and none of its files there.
+            encoder: the model (default: loaded once, from the first part's manifest, with
+                `load_options` for `ferris_jax.load`, and used for every part).
+            verify: check every part's files against their sha256 first.
+            lock_timeout: seconds to wait for another writer of `path`; also the merged
+                index's `lock_timeout`.
+
+        Returns:
+            The merged index, saved at `path` (its lock released).
+
+        Raises:
+            MergeError: parts that cannot be merged (naming the part and the field or id),
+                no parts, a part named twice, `path` inside a part or a non-empty folder.
+            IndexFormatError: a part that cannot be read, or a model that embeds otherwise.
+            IndexLockedError: another writer holds `path` longer than `lock_timeout`.
+        """
+        from ferris_jax.retrieval import merge
+
+        return merge.merge(
+            cls, parts, path, encoder=encoder, verify=verify, lock_timeout=lock_timeout,
+            min_cosine=PROBE_MIN_COSINE, load_options=load_options,
+        )  # fmt: skip
 
     @classmethod
     def _open(

@@ -459,6 +459,12 @@ class DocumentRecords:
         ).fetchone()
         return DocumentRecord(*row) if row else None
 
+    def __iter__(self) -> Iterator[DocumentRecord]:
+        """Every record, by document id (streamed from the database)."""
+        query = "SELECT document_id, sha256, chunks, source FROM documents ORDER BY document_id"
+        for row in self._db.execute(query):
+            yield DocumentRecord(*row)
+
     def put(self, record: DocumentRecord) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?)",
