@@ -587,10 +587,14 @@ def _embed(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     import jax
 
-    info = _load(args).info()
+    from ferris_jax.runtime.backend import describe, device_listing
+
+    info = _load(args).info()  # its "devices": the ones the model is placed on
     info["ferris_jax"] = __version__
     info["jax"] = jax.__version__
-    info["devices"] = [str(d) for d in jax.devices()]
+    listing = device_listing()
+    info["process"] = f"{listing['process_index']} of {listing['process_count']}"
+    info["local_devices"] = describe()  # every platform's devices in this process
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
@@ -601,7 +605,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from ferris_jax.doctor import report
+    from ferris_jax.doctor import report, text_lines
 
     result = report(args.backend)
     if args.json:
@@ -609,7 +613,10 @@ def _doctor(args: argparse.Namespace) -> int:
     else:
         width = max(map(len, result))
         for key, value in result.items():
-            print(f"{key + ':':<{width + 1}} {_human(value)}")
+            first, *rest = text_lines(key, value) or [_human(value)]
+            print(f"{key + ':':<{width + 1}} {first}")
+            for line in rest:  # continued in the value column
+                print(f"{'':<{width + 1}} {line}")
     return 1 if result["fallback_from"] else 0
 
 

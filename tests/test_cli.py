@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -262,6 +263,9 @@ def test_info(capsys):
     assert lines["model"].strip() == "all-MiniLM-L6-v2"
     assert lines["embedding_dimension"].strip() == "384"
     assert {"layer_norm", "jax", "devices", "platform", "compilation_cache"} <= set(lines)
+    assert lines["process"].strip() == "0 of 1"
+    every_cpu = ", ".join(f"{d} (cpu)" for d in jax.devices("cpu"))  # conftest.py's four
+    assert lines["local_devices"].strip() == f"cpu={every_cpu}"
     value_columns = {len(line) - len(line.split(":", 1)[1].lstrip()) for line in out.splitlines()}
     assert len(value_columns) == 1  # values aligned in one column
 
@@ -270,7 +274,8 @@ def test_info_json(capsys):
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["model"] == "all-MiniLM-L6-v2" and info["layer_norm"]
-    assert info["jax"] and info["devices"]
+    assert info["jax"] and info["devices"] == [info["device"]]  # the model's: one device
+    assert len(info["local_devices"]["cpu"]) == len(jax.devices("cpu"))
 
 
 def test_info_bad_model(tmp_path, capsys):
@@ -330,6 +335,61 @@ def test_doctor_reports_platform_backend_layer_norm_and_cache(capsys):
     assert "backend:" in text and "layer_norm:" in text and "probe:" in text
 
 
+def test_doctor_lists_the_devices_the_process_and_the_local_mesh(capsys):
+    """conftest.py gives this process four CPU devices: all four are listed, in process 0 of 1,
+    and load(devices="local") would place a model on the four in a mesh."""
+    names = [str(d) for d in jax.local_devices(backend="cpu")]
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["process"] == {"index": 0, "count": 1}
+    cpu = report["devices"]["cpu"]
+    assert cpu["local"] == cpu["global"] == 4
+    assert cpu["devices"] == [
+        {"name": name, "id": i, "kind": "cpu", "platform": "cpu", "process_index": 0}
+        for i, name in enumerate(names)
+    ]
+    assert report["devices_local"] == {
+        "platform": "cpu",
+        "count": 4,
+        "mesh": {"data": 4},
+        "devices": names,
+    }
+
+    assert main(["doctor"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    column = len(lines[0]) - len(lines[0].split(":", 1)[1].lstrip())
+    # Continuation lines (the devices) stay in the value column.
+    assert all(not line[0].isspace() or line[:column].isspace() for line in lines)
+    values = {line.split(":", 1)[0]: line[column:] for line in lines if not line[0].isspace()}
+    assert values["process"] == "0 of 1 (one process)"
+    assert values["devices"] == "cpu: 4 in this process, 4 in all"
+    start = lines.index(next(line for line in lines if line.startswith("devices:")))
+    assert [line[column:] for line in lines[start + 1 : start + 5]] == [
+        f"  {name}  id={i}  kind='cpu'  platform=cpu  process=0" for i, name in enumerate(names)
+    ]
+    assert values["devices_local"] == (
+        f'load(devices="local") -> 4 x cpu, mesh data=4: {", ".join(names)}'
+    )
+
+
+def test_doctor_text_shows_other_processes_devices():
+    """After jax.distributed.initialize: this process's devices, and how many there are in all."""
+    from ferris_jax.doctor import text_lines
+
+    assert text_lines("process", {"index": 1, "count": 2}) == ["1 of 2 (jax.distributed)"]
+    device = {"name": "cuda:4", "id": 4, "kind": "NVIDIA H100", "platform": "cuda"}
+    listed = {"cuda": {"local": 1, "global": 2, "devices": [{**device, "process_index": 1}]}}
+    assert text_lines("devices", listed) == [
+        "cuda: 1 in this process, 2 in all",
+        "  cuda:4  id=4  kind='NVIDIA H100'  platform=cuda  process=1",
+    ]
+    one = {"platform": "cuda", "count": 1, "mesh": None, "devices": ["cuda:4"]}
+    assert text_lines("devices_local", one) == [
+        'load(devices="local") -> 1 x cuda, no mesh: cuda:4'
+    ]
+    assert text_lines("backend", "cuda") is None
+
+
 def test_doctor_unavailable_backend_is_one_line(capsys):
     assert main(["doctor", "--backend", "rocm"]) == 1
     assert "backend 'rocm' is not available here" in _stderr_line(capsys)
@@ -351,5 +411,6 @@ def test_doctor_exits_1_and_warns_once_when_the_accelerator_fails(capsys, monkey
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert report["backend"] == "cpu" and report["fallback_from"] == "METAL"
+    assert report["devices_local"]["platform"] == "cpu"  # load(devices="local") falls back too
     assert captured.err.count("\n") == 1
     assert "warning: ferris-jax: METAL cannot run the model (layer_norm" in captured.err

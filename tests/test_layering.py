@@ -132,7 +132,6 @@ DEVICE_LOOKUPS = {
     "ferris_jax.runtime.backend": "chooses the platform and device, probes capabilities",
     "ferris_jax.platforms": "names the default device's platform",
     "ferris_jax.ops.attention": "asks whether CUDA devices exist (cuDNN attention)",
-    "ferris_jax.cli": "lists the devices for `ferris-jax info`",
 }
 PLACING = re.compile(r"jax\.device_put\(|\.devices\(\)|jax\.devices\(|jax\.local_devices\(")
 

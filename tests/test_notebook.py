@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -32,8 +33,9 @@ def _execute(path: Path) -> nbformat.NotebookNode:
     return nb
 
 
-def _run_cleanly(monkeypatch, name: str, drawn: str) -> list[nbformat.NotebookNode]:
-    """Execute a notebook offline; its code cells, checked for errors, warnings and a plot."""
+def _run_cleanly(monkeypatch, name: str, drawn: str | None) -> list[nbformat.NotebookNode]:
+    """Execute a notebook offline; its code cells, checked for errors, warnings and (unless
+    `drawn` is None) a plot."""
     # Set before the kernel starts so the kernel process inherits them.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
@@ -44,7 +46,8 @@ def _run_cleanly(monkeypatch, name: str, drawn: str) -> list[nbformat.NotebookNo
     assert not errors, [f"{o.ename}: {o.evalue}" for o in errors]
     stderr = [o.text for o in outputs if o.get("name") == "stderr"]
     assert not stderr, f"the notebook printed warnings: {stderr}"
-    assert any("image/png" in o.get("data", {}) for o in outputs), f"{drawn} was not drawn"
+    if drawn is not None:
+        assert any("image/png" in o.get("data", {}) for o in outputs), f"{drawn} was not drawn"
     return code
 
 
@@ -168,3 +171,43 @@ def test_fine_tuning_notebook(monkeypatch):
     assert set(differences) == {"ferris_jax.load", "SentenceTransformer"}, reload
     assert differences["ferris_jax.load"] == 0.0, differences
     assert differences["SentenceTransformer"] <= 1e-5, differences  # assert_embeddings_match's
+
+
+_SHAPES = re.compile(r"batch shapes compiled \(rows, tokens, texts per row\): (\[.*\])")
+_DEVICES = re.compile(r"devices: (\[.*\])")
+
+
+@pytest.mark.slow
+def test_several_devices_notebook(monkeypatch):
+    # The kernel gets no XLA_FLAGS from this process (whose conftest.py forced four CPU
+    # devices): its four devices come from the notebook's first cell.
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    code = _run_cleanly(monkeypatch, "04_several_devices.ipynb", drawn=None)
+
+    def out(marker: str) -> str:
+        return _stdout(next(c for c in code if marker in c.source))
+
+    loaded = out('devices="local"')
+    devices = ast.literal_eval(_DEVICES.search(loaded).group(1))
+    assert len(devices) == 4 and len(set(devices)) == 4, loaded
+    assert "mesh: {'data': 4}" in loaded
+    assert "a weight is on 4 devices, replicated: True" in loaded
+
+    # batch_size=16 is per device: batches of up to 64 rows, each divided over the four
+    # devices; one device with batch_size=16 runs up to 16 rows.
+    shapes = ast.literal_eval(_SHAPES.search(out("enc.encode(")).group(1))
+    assert shapes and all(rows % 4 == 0 for rows, *_ in shapes), shapes
+    assert max(rows for rows, *_ in shapes) == 64, shapes
+    compared = out("one.encode(")
+    assert max(rows for rows, *_ in ast.literal_eval(_SHAPES.search(compared).group(1))) == 16
+    difference = float(re.search(r"max \|4 devices - 1 device\| = (\S+)", compared).group(1))
+    assert difference <= 1e-6, compared  # test_several_devices.py's tolerance
+
+    searched = out("index.search(")
+    assert "same hits as one device: True" in searched
+    for question, word in [
+        ("Which ocean racer took line honours?", "Assa Abloy"),
+        ("How many militants did Indian forces kill in Kashmir?", "eight suspected militants"),
+        ("Why were the midwives suspended?", "nitrous oxide"),
+    ]:
+        assert word in _top_hits(searched, question, 1)[0], (question, searched)

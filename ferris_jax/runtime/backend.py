@@ -328,6 +328,43 @@ def runtime_versions() -> dict[str, str]:
     return found
 
 
+def device_listing(platforms: Mapping[str, Sequence[Any]] | None = None) -> dict[str, Any]:
+    """This process among the processes, and each platform's devices, for reports.
+
+    Returns:
+        {"process_index", "process_count" (more than 1 after `jax.distributed.initialize`),
+        "platforms": platform -> {"local": this process's device count, "global": every
+        process's, "devices": [{"name", "id", "kind", "platform", "process_index"}, ...]
+        (this process's)}}.
+    """
+    available = detect_platforms() if platforms is None else platforms
+    listed = {}
+    for name, devices in available.items():
+        try:  # JAX's name of the platform ("gpu"), as device_count takes it
+            everywhere = jax.device_count(backend=devices[0].platform)
+        except RuntimeError:  # a plugin JAX does not know by that name
+            everywhere = len(devices)
+        listed[name] = {
+            "local": len(devices),
+            "global": everywhere,
+            "devices": [
+                {
+                    "name": str(d),
+                    "id": d.id,
+                    "kind": d.device_kind,
+                    "platform": platform_of(d),
+                    "process_index": d.process_index,
+                }
+                for d in devices
+            ],
+        }
+    return {
+        "process_index": jax.process_index(),
+        "process_count": jax.process_count(),
+        "platforms": listed,
+    }
+
+
 def describe(platforms: Mapping[str, Sequence[Any]] | None = None) -> dict[str, list[str]]:
     """platform -> device descriptions, for reports."""
     available = detect_platforms() if platforms is None else platforms
