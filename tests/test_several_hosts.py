@@ -66,7 +66,7 @@ def two_hosts(tiny_st, tmp_path_factory):
     coordinator = f"127.0.0.1:{free_port()}"
     worker = [sys.executable, "-m", "helpers.host_worker", coordinator, str(PROCESSES)]
     run_processes([[*worker, str(i), str(path), str(out)] for i in range(PROCESSES)])
-    return dict(np.load(out))
+    return {**np.load(out), "tuned": f"{out}.tuned"}
 
 
 def test_the_run_spans_every_process_device(two_hosts):
@@ -145,6 +145,26 @@ def test_index_build_over_two_processes_merges_into_the_one_process_index(tiny_s
     for got, want in zip(two.search(queries, top_k=5), one.search(queries, top_k=5), strict=True):
         assert [h.id for h in got] == [h.id for h in want]
         np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-6)
+
+
+def test_fit_over_two_processes_follows_the_one_device_run(two_hosts, tiny_st, tmp_path_factory):
+    """fit on every process (the same data and seed) over the four devices: one device's loss
+    at every step, and the model process 0 saved embeds as the one-device model does."""
+    from helpers.training import sts_pairs
+
+    from ferris_jax.train.fit import fit
+    from ferris_jax.train.losses import mnrl_loss
+
+    path, _ = tiny_st
+    enc = ferris_jax.load(path)
+    history = fit(
+        enc, sts_pairs(30), loss=mnrl_loss, epochs=1, batch_size=12, compute_dtype="float32"
+    )
+    np.testing.assert_allclose(two_hosts["fit_loss"], history.loss, rtol=1e-5)
+    want = enc.encode(sts_sentences()[:20])
+    np.testing.assert_allclose(two_hosts["fit_vectors"], want, atol=1e-5)
+    saved = ferris_jax.load(two_hosts["tuned"])
+    np.testing.assert_allclose(saved.encode(sts_sentences()[:20]), want, atol=1e-5)
 
 
 def _ids(index) -> list[str]:

@@ -5,8 +5,8 @@
 It joins the run (`ferris_jax.runtime.distributed.initialize`, gloo collectives), loads MODEL
 over every process's devices (`devices="all"`), and writes to OUT (process 0 only, as every
 process computes the same): the vectors of 300 STS sentences, and the loss and gradients of one
-train step on the same global batch (padded, packed, cached), for the test to compare with one
-process on one device.
+train step on the same global batch (padded, packed, cached), and of `fit` (saved by process
+0 to OUT.tuned), for the test to compare with one process on one device.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ def main(coordinator: str, count: str, process_id: str, model: str, out: str) ->
     import optax
 
     import ferris_jax
-    from ferris_jax.train import make_batch
+    from ferris_jax.train import fit, make_batch
     from ferris_jax.train.losses import mnrl_loss
     from ferris_jax.train.step import init_state, train_step
     from helpers.data import sts_sentences
-    from helpers.training import sts_triplets
+    from helpers.training import sts_pairs, sts_triplets
 
     enc = ferris_jax.load(model, devices="all")
     assert enc.placement.is_multi_process, enc.placement
@@ -50,6 +50,14 @@ def main(coordinator: str, count: str, process_id: str, model: str, out: str) ->
         results[f"{name}_loss"] = np.asarray(metrics["loss"])
         for i, (b, a) in enumerate(zip(before, after, strict=True)):
             results[f"{name}_grad_{i}"] = b - a
+    # fit, then save on process 0 alone (the parameters are replicated: each holds them whole)
+    history = fit(
+        enc, sts_pairs(30), loss=mnrl_loss, epochs=1, batch_size=12, compute_dtype="float32"
+    )
+    results["fit_loss"] = np.asarray(history.loss)
+    results["fit_vectors"] = enc.encode(sts_sentences()[:20])
+    if processes.index == 0:
+        enc.save(f"{out}.tuned")
     distributed.barrier("host_worker done")
     if processes.index == 0:
         np.savez(out, **results)
