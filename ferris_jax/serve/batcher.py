@@ -5,7 +5,8 @@ everything waiting, up to `max_texts`, and runs it as ONE job of the public pipe
 (`Encoder.embed_batches`: tokenized off the event loop, sorted by length, planned by the token
 budget of `Encoder.bucket_policy`, the same compiled programs as `encode`). Each request's
 future resolves as soon as its last text's batch is on the host, while later batches still
-run. A job that fails fails its own requests only; the worker goes on with the next.
+run. When a job fails, its unfinished requests run again one by one, so only the request at
+fault fails; the worker goes on with the next job.
 """
 
 from __future__ import annotations
@@ -183,9 +184,13 @@ class Batcher:
         except Exception as e:
             failed = True
             log.exception("an embedding job of %d texts failed", len(texts))
-            for r in requests:
-                if not r.future.done():
+            unfinished = [r for r in requests if not r.future.done()]
+            if len(requests) == 1:
+                for r in unfinished:
                     r.future.set_exception(e)
+            else:  # each request again alone, so that only the one at fault fails
+                for r in unfinished:
+                    self._job(prompt, [r])
         if self.on_job is not None:
             seconds = time.perf_counter() - start
             self.on_job(JobStats(len(requests), len(texts), tokens, seconds, failed))

@@ -3,7 +3,7 @@
 uvicorn handles SIGTERM (and SIGINT, where the console script has not taken it): it stops
 accepting connections, lets the requests in flight finish (up to `--drain-timeout` seconds),
 then leaves the app's lifespan, which runs the requests still queued and stops the batcher; the
-process exits 0.
+process then ends by the signal (uvicorn re-raises it: status 143 in a shell for SIGTERM).
 """
 
 from __future__ import annotations
