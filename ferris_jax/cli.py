@@ -8,6 +8,7 @@ and search an index.
     ferris-jax doctor
     ferris-jax index build docs/ notes.jsonl -m all-MiniLM-L6-v2 -o my-index
     ferris-jax search my-index "how do I reset my password?" -k 5
+    ferris-jax serve -m all-MiniLM-L6-v2 --index my-index --port 8080
 
 Every expected failure prints one line, `ferris-jax: error: <message>`, and exits 2 for usage
 errors (found before any work starts) or 1 for runtime errors. JAX and the model are imported
@@ -227,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
     doctor.set_defaults(run=_doctor)
     _add_index_commands(commands, model)
+    _add_serve_command(commands, model)
     return parser
 
 
@@ -433,6 +435,146 @@ def _add_index_commands(commands: Any, model: argparse.ArgumentParser) -> None:
     )
     search.add_argument("--json", action="store_true", help="print JSON lines, one per hit")
     search.set_defaults(run=_search)
+
+
+_SERVE_EPILOG = """\
+endpoints: POST /v1/embeddings (OpenAI), POST /embed (text-embeddings-inference),
+POST /v1/search (with --index), GET /v1/models, /info, /health, /metrics (Prometheus).
+
+  curl -s localhost:8080/v1/embeddings -H 'Content-Type: application/json' \\
+       -d '{"input": ["a first text", "a second"], "model": "all-MiniLM-L6-v2"}'
+
+Requests arriving together are batched onto the device. A full queue answers 429 with
+Retry-After; SIGTERM stops accepting, finishes the requests in flight and exits (Ctrl-C
+stops at once).
+The API key may also come from $FERRIS_JAX_API_KEY (kept out of the process list).
+"""
+
+
+def _add_serve_command(commands: Any, model: argparse.ArgumentParser) -> None:
+    serve = commands.add_parser(
+        "serve",
+        parents=[model],
+        help="serve embeddings (OpenAI and TEI APIs) and search over HTTP",
+        description="Serve the model over HTTP: OpenAI's embeddings API, text-embeddings-"
+        "inference's /embed, and search over an index. Needs the serve extra: "
+        "pip install 'ferris-jax[serve]'.",
+        epilog=_SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    serve.add_argument(
+        "--index", metavar="DIR", help="an index folder to search (its model, unless -m is given)"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback)"
+    )
+    serve.add_argument("--port", type=_int_at_least(0), default=8080, help="(default: 8080)")
+    serve.add_argument(
+        "--api-key",
+        metavar="KEY",
+        default=os.environ.get("FERRIS_JAX_API_KEY"),
+        help="require 'Authorization: Bearer KEY' (default: $FERRIS_JAX_API_KEY, else none)",
+    )
+    serve.add_argument(
+        "--served-model-name",
+        metavar="NAME",
+        help="the model name clients send (default: the model's)",
+    )
+    serve.add_argument("--batch-size", type=_int_at_least(1), default=32, metavar="N")
+    serve.add_argument(
+        "--max-inputs", type=_int_at_least(1), default=2048, metavar="N", help="texts per request"
+    )
+    serve.add_argument(
+        "--max-chars",
+        type=_int_at_least(1),
+        default=2_000_000,
+        metavar="N",
+        help="characters per request, all texts together",
+    )
+    serve.add_argument(
+        "--queue-size",
+        type=_int_at_least(1),
+        default=512,
+        metavar="N",
+        help="requests waiting for the device at most; past it, HTTP 429 (default: 512)",
+    )
+    serve.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="a request waiting and running longer fails with HTTP 504 (default: 60)",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, time the requests in flight get to finish (default: 30)",
+    )
+    serve.add_argument(
+        "--no-precompile",
+        action="store_true",
+        help="listen at once; programs compile on first use (default: compile first)",
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
+    serve.set_defaults(run=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        import prometheus_client  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise CommandError(f"serving needs {e.name}: pip install 'ferris-jax[serve]'") from None
+    from ferris_jax.serve.schemas import Limits
+    from ferris_jax.serve.server import serve
+
+    index = None
+    if args.index is not None:
+        from ferris_jax.retrieval.index import Index
+
+        folder = _index_folder(args.index)
+        if args.model is not None:
+            encoder = _load(args)
+            index = Index.load(folder, encoder)
+        else:
+            index = Index.load(
+                folder,
+                dtype=args.dtype,
+                max_seq_length=args.max_seq_length,
+                backend=args.backend,
+                devices=args.devices,
+            )
+            encoder = index.encoder
+        if encoder is None:
+            raise CommandError(f"{args.index}: this index has no model; pass one with -m")
+    else:
+        encoder = _load(args)
+    limits = Limits(
+        max_inputs=args.max_inputs,
+        max_chars=args.max_chars,
+        queue_size=args.queue_size,
+        timeout=args.timeout or float("inf"),
+    )
+    serve(
+        encoder,
+        host=args.host,
+        port=args.port,
+        index=index,
+        limits=limits,
+        api_key=args.api_key or None,
+        batch_size=args.batch_size,
+        model_name=args.served_model_name,
+        precompile=not args.no_precompile,
+        drain_timeout=args.drain_timeout,
+        log_level=args.log_level,
+    )
+    return 0
 
 
 # ---------------------------------------------------------------- input and output

@@ -29,6 +29,7 @@ LAYERS = (
     ("api",),
     ("retrieval", "train"),  # the jobs users embed for, over the public pipeline
     ("integrations",),  # adapters to other frameworks (LangChain, LlamaIndex, Ray Data)
+    ("serve",),  # the HTTP server: OpenAI and TEI APIs over the batcher and an Index
     ("doctor", "cli", "__init__", "__main__"),
 )
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}

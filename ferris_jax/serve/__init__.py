@@ -1,0 +1,41 @@
+"""Serving: `ferris-jax serve`, an HTTP server of embeddings and search that OpenAI and
+text-embeddings-inference clients speak to, with dynamic batching onto the device.
+
+    schemas   request bodies checked, limits          errors     the error bodies
+    batcher   the worker thread that owns the device   metrics    Prometheus metrics
+    responses response bodies                          app        the Starlette app
+    server    uvicorn, start-up and shutdown
+
+Needs the `serve` extra (`pip install "ferris-jax[serve]"`): Starlette, uvicorn and
+prometheus_client. Modules load lazily, so importing this package costs nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_LAZY = {
+    "create_app": "ferris_jax.serve.app",
+    "Service": "ferris_jax.serve.app",
+    "Batcher": "ferris_jax.serve.batcher",
+    "Limits": "ferris_jax.serve.schemas",
+    "ApiError": "ferris_jax.serve.errors",
+    "serve": "ferris_jax.serve.server",
+}
+
+if TYPE_CHECKING:
+    from ferris_jax.serve.app import Service, create_app
+    from ferris_jax.serve.batcher import Batcher
+    from ferris_jax.serve.errors import ApiError
+    from ferris_jax.serve.schemas import Limits
+    from ferris_jax.serve.server import serve
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ferris_jax.serve' has no attribute {name!r}")
+
+
+__all__ = ["ApiError", "Batcher", "Limits", "Service", "create_app", "serve"]

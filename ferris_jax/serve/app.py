@@ -1,0 +1,331 @@
+"""The ASGI app (Starlette): routes translate each API's shapes into one batcher call and back.
+
+    POST /v1/embeddings  OpenAI            POST /embed   text-embeddings-inference
+    POST /v1/search      the loaded Index  GET  /info    TEI's model description
+    GET  /v1/models      OpenAI            GET  /health, /metrics (Prometheus text)
+
+Every failure is a JSON body (OpenAI's error object; TEI's on /embed) with the field at fault,
+never a traceback. Work that grows with a request (decoding token ids, rendering large
+responses, searching) runs in a thread, so no request holds up the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio.to_thread
+import numpy as np
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ferris_jax._version import __version__
+from ferris_jax.encoder import Encoder
+from ferris_jax.serve import responses, schemas
+from ferris_jax.serve.batcher import Batcher, Closed, Embedded, QueueFull
+from ferris_jax.serve.errors import ApiError, bad_request
+from ferris_jax.serve.metrics import Metrics
+from ferris_jax.serve.schemas import Limits
+
+log = logging.getLogger("ferris_jax.serve")
+
+# Responses of more vectors than this are rendered on a thread, off the event loop.
+RENDER_INLINE = 64
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Service:
+    """What the routes share: the encoder, its batcher, the index, limits and metrics."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        index: Any = None,
+        limits: Limits | None = None,
+        api_key: str | None = None,
+        batch_size: int = 32,
+        model_name: str | None = None,
+    ):
+        self.encoder = encoder
+        self.index = index
+        self.limits = limits = limits or Limits()
+        self.api_key = api_key
+        self.model_name = model_name or encoder.checkpoint.name
+        # Names a request's `model` may give: ours, and the hub id's last part.
+        self.model_names = {self.model_name, self.model_name.rsplit("/", 1)[-1]}
+        self.batcher = Batcher(encoder, batch_size=batch_size, queue_size=limits.queue_size)
+        self.metrics = Metrics(lambda: self.batcher.depth)
+        self.batcher.on_job = self.metrics.job
+        self.dimension = encoder.embedding_dimension
+
+    # ------------------------------------------------------------ shared steps
+    async def body(self, request: Request) -> dict[str, Any]:
+        """The JSON object of the body, read up to `max_body_bytes`."""
+        limit = self.limits.max_body_bytes
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise ApiError(413, f"the body has {length} bytes, more than {limit}", code="too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"the body has more than {limit} bytes", code="too_large")
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        if size > 65536:
+            return await anyio.to_thread.run_sync(schemas.decode_json, data)
+        return schemas.decode_json(data)
+
+    def check_model(self, model: str | None) -> None:
+        if model is not None and model not in self.model_names:
+            raise ApiError(
+                404,
+                f"model: {model!r} is not served here; this server serves {self.model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
+
+    def prompt(self, role: str | None, prompt_name: str | None) -> str:
+        """The prompt `encode` would prepend (`Encoder.prompt_for`)."""
+        try:
+            return self.encoder.prompt_for(role, prompt_name)  # type: ignore[arg-type]
+        except ValueError as e:
+            raise ApiError(400, str(e), param="prompt_name", code="unknown_prompt") from None
+
+    async def embed(self, texts: list[str], prompt: str) -> Embedded:
+        """The raw vectors of `texts`, through the batcher, within the request timeout."""
+        try:
+            future = self.batcher.submit(texts, prompt)
+        except QueueFull:
+            raise ApiError(
+                429,
+                f"the server is busy: {self.limits.queue_size} requests are waiting; retry later",
+                code="queue_full",
+                retry_after=1,
+            ) from None
+        except Closed:
+            raise ApiError(
+                503, "the server is shutting down", code="shutting_down", retry_after=5
+            ) from None
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(
+                504,
+                f"the request took longer than this server's {self.limits.timeout:g} s timeout",
+                code="timeout",
+            ) from None
+        except Exception as e:  # the job failed: this request's job only
+            raise ApiError(
+                500, f"embedding failed: {type(e).__name__}: {e}", code="embedding_failed"
+            ) from e
+
+    def decode_ids(self, token_ids: list[list[int]]) -> list[str]:
+        """Token ids of the model's own vocabulary, as text (re-tokenized by the pipeline)."""
+        tokenizer = self.encoder.tokenizer.tokenizer
+        size = tokenizer.get_vocab_size()
+        for i, ids in enumerate(token_ids):
+            bad = next((x for x in ids if not 0 <= x < size), None)
+            if bad is not None:
+                raise bad_request(
+                    f"input[{i}]",
+                    f"has token id {bad}, outside this model's vocabulary 0..{size - 1}",
+                )
+        return tokenizer.decode_batch(token_ids, skip_special_tokens=True)
+
+    # ------------------------------------------------------------ routes
+    async def openai_embeddings(self, request: Request) -> Response:
+        req = schemas.embeddings_request(await self.body(request), self.limits, self.dimension)
+        self.check_model(req.model)
+        prompt = self.prompt(req.input_type, req.prompt_name)
+        texts = req.texts
+        if texts is None:
+            texts = await anyio.to_thread.run_sync(self.decode_ids, req.token_ids)
+        result = await self.embed(texts, prompt)
+        vectors = responses.finish(
+            result.vectors,
+            dimensions=req.dimensions,
+            normalize=False,
+            model_normalizes=self.encoder.checkpoint.head.normalize,
+        )
+        args = (vectors, int(result.tokens.sum()), self.model_name, req.encoding_format)
+        return await _render(responses.openai_embeddings, args, len(texts))
+
+    async def tei_embed(self, request: Request) -> Response:
+        req = schemas.embed_request(await self.body(request), self.limits, self.dimension)
+        result = await self.embed(req.texts, self.prompt(None, req.prompt_name))
+        if not req.truncate and result.truncated.any():
+            i = int(np.argmax(result.truncated))
+            raise ApiError(
+                413,
+                f"inputs[{i}] has more than this model's {self.encoder.max_seq_length} tokens; "
+                'pass "truncate": true to cut it',
+                param=f"inputs[{i}]",
+                code="too_long",
+            )
+        vectors = responses.finish(
+            result.vectors,
+            dimensions=req.dimensions,
+            normalize=req.normalize,
+            model_normalizes=self.encoder.checkpoint.head.normalize,
+        )
+        return await _render(responses.tei_embeddings, (vectors,), len(req.texts))
+
+    async def search(self, request: Request) -> Response:
+        if self.index is None:
+            raise ApiError(
+                404, "this server has no index: start it with --index DIR", code="no_index"
+            )
+        req = schemas.search_request(await self.body(request), self.limits)
+        if req.filter is not None:
+            from ferris_jax.retrieval.filters import to_sql
+
+            try:
+                to_sql(req.filter)
+            except (ValueError, TypeError) as e:
+                raise ApiError(400, f"filter: {e}", param="filter", code="invalid_filter") from None
+        result = await self.embed(req.queries, self.index.prompts["query"])
+
+        def run() -> list[Any]:
+            return self.index.search(
+                result.vectors, req.top_k, req.filter,
+                by_document=req.by_document, rescore=req.rescore,
+            )  # fmt: skip
+
+        try:
+            hits = await anyio.to_thread.run_sync(run)
+        except ValueError as e:
+            raise ApiError(400, f"filter: {e}", param="filter", code="invalid_filter") from None
+        body = responses.search_results(hits, int(result.tokens.sum()), self.model_name)
+        return Response(body, media_type="application/json")
+
+    async def models(self, request: Request) -> Response:
+        model = {"id": self.model_name, "object": "model", "created": 0, "owned_by": "ferris-jax"}
+        return JSONResponse({"object": "list", "data": [model]})
+
+    async def info(self, request: Request) -> Response:
+        return JSONResponse(
+            {
+                "model_id": self.model_name,
+                "model_dtype": str(self.encoder.checkpoint.dtype),
+                "model_type": {
+                    "embedding": {"pooling": "+".join(self.encoder.checkpoint.head.pooling.modes)}
+                },
+                "max_concurrent_requests": self.limits.queue_size,
+                "max_input_length": self.encoder.max_seq_length,
+                "max_client_batch_size": self.limits.max_inputs,
+                "auto_truncate": False,
+                "version": __version__,
+                "embedding_dimension": self.dimension,
+                "prompts": self.encoder.prompts,
+                "index": self.index is not None,
+            }
+        )
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=self.metrics.content_type)
+
+    # ------------------------------------------------------------ the wrapper every route has
+    def endpoint(
+        self, name: str, handler: Handler, *, tei: bool = False, auth: bool = True
+    ) -> Handler:
+        """`handler` with the API key check, error bodies and metrics."""
+
+        async def serve(request: Request) -> Response:
+            start = time.perf_counter()
+            self.metrics.in_flight.inc()
+            try:
+                if auth:
+                    self.authorize(request)
+                response = await handler(request)
+            except ApiError as e:
+                body = e.tei_body() if tei else e.openai_body()
+                response = JSONResponse(body, e.status, headers=e.headers())
+            except Exception:
+                log.exception("%s failed", name)
+                e = ApiError(500, "internal error (the server log has the details)")
+                response = JSONResponse(e.tei_body() if tei else e.openai_body(), 500)
+            finally:
+                self.metrics.in_flight.dec()
+            self.metrics.requests.labels(name, str(response.status_code)).inc()
+            self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+            return response
+
+        return serve
+
+    def authorize(self, request: Request) -> None:
+        """The bearer token must equal the API key (compared in constant time)."""
+        if self.api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self.api_key.encode()
+        ):
+            raise ApiError(
+                401,
+                "a valid API key is required: send 'Authorization: Bearer <key>'",
+                code="invalid_api_key",
+            )
+
+
+async def _render(render: Callable[..., bytes], args: tuple[Any, ...], n: int) -> Response:
+    body = await anyio.to_thread.run_sync(render, *args) if n > RENDER_INLINE else render(*args)
+    return Response(body, media_type="application/json")
+
+
+def create_app(encoder: Encoder, **options: Any) -> Starlette:
+    """The server's ASGI app for a loaded encoder.
+
+    Args:
+        encoder: the model (`ferris_jax.load(...)`); the app's batcher thread runs it.
+        **options: `Service`'s: index (a loaded `Index` for /v1/search), limits (`Limits`),
+            api_key, batch_size, model_name (the name clients send as `model`).
+
+    `app.state.service` holds the `Service`; leaving the app's lifespan (server shutdown)
+    finishes the queued requests and stops the batcher.
+    """
+    service = Service(encoder, **options)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await anyio.to_thread.run_sync(service.batcher.close)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        message = (
+            f"{request.method} {request.url.path}: {exc.detail}"
+            if isinstance(exc, HTTPException)
+            else "internal error"
+        )
+        e = ApiError(status, message, code="not_found" if status == 404 else None)
+        return JSONResponse(e.openai_body(), status)
+
+    s = service
+    routes = [
+        Route("/v1/embeddings", s.endpoint("embeddings", s.openai_embeddings), methods=["POST"]),
+        Route("/embed", s.endpoint("embed", s.tei_embed, tei=True), methods=["POST"]),
+        Route("/v1/search", s.endpoint("search", s.search), methods=["POST"]),
+        Route("/v1/models", s.endpoint("models", s.models), methods=["GET"]),
+        Route("/info", s.endpoint("info", s.info), methods=["GET"]),
+        Route("/health", s.endpoint("health", s.health, auth=False), methods=["GET"]),
+        Route("/metrics", s.endpoint("metrics", s.prometheus, auth=False), methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )
+    app.state.service = service
+    return app
