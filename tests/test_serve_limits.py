@@ -161,7 +161,9 @@ def test_sigterm_drains_a_real_server(tiny_st, tmp_path):
                 line = next(
                     x for x in metrics.splitlines() if x.startswith("ferris_jax_requests_in_flight")
                 )
-                return float(line.split()[-1]) >= 2  # one or more, and this scrape
+                # All three, and this scrape: a request not yet read when the signal comes
+                # is refused (uvicorn closes idle connections), as under load it may be.
+                return float(line.split()[-1]) >= len(replies) + 1
 
             _wait_until(in_flight)
             process.send_signal(signal.SIGTERM)

@@ -55,10 +55,6 @@ class _Request:
     texts: list[str]  # prompt not yet prepended
     prompt: str
     future: Future
-    out: np.ndarray | None = None
-    tokens: np.ndarray | None = None
-    truncated: np.ndarray | None = None
-    remaining: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,13 +159,7 @@ class Batcher:
     def _job(self, prompt: str, requests: list[_Request]) -> None:
         start = time.perf_counter()
         texts = [t for r in requests for t in r.texts]
-        owner = np.repeat(np.arange(len(requests)), [len(r.texts) for r in requests])
-        first = np.concatenate([[0], np.cumsum([len(r.texts) for r in requests])])
-        for r in requests:
-            r.remaining = len(r.texts)
-            r.out = np.empty((len(r.texts), self.encoder.embedding_dimension), np.float32)
-            r.tokens = np.zeros(len(r.texts), np.int64)
-            r.truncated = np.zeros(len(r.texts), bool)
+        out = _JobOutput(requests, self.encoder.embedding_dimension)
         tokens = 0
         failed = False
         try:
@@ -178,9 +168,9 @@ class Batcher:
             for batch in batches:
                 pending.append(batch)  # hand results on while later batches are dispatched
                 if len(pending) > MAX_IN_FLIGHT:
-                    tokens += self._deliver(pending.popleft(), requests, owner, first)
+                    tokens += out.deliver(pending.popleft())
             while pending:
-                tokens += self._deliver(pending.popleft(), requests, owner, first)
+                tokens += out.deliver(pending.popleft())
         except Exception as e:
             failed = True
             log.exception("an embedding job of %d texts failed", len(texts))
@@ -195,22 +185,31 @@ class Batcher:
             seconds = time.perf_counter() - start
             self.on_job(JobStats(len(requests), len(texts), tokens, seconds, failed))
 
-    @staticmethod
-    def _deliver(
-        batch: EmbeddedBatch, requests: list[_Request], owner: np.ndarray, first: np.ndarray
-    ) -> int:
-        """Copy a batch's rows to their requests; resolve those now complete. Returns the
-        batch's tokens."""
-        vectors = batch.numpy()
-        owners = owner[batch.indices]
-        for k in np.unique(owners):
-            r = requests[k]
-            mine = owners == k
-            rows = batch.indices[mine] - first[k]
-            r.out[rows] = vectors[mine]
-            r.tokens[rows] = batch.lengths[mine]
-            r.truncated[rows] = batch.truncated[mine]
-            r.remaining -= int(mine.sum())
-            if r.remaining == 0:
-                r.future.set_result(Embedded(r.out, r.tokens, r.truncated))
+
+class _JobOutput:
+    """A job's results in job order (request after request); each request gets its rows, as
+    views, once its last text's batch is in."""
+
+    def __init__(self, requests: list[_Request], dimension: int):
+        self.requests = requests
+        sizes = np.array([len(r.texts) for r in requests])
+        self.owner = np.repeat(np.arange(len(requests)), sizes)  # text -> its request
+        self.first = np.concatenate([[0], np.cumsum(sizes)])  # request -> its first text
+        self.remaining = sizes.copy()
+        self.vectors = np.empty((len(self.owner), dimension), np.float32)
+        self.tokens = np.zeros(len(self.owner), np.int64)
+        self.truncated = np.zeros(len(self.owner), bool)
+
+    def deliver(self, batch: EmbeddedBatch) -> int:
+        """Copy a batch's rows in; resolve the requests now complete. Returns the batch's
+        tokens."""
+        self.vectors[batch.indices] = batch.numpy()
+        self.tokens[batch.indices] = batch.lengths
+        self.truncated[batch.indices] = batch.truncated
+        touched = np.bincount(self.owner[batch.indices], minlength=len(self.requests))
+        self.remaining -= touched
+        for k in np.flatnonzero((self.remaining == 0) & (touched > 0)):
+            rows = slice(self.first[k], self.first[k + 1])
+            result = Embedded(self.vectors[rows], self.tokens[rows], self.truncated[rows])
+            self.requests[k].future.set_result(result)
         return int(batch.lengths.sum())
