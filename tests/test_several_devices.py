@@ -166,7 +166,7 @@ def test_a_data_parallel_train_step_equals_the_one_device_step(tiny_pair, pack, 
         step = train_step(
             enc, mnrl_loss, optax.sgd(1.0), compute_dtype="float32", mini_batch_size=mini_batch_size
         )
-        before = [np.asarray(x) for x in jax.tree.leaves(enc.params)]
+        before = [np.array(x) for x in jax.tree.leaves(enc.params)]
         state = init_state(enc.params, optax.sgd(1.0), enc.placement)
         if enc.placement.mesh is not None:  # one program over the devices, gradients summed
             assert "all-reduce" in step.lower(state, batch).compile().as_text()

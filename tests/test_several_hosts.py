@@ -102,7 +102,7 @@ def test_a_train_step_over_two_processes_equals_the_one_device_step(
         enc, mnrl_loss, optax.sgd(1.0), compute_dtype="float32", mini_batch_size=mini_batch_size
     )
     state = init_state(enc.params, optax.sgd(1.0), enc.placement)
-    before = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+    before = [np.array(x) for x in jax.tree.leaves(state.params)]
     state, metrics = step(state, batch)
     after = [np.asarray(x) for x in jax.tree.leaves(state.params)]
     np.testing.assert_allclose(two_hosts[f"{name}_loss"], float(metrics["loss"]), rtol=1e-5)

@@ -44,7 +44,7 @@ def main(coordinator: str, count: str, process_id: str, model: str, out: str) ->
             enc, mnrl_loss, optax.sgd(1.0), compute_dtype="float32", mini_batch_size=mini_batch_size
         )
         state = init_state(enc.params, optax.sgd(1.0), enc.placement)
-        before = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+        before = [np.array(x) for x in jax.tree.leaves(state.params)]
         state, metrics = step(state, batch)
         after = [np.asarray(x) for x in jax.tree.leaves(state.params)]
         results[f"{name}_loss"] = np.asarray(metrics["loss"])
