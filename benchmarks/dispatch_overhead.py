@@ -23,15 +23,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.timing import ready
+
 
 def per_call_us(fn, args, calls: int) -> float:
     """Median of 5 blocks of `calls` calls (each waits for its result), in us per call."""
-    jax.block_until_ready(fn(*args))
+    ready(fn(*args))
     blocks = []
     for _ in range(5):
         start = time.perf_counter()
         for _ in range(calls):
-            jax.block_until_ready(fn(*args))
+            ready(fn(*args))
         blocks.append((time.perf_counter() - start) / calls * 1e6)
     return float(np.median(blocks))
 

@@ -17,6 +17,7 @@ import numpy as np
 
 import ferris_jax
 from benchmarks import bench_models
+from benchmarks.timing import ready
 
 
 def main() -> None:
@@ -47,11 +48,11 @@ def main() -> None:
         types = jax.device_put(np.zeros((B, L), np.int32), enc.device)
         program = enc.programs.get(enc.params, (B, L), impls)
         inputs = (leaves, ids, mask, types, np.int32(0))
-        program(*inputs).block_until_ready()
+        ready(program(*inputs))
         times = []
         for _ in range(args.iters):
             start = time.perf_counter()
-            program(*inputs).block_until_ready()
+            ready(program(*inputs))
             times.append(time.perf_counter() - start)
         seconds = float(np.median(times))
         tflops = bench_models.flops(spec, [(B, L)]) / seconds / 1e12
@@ -61,11 +62,11 @@ def main() -> None:
 
 
 def _median_seconds(fn, args, iters: int) -> float:
-    fn(*args).block_until_ready()
+    ready(fn(*args))
     times = []
     for _ in range(iters):
         start = time.perf_counter()
-        fn(*args).block_until_ready()
+        ready(fn(*args))
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 

@@ -23,6 +23,7 @@ import numpy as np
 import ferris_jax
 from benchmarks import bench_models
 from benchmarks import corpus as corpora
+from benchmarks.timing import ready
 from ferris_jax.batching import pad, plan_batches, plan_packed
 from ferris_jax.pipeline import PlannedBatch
 
@@ -78,7 +79,7 @@ def main() -> None:
             outs = [f(leaves, *b, np.int32(0)) for f, b in zip(programs, batches, strict=True)]
         with timed("device wait"):
             for o in outs:
-                o.block_until_ready()
+                ready(o)
         with timed("copy to host"):
             [np.asarray(o) for o in outs]
         with timed("encode (all)"):
@@ -110,16 +111,16 @@ def profile_single_query(enc, texts: list[str], calls: int) -> None:
         program = enc.programs.get(enc.params, batch.shape, impls)
         out = program(leaves, b.input_ids, b.attention_mask, b.token_type_ids, np.int32(0))
         t3 = time.perf_counter()
-        out.block_until_ready()
+        ready(out)
         t4 = time.perf_counter()
         np.asarray(out)
         t5 = time.perf_counter()
         inputs = (b.input_ids, b.attention_mask, b.token_type_ids, np.int32(0))
-        inputs = jax.block_until_ready(jax.device_put(inputs, enc.device))
+        inputs = ready(jax.device_put(inputs, enc.device))
         t6 = time.perf_counter()
         out = program(leaves, *inputs)
         t7 = time.perf_counter()
-        out.block_until_ready()
+        ready(out)
         t8 = time.perf_counter()
         enc.encode(q)
         t9 = time.perf_counter()

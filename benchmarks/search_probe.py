@@ -13,16 +13,17 @@ import time
 import jax
 import jax.numpy as jnp
 
+from benchmarks.timing import ready
 from ferris_jax.ops.top_k import top_k
 
 
 def _time(fn, *args, rounds: int = 20) -> float:
     for _ in range(3):
-        jax.block_until_ready(fn(*args))
+        ready(fn(*args))
     times = []
     for _ in range(rounds):
         t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
+        ready(fn(*args))
         times.append(time.perf_counter() - t)
     return 1e3 * statistics.median(times)
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import bench_models
+from benchmarks.timing import ready
 
 
 def sts_train_pairs() -> list[tuple[str, str]]:
@@ -61,7 +62,6 @@ def batches_of(batch_size: int, count: int) -> list[list[tuple[str, str]]]:
 
 # ---------------------------------------------------------------- workers
 def run_ours(path: Path, batch_size: int, steps: int, warmup: int, mini: int | None) -> dict:
-    import jax
 
     import ferris_jax
     from ferris_jax.train import adamw, init_state, make_batch, train_step
@@ -82,12 +82,12 @@ def run_ours(path: Path, batch_size: int, steps: int, warmup: int, mini: int | N
         if batch.shape in shapes:
             shapes.discard(batch.shape)
             state, metrics = step(state, batch)
-    jax.block_until_ready(state)
+    ready(state)
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     for batch in batches[warmup:]:
         state, metrics = step(state, batch)
-    jax.block_until_ready(state)
+    ready(state)
     seconds = time.perf_counter() - start
     from ferris_jax.train.step import default_compute_dtype
 

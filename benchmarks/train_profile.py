@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 import ferris_jax
 from benchmarks import bench_models
+from benchmarks.timing import ready
 from benchmarks.train import batches_of
 from ferris_jax.train import adamw, init_state, make_batch, train_step
 from ferris_jax.train import step as train_step_module
@@ -64,11 +65,11 @@ def kernel_times(trace_dir: Path, steps: int, top: int) -> dict:
 
 def timed(fn, *args, rounds: int) -> float:
     """The mean of `rounds` calls, in ms, after one warm-up call."""
-    jax.block_until_ready(fn(*args))
+    ready(fn(*args))
     start = time.perf_counter()
     for _ in range(rounds):
         out = fn(*args)
-    jax.block_until_ready(out)
+    ready(out)
     return (time.perf_counter() - start) / rounds * 1e3
 
 
@@ -82,7 +83,7 @@ def profile_variant(enc, batches, args) -> dict:
         if batch.shape not in seen:
             seen.add(batch.shape)
             state, _ = step(state, batch)
-    jax.block_until_ready(state)
+    ready(state)
     compile_s = time.perf_counter() - start
     cache_after_compile = step._cache_size()
     start = time.perf_counter()
@@ -95,12 +96,12 @@ def profile_variant(enc, batches, args) -> dict:
         t = time.perf_counter()
         state, metrics = step(state, batch)
         host_ms.append((time.perf_counter() - t) * 1e3)
-        jax.block_until_ready(state)
+        ready(state)
     start = time.perf_counter()
     for batch in timed_batches:
         state, metrics = step(state, batch)
     dispatch_s = time.perf_counter() - start
-    jax.block_until_ready(state)
+    ready(state)
     seconds = time.perf_counter() - start
 
     embed = train_step_module.embedder(enc)
@@ -119,7 +120,7 @@ def profile_variant(enc, batches, args) -> dict:
     with jax.profiler.trace(str(trace_dir)):
         for batch in traced:
             state, metrics = step(state, batch)
-        jax.block_until_ready(state)
+        ready(state)
     kernels = kernel_times(trace_dir, len(traced), args.top)
     return {
         "pairs_per_s": args.batch * len(timed_batches) / seconds,

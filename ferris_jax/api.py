@@ -40,7 +40,7 @@ def load(
         max_seq_length: override the model's maximum tokens per text.
         backend: "auto" (default, or `$FERRIS_JAX_BACKEND`): Apple GPU plugin > CUDA/ROCm >
             TPU > CPU, an accelerator being used only if it passes a capability probe (else one
-            warning and the CPU); or a platform name such as "cuda", "mps", "METAL", "cpu".
+            warning and the CPU); or a platform name such as "cuda", "metaljax", "mps", "cpu".
         device: a specific device (skips backend selection and the probe).
         devices: run over several devices, data parallel (parameters replicated, each batch
             split by rows; `encode`'s `batch_size` is then per device): "local" (every device

@@ -128,7 +128,7 @@ def _model_options() -> argparse.ArgumentParser:
     parent.add_argument(
         "--backend",
         metavar="NAME",
-        help="auto (default, or $FERRIS_JAX_BACKEND), cpu, cuda, rocm, tpu, METAL, mps, mtl",
+        help="auto (default, or $FERRIS_JAX_BACKEND), cpu, cuda, rocm, tpu, metaljax, mps, METAL",
     )
     parent.add_argument(
         "--max-seq-length",

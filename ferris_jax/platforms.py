@@ -1,7 +1,8 @@
 """Platforms: one name per platform, and ONE table of every default that differs by platform.
 
 `platform_of(device)` names a device's platform the way this table is keyed ("cuda" or "rocm"
-where JAX says "gpu"; PJRT plugins keep their own name: "METAL", "mps", ...). Everything else
+where JAX says "gpu"; "metaljax" or "METAL" (Apple's jax-metal) where JAX says Metal; other PJRT
+plugins keep their own name: "mps", "mtl", ...). Everything else
 that depends on the platform (packing, batch-token cap, compilation cache, dtypes, the
 LayerNorm, attention and matmul `auto` choices) is read from `defaults_for(platform)`, so adding a
 backend touches this file only. Each measured value cites BENCHMARKS.md.
@@ -10,15 +11,22 @@ backend touches this file only. Each measured value cites BENCHMARKS.md.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
+from importlib import metadata
 
 import jax
 import jax.numpy as jnp
 
 from ferris_jax.errors import BackendFallbackWarning
 
-# Platform names of Apple GPU PJRT plugins: jax-metal, jax-mps, metal-pjrt-plugin / metaljax.
-APPLE_PLATFORMS = ("METAL", "metal", "mps", "mtl")
+# The table's names of the Apple GPU PJRT plugins, in the order `load` prefers them: metaljax,
+# jax-mps, Apple's jax-metal (unmaintained), metal-pjrt-plugin. metaljax first on the plugins' own
+# JAX test-suite results (99.5% passing vs jax-mps' 95.8%); neither is measured here.
+APPLE_PLATFORMS = ("metaljax", "mps", "METAL", "mtl")
+# JAX's platform names of those plugins, as `jax.devices(name)` takes them: metaljax registers
+# "metal", jax-metal "METAL", jax-mps "mps", metal-pjrt-plugin "mtl".
+APPLE_JAX_PLATFORMS = ("metal", "METAL", "mps", "mtl")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 _ALL_DTYPES = tuple(DTYPES)
 
@@ -71,10 +79,17 @@ class PlatformDefaults:
 
 
 _APPLE = PlatformDefaults(
-    # Unmeasured on Apple GPUs: the CPU's packing; float32 only (bfloat16/float16 gave wrong
-    # numbers or failed to compile on both plugins); no persistent cache in jax-metal.
-    dtypes=DtypePolicy(("float32",), "the Apple GPU plugins are reliable in float32 only"),
+    # Unmeasured on Apple GPUs: the CPU's packing. float32 only: bfloat16/float16 gave wrong
+    # numbers or failed to compile on jax-metal and on jax-mps 0.10.
+    dtypes=DtypePolicy(("float32",), "this Apple GPU plugin is reliable in float32 only"),
 )
+# The current plugins (metaljax 0.11.9, jax-mps 0.11.1) run float32, float16 and bfloat16 in their
+# own test suites and examples, and neither serializes executables ("SerializeExecutable is not
+# implemented" / "Serialize not implemented" in their libraries), so JAX's persistent cache is
+# off. Attention goes through `jax.nn.dot_product_attention`: jax-mps's patch of that function
+# runs MLX's fused kernel, and metaljax fuses its lowering (as it does the einsum form's). Both
+# unmeasured here: no Mac in CI.
+_MLX_PLUGIN = PlatformDefaults(compilation_cache=False, attention="jax")
 
 # Measured values cite their BENCHMARKS.md section: "Packing several texts per row" (CPU),
 # "CUDA defaults re-measured" (H200), "the LayerNorm primitive, XLA vs Pallas", "cuDNN attention".
@@ -96,8 +111,14 @@ PLATFORM_DEFAULTS: dict[str, PlatformDefaults] = {
     ),
     # TPU: unmeasured; the portable ops, and training in bfloat16 as on the GPUs.
     "tpu": PlatformDefaults(train_dtype="bfloat16"),
+    # metaljax (`pip install "ferris-jax[metaljax]"`): JAX's platform "metal".
+    "metaljax": _MLX_PLUGIN,
+    # jax-mps (`[mps]`): fused attention, LayerNorm and GELU kernels through its patch of JAX.
+    "mps": _MLX_PLUGIN,
+    # Apple's jax-metal (`[metal]`, jax 0.4.35, unmaintained): no persistent cache.
     "METAL": dataclasses.replace(_APPLE, compilation_cache=False),
-    **{name: _APPLE for name in APPLE_PLATFORMS if name != "METAL"},
+    # metal-pjrt-plugin: never run by us; the cautious Apple defaults.
+    "mtl": _APPLE,
 }
 # PJRT plugins we do not know: the portable choices (jnp LayerNorm, einsum attention).
 UNKNOWN_PLATFORM = PlatformDefaults()
@@ -109,12 +130,45 @@ def defaults_for(platform: str) -> PlatformDefaults:
 
 
 def platform_of(device: jax.Device) -> str:
-    """The platform name of a device: "cuda" or "rocm" where JAX says "gpu"."""
+    """The platform name of a device: "cuda" or "rocm" where JAX says "gpu", "metaljax" or "METAL"
+    where JAX says Metal."""
     name = device.platform
+    version = str(getattr(getattr(device, "client", None), "platform_version", "")).lower()
     if name == "gpu":  # CUDA and ROCm devices both report "gpu"; the client knows which
-        version = getattr(device.client, "platform_version", "").lower()
         return "rocm" if "rocm" in version else "cuda"
+    if name in ("metal", "METAL"):
+        return "metaljax" if name == "metal" or "metaljax" in version else table_name(name)
     return name
+
+
+def table_name(platform: str) -> str:
+    """The table's name for a platform name JAX lowers programs for.
+
+    metaljax and jax-metal both call their platform Metal: "metal" is metaljax's; "METAL" is
+    jax-metal's unless metaljax is the Metal plugin installed here (they need different jax
+    versions, so one process has at most one of them).
+    """
+    if platform == "metal" or (platform == "METAL" and installed_metal_plugin() == "metaljax"):
+        return "metaljax"
+    return platform
+
+
+def lowering_platforms() -> tuple[str, ...]:
+    """The names JAX lowers programs for that have a row: `lax.platform_dependent`'s keys."""
+    others = (p for p in PLATFORM_DEFAULTS if p not in APPLE_PLATFORMS)
+    return (*others, *APPLE_JAX_PLATFORMS)
+
+
+@functools.cache
+def installed_metal_plugin() -> str | None:
+    """ "metaljax", "jax-metal" or None: the distribution providing JAX's Metal platform here."""
+    for name in ("jax-metal", "metaljax"):  # jax-metal first: it pins the whole jax stack
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        return name
+    return None
 
 
 def default_platform() -> str:
@@ -123,7 +177,7 @@ def default_platform() -> str:
 
 
 def dtype_policy(platform: str) -> DtypePolicy:
-    """The dtypes `platform` runs correctly (Apple GPU plugins: float32 only)."""
+    """The dtypes `platform` runs correctly (jax-metal and metal-pjrt-plugin: float32 only)."""
     return defaults_for(platform).dtypes
 
 

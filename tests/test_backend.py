@@ -48,6 +48,7 @@ def _platforms(*names: str, kind: str = "fake") -> dict:
         (("cpu", "tpu", "rocm"), "rocm"),
         (("cpu", "cuda", "mps"), "mps"),
         (("cpu", "METAL"), "METAL"),
+        (("cpu", "mps", "metaljax"), "metaljax"),
         (("mtl", "cuda", "cpu"), "mtl"),
         (("tpu", "cpu"), "tpu"),
     ],
@@ -67,6 +68,9 @@ def test_explicit_choice_and_unavailable_platform():
     available = _platforms("cpu", "cuda")
     assert backend.choose_platform(available, "cpu") == "cpu"
     assert backend.choose_platform(available, "gpu") == "cuda"
+    # JAX's name of metaljax's platform picks its row (and jax-metal's where that is present).
+    assert backend.choose_platform(_platforms("cpu", "metaljax"), "metal") == "metaljax"
+    assert backend.choose_platform(_platforms("cpu", "METAL"), "metal") == "METAL"
     with pytest.raises(
         ValueError, match=r"backend 'mps' is not available here; available: cpu, cuda"
     ):
@@ -113,9 +117,11 @@ def test_passing_probe_keeps_the_accelerator():
 def test_dtype_policy():
     assert dtype_policy("cuda").resolve("bfloat16", "cuda") == "bfloat16"
     assert dtype_policy("cpu").resolve("float16", "cpu") == "float16"
-    for apple in ("METAL", "mps", "mtl"):
+    for apple in ("METAL", "mtl"):
         with pytest.warns(BackendFallbackWarning, match=f"bfloat16 is not used on {apple}"):
             assert dtype_policy(apple).resolve("bfloat16", apple) == "float32"
+    for apple in ("metaljax", "mps"):
+        assert dtype_policy(apple).resolve("float16", apple) == "float16"
 
 
 def test_real_probe_passes_on_cpu():
@@ -176,12 +182,12 @@ def test_dtype_policy_applies_before_the_probe(tiny_st, monkeypatch):
 
     def ok(device, dtype):
         seen.append(dtype)
-        return ProbeResult("mps", True)
+        return ProbeResult("METAL", True)
 
-    # "mps" is served by the CPU device here: only the choice and the probe are faked.
-    monkeypatch.setattr(backend, "detect_platforms", lambda: {"mps": [CPU], "cpu": [CPU]})
+    # "METAL" is served by the CPU device here: only the choice and the probe are faked.
+    monkeypatch.setattr(backend, "detect_platforms", lambda: {"METAL": [CPU], "cpu": [CPU]})
     monkeypatch.setattr(backend, "probe_device", ok)
-    with pytest.warns(BackendFallbackWarning, match="bfloat16 is not used on mps"):
+    with pytest.warns(BackendFallbackWarning, match="bfloat16 is not used on METAL"):
         enc = ferris_jax.load(tiny_st[0], dtype="bfloat16", compilation_cache=False)
     assert seen == ["float32"]
-    assert enc.backend.platform == "mps" and enc.checkpoint.dtype == jax.numpy.float32
+    assert enc.backend.platform == "METAL" and enc.checkpoint.dtype == jax.numpy.float32

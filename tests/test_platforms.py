@@ -21,10 +21,11 @@ from ferris_jax.platforms import (
 )
 
 
-def _fake_gpu(version: str) -> types.SimpleNamespace:
-    """A device as JAX describes a CUDA or ROCm GPU: platform "gpu", the runtime in the client."""
+def _fake_gpu(version: str, platform: str = "gpu") -> types.SimpleNamespace:
+    """A device as JAX describes a CUDA or ROCm GPU: platform "gpu", the runtime in the client
+    (or another plugin's device: its JAX platform name and client version)."""
     return types.SimpleNamespace(
-        platform="gpu", client=types.SimpleNamespace(platform_version=version), id=0
+        platform=platform, client=types.SimpleNamespace(platform_version=version), id=0
     )
 
 
@@ -47,7 +48,6 @@ def test_unknown_platforms_get_the_portable_defaults():
     assert defaults_for("some_new_plugin") is UNKNOWN_PLATFORM
     assert UNKNOWN_PLATFORM.layer_norm == "xla" and UNKNOWN_PLATFORM.attention == "einsum"
     assert dtype_policy("METAL").supported == ("float32",)
-    assert not defaults_for("METAL").compilation_cache and defaults_for("mps").compilation_cache
 
 
 @pytest.mark.parametrize("floor", ["table", 0])
@@ -73,3 +73,62 @@ def test_the_cpu_gets_the_cpu_defaults(tiny_st):
     enc = ferris_jax.load(tiny_st[0], compilation_cache=False)
     cpu = PLATFORM_DEFAULTS["cpu"]
     assert (enc.pack_length, enc.max_batch_tokens) == (cpu.pack_length, cpu.max_batch_tokens)
+
+
+# JAX's platform name of each Apple plugin's device (and its client's version) -> the row.
+# metaljax 0.11.9's library names its platform "metal"; its README calls the device METAL, so
+# "METAL" with a metaljax version, or with metaljax installed, is metaljax's too.
+APPLE_DEVICES = [
+    ("metal", "", None, "metaljax"),
+    ("METAL", "metaljax 0.11.9", None, "metaljax"),
+    ("METAL", "", "metaljax", "metaljax"),
+    ("METAL", "", "jax-metal", "METAL"),
+    ("METAL", "", None, "METAL"),
+    ("mps", "0.1.0", None, "mps"),
+    ("mtl", "", None, "mtl"),
+]
+
+
+@pytest.mark.parametrize(("jax_name", "version", "installed", "row"), APPLE_DEVICES)
+def test_each_apple_platform_name_maps_to_its_row(monkeypatch, jax_name, version, installed, row):
+    from ferris_jax import platforms
+    from ferris_jax.ops.impl import auto_impl
+
+    monkeypatch.setattr(platforms, "installed_metal_plugin", lambda: installed)
+    assert platform_of(_fake_gpu(version, jax_name)) == row
+    assert row in PLATFORM_DEFAULTS and row in platforms.APPLE_PLATFORMS
+    if jax_name == "METAL" and version:  # the version decides; the lowering name needs the package
+        return
+    # The per-op choice made when a program is lowered for JAX's name is the row's.
+    for op in ("layer_norm", "attention", "matmul"):
+        assert auto_impl(op, jax_name) == getattr(PLATFORM_DEFAULTS[row], op)
+
+
+def test_every_apple_row_and_jax_name_is_known_to_selection():
+    from ferris_jax import platforms
+    from ferris_jax.runtime import backend
+
+    assert set(platforms.APPLE_PLATFORMS) <= set(PLATFORM_DEFAULTS)
+    assert set(platforms.APPLE_JAX_PLATFORMS) <= set(platforms.lowering_platforms())
+    assert set(platforms.APPLE_JAX_PLATFORMS) <= set(backend._JAX_NAMES)
+    assert backend.PREFERENCE[: len(platforms.APPLE_PLATFORMS)] == platforms.APPLE_PLATFORMS
+
+
+def test_apple_rows():
+    """What each Apple plugin runs: the current plugins every dtype and the attention they fuse,
+    without JAX's persistent cache (they serialize no executables); jax-metal float32 only."""
+    for name in ("metaljax", "mps"):
+        row = defaults_for(name)
+        assert row.dtypes.supported == ("float32", "bfloat16", "float16"), name
+        assert (row.attention, row.layer_norm, row.compilation_cache) == ("jax", "xla", False)
+    for name in ("METAL", "mtl"):
+        row = defaults_for(name)
+        assert row.dtypes.supported == ("float32",) and row.attention == "einsum", name
+        assert row.layer_norm == "xla"
+    assert not defaults_for("METAL").compilation_cache
+
+
+def test_installed_metal_plugin_is_none_without_either_package():
+    from ferris_jax import platforms
+
+    assert platforms.installed_metal_plugin() is None  # neither installs off a Mac

@@ -2,7 +2,8 @@
 
 Three formulations of the same math: "einsum" (heads-major einsums fused by XLA, float32 softmax
 normalized after the value product; 3x faster than "jax" on XLA:CPU), "jax"
-(`jax.nn.dot_product_attention`'s XLA path; 10-15% faster than "einsum" on an H100) and "cudnn"
+(`jax.nn.dot_product_attention`'s XLA path; 10-15% faster than "einsum" on an H100; the Apple
+plugins metaljax and jax-mps fuse it into MLX's attention kernel) and "cudnn"
 (cuDNN fused attention; CUDA in half precision without bias or window only, other calls fall back
 to "jax"; 1.2-1.8x faster than "jax" on an H100). "auto" picks per platform when the program is
 lowered (the platform table's `attention` choice; measurements in BENCHMARKS.md).
@@ -81,8 +82,19 @@ def _pair_mask(mask: jax.Array) -> jax.Array:
 
 def _jax_attention(query, key, value, mask, bias, window):
     local = None if window is None else (window, window)
+    # jax-mps 0.11.1 replaces this function with MLX's fused kernel, but reads a 4-D mask as
+    # [B, L, N, L] where JAX's is [B, N, L, L]: pair masks (packed rows) would fail or, with as
+    # many heads as tokens, attend wrongly. Naming JAX's own implementation keeps them on it;
+    # key masks ([B, 1, 1, L], the same either way) take the fused path.
+    implementation = "xla" if mask.ndim == 3 else None
     return jax.nn.dot_product_attention(
-        query, key, value, bias=bias, mask=_pair_mask(mask), local_window_size=local
+        query,
+        key,
+        value,
+        bias=bias,
+        mask=_pair_mask(mask),
+        local_window_size=local,
+        implementation=implementation,
     )
 
 

@@ -19,7 +19,12 @@ from typing import Any
 
 import jax
 
-from ferris_jax.platforms import PLATFORM_DEFAULTS, UNKNOWN_PLATFORM, defaults_for
+from ferris_jax.platforms import (
+    UNKNOWN_PLATFORM,
+    defaults_for,
+    lowering_platforms,
+    table_name,
+)
 
 # op -> the implementations it has ("auto" first: resolved per platform).
 IMPLS: dict[str, tuple[str, ...]] = {
@@ -89,8 +94,8 @@ def use_impl(layer_norm_impl: str | None = None, /, **choices: str | None) -> It
 
 
 def auto_impl(op: str, platform: str) -> str:
-    """What "auto" runs for `op` on `platform` (from the platform table)."""
-    return getattr(defaults_for(platform), op)
+    """What "auto" runs for `op` on `platform` (a table name, or the name JAX lowers for)."""
+    return getattr(defaults_for(table_name(platform)), op)
 
 
 def lowered_per_platform(
@@ -100,7 +105,7 @@ def lowered_per_platform(
     for the platform the program is lowered for; one branch per platform that differs from the
     choice for unknown platforms (the default)."""
     default = getattr(UNKNOWN_PLATFORM, op)
-    names = {p: overrides.get(p) or auto_impl(op, p) for p in PLATFORM_DEFAULTS}
+    names = {p: overrides.get(p) or auto_impl(op, p) for p in lowering_platforms()}
     branches = {p: function_for(name) for p, name in names.items() if name != default}
     if not branches:
         return function_for(default)(*args)

@@ -25,6 +25,7 @@ import numpy as np
 
 from ferris_jax.errors import BackendFallbackWarning
 from ferris_jax.platforms import (
+    APPLE_JAX_PLATFORMS,
     APPLE_PLATFORMS,
     PlatformDefaults,
     defaults_for,
@@ -32,7 +33,10 @@ from ferris_jax.platforms import (
 )
 
 ENV_VAR = "FERRIS_JAX_BACKEND"
-PREFERENCE = (*APPLE_PLATFORMS, "cuda", "rocm", "tpu", "cpu")
+PREFERENCE = (*APPLE_PLATFORMS, "cuda", "rocm", "tpu", "cpu")  # `platform_of` names
+# What `detect_platforms` asks JAX for, by JAX's names (metaljax's "metal" is not JAX's default
+# backend: its plugin registers below the CPU).
+_JAX_NAMES = (*APPLE_JAX_PLATFORMS, "cuda", "rocm", "tpu", "cpu")
 # Distributions that provide a PJRT plugin or the JAX runtime, reported by `ferris-jax doctor`.
 RUNTIME_PACKAGES = (
     "jax",
@@ -92,7 +96,7 @@ def detect_platforms() -> dict[str, list[jax.Device]]:
     found: dict[str, list[jax.Device]] = {}
     for device in jax.local_devices():  # the default backend, plugins included
         found.setdefault(platform_of(device), []).append(device)
-    for name in PREFERENCE:
+    for name in _JAX_NAMES:
         if name in found:
             continue
         try:
@@ -115,8 +119,9 @@ def choose_platform(available: Mapping[str, Sequence[jax.Device]], requested: st
     An unknown plugin whose devices look like Apple GPUs ranks with the Apple plugins.
     """
     if requested != "auto":
-        if requested in ("gpu",):  # jax's generic name: whichever GPU runtime is present
-            requested = next((p for p in ("cuda", "rocm") if p in available), requested)
+        aliases = {"gpu": ("cuda", "rocm"), "metal": ("metaljax", "METAL")}  # JAX's names
+        if requested in aliases:  # whichever of those runtimes is present
+            requested = next((p for p in aliases[requested] if p in available), requested)
         if requested not in available:
             raise ValueError(
                 f"backend {requested!r} is not available here; available: "
@@ -246,7 +251,7 @@ def select_backend(
     """Choose the platform and device for a model.
 
     Args:
-        backend: a platform name ("cuda", "mps", "METAL", "cpu", ...) or "auto" (default:
+        backend: a platform name ("cuda", "metaljax", "mps", "cpu", ...) or "auto" (default:
             `$FERRIS_JAX_BACKEND`, else auto: Apple GPU > CUDA/ROCm > TPU > CPU).
         dtype: the model dtype the probe checks.
         probe: True runs `probe_device` on an accelerator (cached per process), False trusts
