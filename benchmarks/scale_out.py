@@ -29,7 +29,13 @@ RESULTS = Path(__file__).parent / "results"
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model-dir", required=True, help="the model (a folder or hub id)")
+    p.add_argument("--model-dir", required=True, help="MiniLM (a folder or hub id)")
+    p.add_argument(
+        "--model",
+        choices=("minilm", "bert-base"),
+        default="minilm",
+        help="bert-base: random bert-base-size weights on MiniLM's tokenizer (bench_models)",
+    )
     p.add_argument("--devices", default="1,2", help="comma-separated device counts")
     p.add_argument("--parts", default="embed,search,train", help="embed, search, train or ray")
     p.add_argument("--texts", type=int, default=1_000_000, help="mix-corpus texts to embed")
@@ -57,6 +63,15 @@ def main() -> int:
         import ray
 
         ray.init(num_gpus=None if not args.cpu_devices else 0)
+
+    from benchmarks import bench_models
+
+    with bench_models.model_dir(bench_models.SPECS[args.model], Path(args.model_dir)) as model:
+        args.model_dir = str(model)
+        return measure(args, counts, parts)
+
+
+def measure(args: argparse.Namespace, counts: list[int], parts: list[str]) -> int:
     import jax
 
     from benchmarks.corpus import build_corpus
@@ -66,7 +81,7 @@ def main() -> int:
         "devices_present": len(jax.devices()),
         "jax": jax.__version__,
         "python": platform.python_version(),
-        "model": args.model_dir,
+        "model": args.model,
         "dtype": args.dtype,
     }
     print(json.dumps(info), flush=True)
@@ -198,7 +213,7 @@ def ray_embed(args: argparse.Namespace, n: int, texts: list[str]) -> dict:
     rows = ds.map_batches(
         Embedder,
         fn_constructor_kwargs={
-            "model": args.model_dir, "dtype": args.dtype, "encode_batch_size": args.batch_size,
+            "model": args.model, "dtype": args.dtype, "encode_batch_size": args.batch_size,
         },
         compute=ray.data.ActorPoolStrategy(size=n),
         batch_size=16 * args.batch_size,
