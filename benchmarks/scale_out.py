@@ -139,15 +139,15 @@ def search(args: argparse.Namespace, n: int, texts: list[str]) -> dict:
     block_rows -= block_rows % n
     rows = args.rows_per_device * n
 
-    @jax.jit
     def unit(key):
         x = jax.random.normal(key, (block_rows, args.dim), jnp.float32)
         return (x / jnp.linalg.norm(x, axis=1, keepdims=True)).astype(jnp.bfloat16)
 
+    unit_rows = jax.jit(unit, out_shardings=placement.rows)  # each device makes its rows
     key = jax.random.key(0)
     blocks, valid = [], []
     for i in range(-(-rows // block_rows)):
-        blocks.append(jax.jit(unit, out_shardings=placement.rows)(jax.random.fold_in(key, i)))
+        blocks.append(unit_rows(jax.random.fold_in(key, i)))
         mask = jnp.arange(block_rows) + i * block_rows < rows
         valid.append(placement.put_rows(mask))
     timings = {}

@@ -152,28 +152,23 @@ def tiny_pair(tiny_st):
 def test_a_data_parallel_train_step_equals_the_one_device_step(tiny_pair, pack, mini_batch_size):
     """The same global batch (10 examples: rows that do not divide over 4 devices) gives the
     same loss and, through an SGD step of rate 1 (new = old - gradient), every gradient."""
-    import optax
-    from helpers.training import sts_triplets
+    from helpers.training import sgd_step_gradients, sts_triplets
 
-    from ferris_jax.train import make_batch
-    from ferris_jax.train.losses import mnrl_loss
-    from ferris_jax.train.step import init_state, train_step
+    def one_program_summing_gradients(step, state, batch):
+        if enc.placement.mesh is not None:
+            assert "all-reduce" in step.lower(state, batch).compile().as_text()
 
-    examples = sts_triplets(10)
     results = []
     for enc in tiny_pair:
-        batch = make_batch(enc, examples, pack=pack, mini_batch_size=mini_batch_size)
-        step = train_step(
-            enc, mnrl_loss, optax.sgd(1.0), compute_dtype="float32", mini_batch_size=mini_batch_size
+        results.append(
+            sgd_step_gradients(
+                enc,
+                sts_triplets(10),
+                pack=pack,
+                mini_batch_size=mini_batch_size,
+                check=one_program_summing_gradients,
+            )
         )
-        before = [np.array(x) for x in jax.tree.leaves(enc.params)]
-        state = init_state(enc.params, optax.sgd(1.0), enc.placement)
-        if enc.placement.mesh is not None:  # one program over the devices, gradients summed
-            assert "all-reduce" in step.lower(state, batch).compile().as_text()
-        state, metrics = step(state, batch)
-        after = [np.asarray(x) for x in jax.tree.leaves(state.params)]
-        grads = [b - a for b, a in zip(before, after, strict=True)]
-        results.append((float(metrics["loss"]), grads, state))
     (loss_1, grads_1, _), (loss_4, grads_4, state_4) = results
     np.testing.assert_allclose(loss_4, loss_1, rtol=1e-5)
     for g4, g1 in zip(grads_4, grads_1, strict=True):

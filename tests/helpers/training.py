@@ -112,3 +112,27 @@ def st_symmetric_mnrl(model, **kwargs):
     return MultipleNegativesRankingLoss(
         model, directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction", **kwargs
     )
+
+
+def sgd_step_gradients(enc, examples, *, pack: bool, mini_batch_size: int | None, check=None):
+    """One MNRL train step of `enc` (float32) on `examples` through SGD of rate 1, so that
+    old - new parameters is every gradient: (loss, gradients as numpy, the new state).
+    `check(step, state, batch)` runs before the step (e.g. to inspect the compiled program)."""
+    import jax
+    import optax
+
+    from ferris_jax.train import make_batch
+    from ferris_jax.train.losses import mnrl_loss
+    from ferris_jax.train.step import init_state, train_step
+
+    batch = make_batch(enc, examples, pack=pack, mini_batch_size=mini_batch_size)
+    step = train_step(
+        enc, mnrl_loss, optax.sgd(1.0), compute_dtype="float32", mini_batch_size=mini_batch_size
+    )
+    state = init_state(enc.params, optax.sgd(1.0), enc.placement)
+    before = [np.array(x) for x in jax.tree.leaves(state.params)]  # a copy: the step donates
+    if check is not None:
+        check(step, state, batch)
+    state, metrics = step(state, batch)
+    after = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+    return float(metrics["loss"]), [b - a for b, a in zip(before, after, strict=True)], state
