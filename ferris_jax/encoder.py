@@ -31,7 +31,7 @@ from ferris_jax.errors import require_int
 from ferris_jax.loading.checkpoint import Checkpoint
 from ferris_jax.loading.export import save_pretrained
 from ferris_jax.ops.impl import check_impls, requested_impls
-from ferris_jax.pipeline import MAX_IN_FLIGHT, EmbeddedBatch, Pipeline
+from ferris_jax.pipeline import MAX_IN_FLIGHT, EmbeddedBatch, Pipeline, ReadyBatch
 from ferris_jax.placement import Placement
 from ferris_jax.programs import Programs
 from ferris_jax.quantization import PRECISIONS, quantize_embeddings
@@ -321,17 +321,34 @@ class Encoder:
     ) -> Iterator[EmbeddedBatch]:
         """The pipeline over validated, prompted texts (`count` of them, None if unknown), with
         this encoder's settings."""
-        return self.pipeline.run_windows(
-            windows,
-            self.params,
+        options = self._pipeline_options(batch_size, prompt, count, copy_to_host)
+        return self.pipeline.run_windows(windows, self.params, on_batch=on_batch, **options)
+
+    def _pipeline_options(
+        self, batch_size: int, prompt: str, count: int | None, copy_to_host: bool = True
+    ) -> dict[str, Any]:
+        """This encoder's settings for a pipeline job of `count` texts (None if unknown)."""
+        return dict(
             policy=self.bucket_policy(batch_size),
             impls=self.requested_impls(),
             prompt_length=self.tokenizer.prompt_length(prompt),
             packing=self.packing() if count != 1 else None,  # one text never shares a row
             # A CPU result already is on the host.
             copy_to_host=copy_to_host and self.backend.platform != "cpu",
-            on_batch=on_batch,
         )
+
+    def prepare(
+        self, texts: Sequence[str], batch_size: int = 32, prompt: str = ""
+    ) -> list[ReadyBatch]:
+        """The batches `embed_batches` would run for `texts` (validated, without their
+        `prompt`), tokenized, planned, padded and compiled, to `dispatch` later, perhaps from
+        another thread (the server prepares the next job while the device runs this one)."""
+        options = self._pipeline_options(batch_size, prompt, len(texts))
+        return self.pipeline.prepare([prompt + t for t in texts], self.params, **options)
+
+    def dispatch(self, ready: ReadyBatch) -> EmbeddedBatch:
+        """Start a prepared batch on the device; its `indices` count `prepare`'s texts."""
+        return self.pipeline.dispatch(ready, self.params)
 
     def encode(
         self,

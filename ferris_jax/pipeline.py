@@ -60,6 +60,18 @@ class PlannedBatch:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReadyBatch:
+    """A planned batch with its padded token arrays, its program compiled: all that is left is
+    `Pipeline.dispatch`, on any thread."""
+
+    planned: PlannedBatch
+    arrays: tuple[np.ndarray, ...]  # as `Pipeline.model_inputs` pads them
+    impls: ImplChoice
+    prompt_length: int
+    copy_to_host: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class EmbeddedBatch:
     """One dispatched batch: the vectors of texts `indices`, computed on the device."""
 
@@ -207,37 +219,68 @@ class Pipeline:
             copy_to_host: start each result's device-to-host copy at once.
             on_batch: called with each batch right after it is dispatched.
         """
-        leaves, _ = self.programs.flat_params(params)
         in_flight: collections.deque[jax.Array] = collections.deque()
         chunk_size = max(CHUNK_TEXTS, 2 * policy.batch_sizes[-1])  # room for two full batches
         for planned in self.planned_chunks(windows, policy, packing, chunk_size):
             # Every new shape of the chunk compiles at once, in parallel threads.
             self.programs.compile_all(params, [batch.shape for batch in planned], impls)
-            for batch in planned:
-                program = self.programs.get(params, batch.shape, impls)
-                inputs = self.programs.inputs(self.model_inputs(batch), prompt_length)
-                output = program(leaves, *inputs)
-                if copy_to_host:
-                    output.copy_to_host_async()
-                in_flight.append(output)
+            for batch in planned:  # padded one at a time, while the device runs the last one
+                ready = ReadyBatch(
+                    batch, self.model_inputs(batch), impls, prompt_length, copy_to_host
+                )
+                embedded = self.dispatch(ready, params)
+                in_flight.append(embedded.output)
                 if len(in_flight) > MAX_IN_FLIGHT:
                     in_flight.popleft().block_until_ready()
-                plan = batch.plan
-                if isinstance(plan, PackedBatch):
-                    slots = plan.row * plan.shape[2] + plan.segment - 1
-                else:
-                    slots = np.arange(len(plan.texts))
-                embedded = EmbeddedBatch(
-                    batch.indices,
-                    batch.shape,
-                    batch.tokens.lengths[plan.texts],
-                    batch.tokens.truncated[plan.texts],
-                    output,
-                    slots,
-                )
                 if on_batch is not None:
                     on_batch(embedded)
                 yield embedded
+
+    def prepare(
+        self,
+        texts: Sequence[str],
+        params: nnx.State,
+        *,
+        policy: BucketPolicy,
+        impls: ImplChoice,
+        prompt_length: int = 0,
+        packing: int | None = None,
+        copy_to_host: bool = True,
+    ) -> list[ReadyBatch]:
+        """Every batch of `texts` (prompts already prepended) tokenized, planned, padded and
+        its program compiled: what `run` does before dispatching, done ahead, e.g. on one
+        thread while another dispatches (the server's batcher). Same batches as `run`."""
+        chunk_size = max(CHUNK_TEXTS, 2 * policy.batch_sizes[-1])
+        ready: list[ReadyBatch] = []
+        for planned in self.planned_chunks((texts,), policy, packing, chunk_size):
+            self.programs.compile_all(params, [batch.shape for batch in planned], impls)
+            ready += (
+                ReadyBatch(batch, self.model_inputs(batch), impls, prompt_length, copy_to_host)
+                for batch in planned
+            )
+        return ready
+
+    def dispatch(self, ready: ReadyBatch, params: nnx.State) -> EmbeddedBatch:
+        """Start one batch on the device (asynchronous: the result is still being computed)."""
+        leaves, _ = self.programs.flat_params(params)
+        batch = ready.planned
+        program = self.programs.get(params, batch.shape, ready.impls)
+        output = program(leaves, *self.programs.inputs(ready.arrays, ready.prompt_length))
+        if ready.copy_to_host:
+            output.copy_to_host_async()
+        plan = batch.plan
+        if isinstance(plan, PackedBatch):
+            slots = plan.row * plan.shape[2] + plan.segment - 1
+        else:
+            slots = np.arange(len(plan.texts))
+        return EmbeddedBatch(
+            batch.indices,
+            batch.shape,
+            batch.tokens.lengths[plan.texts],
+            batch.tokens.truncated[plan.texts],
+            output,
+            slots,
+        )
 
 
 def _chunks_of(

@@ -35,13 +35,13 @@ class Gated:
     def __getattr__(self, name):
         return getattr(self._encoder, name)
 
-    def embed_batches(self, texts, **options):
+    def prepare(self, texts, *args):
         if any("WAIT" in t for t in texts):
             self.entered.set()
             assert self.gate.wait(60)
         if any("BOOM" in t for t in texts):
             raise RuntimeError("the device caught fire")
-        return self._encoder.embed_batches(texts, **options)
+        return self._encoder.prepare(texts, *args)
 
 
 def _app(encoder, **limits):

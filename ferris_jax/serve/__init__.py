@@ -2,7 +2,7 @@
 text-embeddings-inference clients speak to, with dynamic batching onto the device.
 
     schemas   request bodies checked, limits          errors     the error bodies
-    batcher   the worker thread that owns the device   metrics    Prometheus metrics
+    batcher   the threads that prepare and dispatch    metrics    Prometheus metrics
     responses response bodies                          app        the Starlette app
     server    uvicorn, start-up and shutdown
 

@@ -1,12 +1,15 @@
-"""Dynamic batching: one worker thread owns the device and runs what requests left waiting.
+"""Dynamic batching: requests wait in a bounded queue; two worker threads run them as jobs.
 
-Requests put their (prompted) texts in a bounded queue and get a `Future`. The worker takes
-everything waiting, up to `max_texts`, and runs it as ONE job of the public pipeline
-(`Encoder.embed_batches`: tokenized off the event loop, sorted by length, planned by the token
-budget of `Encoder.bucket_policy`, the same compiled programs as `encode`). Each request's
-future resolves as soon as its last text's batch is on the host, while later batches still
-run. When a job fails, its unfinished requests run again one by one, so only the request at
-fault fails; the worker goes on with the next job.
+The preparing thread takes everything waiting (up to `max_texts` texts; one job per prompt)
+and prepares it through the public pipeline (`Encoder.prepare`: tokenized, sorted by length,
+planned by the token budget of `Encoder.bucket_policy`, padded, the same compiled programs as
+`encode`). The device thread dispatches prepared jobs back to back and keeps up to
+`MAX_IN_FLIGHT` batches queued on the device across jobs, so the device never waits while the
+host tokenizes and plans the next job: one job is prepared ahead, from the requests that
+arrived while the current one was prepared. Each
+request's future resolves as soon as its last text's batch is on the host. When a job fails
+(preparing it or on the device), its unfinished requests run again one by one, so only the
+request at fault fails; the workers go on with the next job.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ferris_jax.encoder import Encoder
-from ferris_jax.pipeline import MAX_IN_FLIGHT, EmbeddedBatch
+from ferris_jax.pipeline import MAX_IN_FLIGHT, EmbeddedBatch, ReadyBatch
 
 log = logging.getLogger("ferris_jax.serve")
 
@@ -96,8 +100,15 @@ class Batcher:
         self._waiting: collections.deque[_Request] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="ferris-serve-batcher", daemon=True)
-        self._thread.start()
+        self._prepared: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._wanted = threading.Event()  # the device thread is ready for the next job
+        self._wanted.set()
+        self._threads = [
+            threading.Thread(target=self._prepare_loop, name="ferris-serve-prepare", daemon=True),
+            threading.Thread(target=self._device_loop, name="ferris-serve-device", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def depth(self) -> int:
@@ -122,13 +133,14 @@ class Batcher:
         return request.future
 
     def close(self, timeout: float | None = None) -> None:
-        """Take no new requests, finish those queued, stop the worker."""
+        """Take no new requests, finish those queued, stop the workers."""
         with self._cond:
             self._closed = True
             self._cond.notify()
-        self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
-    # ------------------------------------------------------------ the worker
+    # ------------------------------------------------------------ preparing thread
     def _take(self) -> list[_Request] | None:
         """Requests waiting now, up to `max_texts` texts (at least one request); None once
         closed and drained. Requests cancelled while waiting (timed out) are dropped."""
@@ -148,42 +160,120 @@ class Batcher:
                     count += len(request.texts)
             return taken
 
-    def _loop(self) -> None:
-        while (taken := self._take()) is not None:
+    def _prepare_loop(self) -> None:
+        while True:
+            self._wanted.wait()
+            taken = self._take()
+            if taken is None:
+                self._prepared.put(None)
+                return
+            if not taken:  # every request taken had timed out: the device still wants a job
+                continue
+            self._wanted.clear()  # before the put: the device sets it again when it takes one
             groups: dict[str, list[_Request]] = {}
             for request in taken:  # one job per prompt: the prompt's length is static
                 groups.setdefault(request.prompt, []).append(request)
             for prompt, requests in groups.items():
-                self._job(prompt, requests)
+                self._prepared.put(self._prepare(prompt, requests))
 
-    def _job(self, prompt: str, requests: list[_Request]) -> None:
-        start = time.perf_counter()
+    def _prepare(self, prompt: str, requests: list[_Request]) -> _Job:
+        job = _Job(prompt, requests, time.perf_counter())
         texts = [t for r in requests for t in r.texts]
-        out = _JobOutput(requests, self.encoder.embedding_dimension)
-        tokens = 0
-        failed = False
         try:
-            pending: collections.deque[EmbeddedBatch] = collections.deque()
-            batches = self.encoder.embed_batches(texts, batch_size=self.batch_size, prompt=prompt)
-            for batch in batches:
-                pending.append(batch)  # hand results on while later batches are dispatched
-                if len(pending) > MAX_IN_FLIGHT:
-                    tokens += out.deliver(pending.popleft())
-            while pending:
-                tokens += out.deliver(pending.popleft())
+            job.batches = self.encoder.prepare(texts, self.batch_size, prompt)
+            job.output = _JobOutput(requests, self.encoder.embedding_dimension)
         except Exception as e:
-            failed = True
-            log.exception("an embedding job of %d texts failed", len(texts))
-            unfinished = [r for r in requests if not r.future.done()]
-            if len(requests) == 1:
-                for r in unfinished:
-                    r.future.set_exception(e)
-            else:  # each request again alone, so that only the one at fault fails
-                for r in unfinished:
-                    self._job(prompt, [r])
+            job.error = e
+        job.undelivered = len(job.batches)
+        return job
+
+    # ------------------------------------------------------------ device thread
+    def _device_loop(self) -> None:
+        in_flight: collections.deque[tuple[_Job, EmbeddedBatch]] = collections.deque()
+        while (job := self._next_job(in_flight)) is not None:
+            self._wanted.set()  # prepare the next job while this one is dispatched and runs
+            self._dispatch(job, in_flight)
+        while in_flight:
+            self._deliver(*in_flight.popleft())
+
+    def _next_job(self, in_flight: collections.deque[tuple[_Job, EmbeddedBatch]]) -> _Job | None:
+        """The next prepared job; results in flight are delivered while it is not ready."""
+        while in_flight:
+            try:
+                return self._prepared.get_nowait()
+            except queue.Empty:
+                self._deliver(*in_flight.popleft())
+        return self._prepared.get()
+
+    def _dispatch(
+        self, job: _Job, in_flight: collections.deque[tuple[_Job, EmbeddedBatch]]
+    ) -> None:
+        """Start every batch of `job`; past `MAX_IN_FLIGHT` batches, deliver the oldest."""
+        if job.error is not None:
+            self._fail(job, job.error)
+            return
+        try:
+            for ready in job.batches:
+                in_flight.append((job, self.encoder.dispatch(ready)))
+                if len(in_flight) > MAX_IN_FLIGHT:
+                    self._deliver(*in_flight.popleft())
+                if job.failed:
+                    return
+        except Exception as e:
+            self._fail(job, e)
+
+    def _deliver(self, job: _Job, batch: EmbeddedBatch) -> None:
+        """Hand a computed batch's rows to their requests (waits for the device)."""
+        if job.failed:
+            return
+        try:
+            job.tokens += job.output.deliver(batch)  # type: ignore[union-attr]
+        except Exception as e:
+            self._fail(job, e)
+            return
+        job.undelivered -= 1
+        if job.undelivered == 0:
+            self._report(job)
+
+    def _fail(self, job: _Job, error: Exception) -> None:
+        """`job` failed: a job of one request fails it; otherwise each unfinished request runs
+        again alone, at once, so that only the one at fault fails."""
+        job.failed = True
+        texts = sum(len(r.texts) for r in job.requests)
+        log.error("an embedding job of %d texts failed", texts, exc_info=error)
+        self._report(job)
+        unfinished = [r for r in job.requests if not r.future.done()]
+        if len(job.requests) == 1:
+            for request in unfinished:
+                request.future.set_exception(error)
+            return
+        for request in unfinished:
+            alone = self._prepare(job.prompt, [request])
+            in_flight: collections.deque[tuple[_Job, EmbeddedBatch]] = collections.deque()
+            self._dispatch(alone, in_flight)
+            while in_flight:
+                self._deliver(*in_flight.popleft())
+
+    def _report(self, job: _Job) -> None:
         if self.on_job is not None:
-            seconds = time.perf_counter() - start
-            self.on_job(JobStats(len(requests), len(texts), tokens, seconds, failed))
+            texts = sum(len(r.texts) for r in job.requests)
+            seconds = time.perf_counter() - job.start
+            self.on_job(JobStats(len(job.requests), texts, job.tokens, seconds, job.failed))
+
+
+@dataclasses.dataclass
+class _Job:
+    """Requests of one prompt, prepared together: their batches, or why preparing failed."""
+
+    prompt: str
+    requests: list[_Request]
+    start: float
+    batches: list[ReadyBatch] = dataclasses.field(default_factory=list)
+    output: _JobOutput | None = None
+    error: Exception | None = None
+    undelivered: int = 0  # batches not delivered yet
+    tokens: int = 0
+    failed: bool = False
 
 
 class _JobOutput:
