@@ -117,6 +117,7 @@ def _raw_client(plan: dict[str, Any]) -> dict[str, Any]:
     connection = http.client.HTTPConnection(where.hostname, where.port, timeout=600)
     headers = {"Content-Type": "application/json"}
     latencies: list[float] = []
+    timings: dict[str, list[float]] = {"total": [], "queue": [], "inference": []}
     failures = 0
     print("ready", flush=True)
     sys.stdin.readline()
@@ -130,8 +131,17 @@ def _raw_client(plan: dict[str, Any]) -> dict[str, Any]:
         if reply.status != 200 or len(json.loads(payload)["data"]) != len(texts):
             failures += 1
         latencies.append(time.perf_counter() - began)
+        for name in timings:
+            timings[name].append(float(reply.getheader(f"x-{name}-time", "nan")))
     end, cpu = time.perf_counter(), time.process_time() - cpu
-    return {"start": start, "end": end, "cpu": cpu, "failures": failures, "latencies": latencies}
+    return {
+        "start": start,
+        "end": end,
+        "cpu": cpu,
+        "failures": failures,
+        "latencies": latencies,
+        "server_ms": timings,
+    }
 
 
 def run_clients(
@@ -196,6 +206,7 @@ def run_clients(
         "client_cpu_seconds": sum(r["cpu"] for r in results),
         "failures": sum(r["failures"] for r in results),
         "latencies": [x for r in results for x in r["latencies"]],
+        "results": results,
     }
 
 
@@ -323,11 +334,19 @@ def measure(
             "single": True,
             "client": "http.client",
             **percentiles(raw["latencies"][10:]),
+            # The server's own account (its timing headers), p50 in ms.
+            **{
+                f"server_{name}_p50_ms": float(np.nanmedian(values[10:]))
+                for name, values in raw["results"][0]["server_ms"].items()
+            },
         }
     )
+    raw_row = rows[-1]
     _log(
         f"{name}: one short text: p50 {rows[-2]['p50_ms']:.2f} ms (httpx), "
-        f"{rows[-1]['p50_ms']:.2f} ms (http.client)"
+        f"{raw_row['p50_ms']:.2f} ms (http.client); in the server: total "
+        f"{raw_row['server_total_p50_ms']:.2f} ms, queue {raw_row['server_queue_p50_ms']:.2f}, "
+        f"taken to vectors {raw_row['server_inference_p50_ms']:.2f}"
     )
     return rows
 

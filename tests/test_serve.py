@@ -112,6 +112,17 @@ def test_tei_embed(http, minilm):
     assert http.get("/info").json()["max_input_length"] == minilm.max_seq_length
 
 
+def test_timing_headers_as_text_embeddings_inference_sends_them(http):
+    reply = http.post("/v1/embeddings", json={"input": TEXTS})
+    total, queue, inference = (
+        float(reply.headers[f"x-{name}-time"]) for name in ("total", "queue", "inference")
+    )
+    assert queue >= 0 and inference > 0 and queue + inference <= total
+    assert int(reply.headers["x-compute-tokens"]) == reply.json()["usage"]["prompt_tokens"]
+    assert float(http.post("/embed", json={"inputs": "x"}).headers["x-inference-time"]) > 0
+    assert float(http.get("/health").headers["x-total-time"]) >= 0
+
+
 def test_search(http, index):
     body = {"query": "how do I change my password", "top_k": 2, "filter": {"topic": "account"}}
     reply = http.post("/v1/search", json=body)

@@ -6,7 +6,10 @@
 
 Every failure is a JSON body (OpenAI's error object; TEI's on /embed) with the field at fault,
 never a traceback. Work that grows with a request (decoding token ids, rendering large
-responses, searching) runs in a thread, so no request holds up the event loop.
+responses, searching) runs in a thread, so no request holds up the event loop. Responses
+carry text-embeddings-inference's timing headers in milliseconds: `x-total-time` (in the
+server), and on the embedding routes `x-queue-time`, `x-inference-time` (taken from the queue
+until the vectors were on the host) and `x-compute-tokens`.
 """
 
 from __future__ import annotations
@@ -159,7 +162,7 @@ class Service:
             model_normalizes=self.encoder.checkpoint.head.normalize,
         )
         args = (vectors, int(result.tokens.sum()), self.model_name, req.encoding_format)
-        return await _render(responses.openai_embeddings, args, len(texts))
+        return await _render(responses.openai_embeddings, args, len(texts), result)
 
     async def tei_embed(self, request: Request) -> Response:
         req = schemas.embed_request(await self.body(request), self.limits, self.dimension)
@@ -179,7 +182,7 @@ class Service:
             normalize=req.normalize,
             model_normalizes=self.encoder.checkpoint.head.normalize,
         )
-        return await _render(responses.tei_embeddings, (vectors,), len(req.texts))
+        return await _render(responses.tei_embeddings, (vectors,), len(req.texts), result)
 
     async def search(self, request: Request) -> Response:
         if self.index is None:
@@ -260,8 +263,10 @@ class Service:
                 response = JSONResponse(e.tei_body() if tei else e.openai_body(), 500)
             finally:
                 self.metrics.in_flight.dec()
+            seconds = time.perf_counter() - start
+            response.headers["x-total-time"] = f"{seconds * 1e3:.3f}"
             self.metrics.requests.labels(name, str(response.status_code)).inc()
-            self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+            self.metrics.latency.labels(name).observe(seconds)
             return response
 
         return serve
@@ -281,9 +286,16 @@ class Service:
             )
 
 
-async def _render(render: Callable[..., bytes], args: tuple[Any, ...], n: int) -> Response:
+async def _render(
+    render: Callable[..., bytes], args: tuple[Any, ...], n: int, result: Embedded
+) -> Response:
     body = await anyio.to_thread.run_sync(render, *args) if n > RENDER_INLINE else render(*args)
-    return Response(body, media_type="application/json")
+    headers = {  # as text-embeddings-inference names them (milliseconds)
+        "x-queue-time": f"{result.queue_seconds * 1e3:.3f}",
+        "x-inference-time": f"{result.inference_seconds * 1e3:.3f}",
+        "x-compute-tokens": str(int(result.tokens.sum())),
+    }
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def create_app(encoder: Encoder, **options: Any) -> Starlette:

@@ -47,11 +47,14 @@ class Closed(Exception):
 @dataclasses.dataclass(frozen=True)
 class Embedded:
     """A request's result: raw model vectors `[n, E]` and per text tokens (special tokens
-    included) and whether it was cut at max_seq_length."""
+    included) and whether it was cut at max_seq_length; seconds it waited in the queue and
+    from being taken until its vectors were on the host."""
 
     vectors: np.ndarray
     tokens: np.ndarray
     truncated: np.ndarray
+    queue_seconds: float = 0.0
+    inference_seconds: float = 0.0
 
 
 @dataclasses.dataclass
@@ -59,6 +62,8 @@ class _Request:
     texts: list[str]  # prompt not yet prepended
     prompt: str
     future: Future
+    submitted: float = dataclasses.field(default_factory=time.perf_counter)
+    taken: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +161,7 @@ class Batcher:
             ):
                 request = self._waiting.popleft()
                 if request.future.set_running_or_notify_cancel():
+                    request.taken = time.perf_counter()
                     taken.append(request)
                     count += len(request.texts)
             return taken
@@ -298,8 +304,16 @@ class _JobOutput:
         self.truncated[batch.indices] = batch.truncated
         touched = np.bincount(self.owner[batch.indices], minlength=len(self.requests))
         self.remaining -= touched
+        now = time.perf_counter()
         for k in np.flatnonzero((self.remaining == 0) & (touched > 0)):
             rows = slice(self.first[k], self.first[k + 1])
-            result = Embedded(self.vectors[rows], self.tokens[rows], self.truncated[rows])
-            self.requests[k].future.set_result(result)
+            request = self.requests[k]
+            result = Embedded(
+                self.vectors[rows],
+                self.tokens[rows],
+                self.truncated[rows],
+                queue_seconds=request.taken - request.submitted,
+                inference_seconds=now - request.taken,
+            )
+            request.future.set_result(result)
         return int(batch.lengths.sum())
