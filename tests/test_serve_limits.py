@@ -46,8 +46,11 @@ class Gated:
 
 def _app(encoder, **limits):
     from ferris_jax.serve import Limits, create_app
+    from ferris_jax.serve.engine import LocalEngine
 
-    app = create_app(encoder, limits=Limits(**limits))
+    limits = Limits(**limits)
+    engine = LocalEngine(encoder, batch_size=32, queue_size=limits.queue_size)
+    app = create_app(engine, limits=limits)
     return app, app.state.service
 
 
@@ -69,7 +72,7 @@ def test_a_full_queue_answers_429_with_retry_after(minilm):
         running_one = pool.submit(_post, url, ["WAIT here"])
         assert gated.entered.wait(30)  # the worker is busy with it
         waiting = pool.submit(_post, url, ["second"])
-        _wait_until(lambda: service.batcher.depth == 1)
+        _wait_until(lambda: service.engine.depth == 1)
         refused = _post(url, ["third"])
         assert refused.status_code == 429
         assert refused.headers["Retry-After"] == "1"
@@ -88,7 +91,7 @@ def test_the_request_timeout(minilm):
         assert gated.entered.wait(30)
         late = _post(url, ["behind the slow one"])
         assert late.status_code == 504 and late.json()["error"]["code"] == "timeout"
-        assert service.batcher.depth == 1  # still queued, cancelled: the worker will skip it
+        assert service.engine.depth == 1  # still queued, cancelled: the worker will skip it
         gated.gate.set()
         assert slow.result().status_code == 504  # it too ran past the timeout
         assert _post(url, ["after"]).status_code == 200
@@ -102,7 +105,7 @@ def test_a_failing_batch_fails_only_the_request_at_fault(minilm):
         assert gated.entered.wait(30)
         bad = pool.submit(_post, url, ["fine", "BOOM"])
         good = pool.submit(_post, url, ["a good text", "another"])
-        _wait_until(lambda: service.batcher.depth == 2)  # the next job takes both together
+        _wait_until(lambda: service.engine.depth == 2)  # the next job takes both together
         gated.gate.set()
         assert first.result().status_code == 200
         failed = bad.result()
@@ -123,7 +126,7 @@ def test_shutdown_finishes_the_requests_in_flight(minilm):
         first = pool.submit(_post, url, ["WAIT here", "and here"])
         assert gated.entered.wait(30)
         queued = pool.submit(_post, url, ["queued behind it"])
-        _wait_until(lambda: service.batcher.depth == 1)
+        _wait_until(lambda: service.engine.depth == 1)
         server.should_exit = True  # what SIGTERM does
         time.sleep(0.2)
         gated.gate.set()

@@ -33,7 +33,8 @@ from starlette.routing import Route
 from ferris_jax._version import __version__
 from ferris_jax.encoder import Encoder
 from ferris_jax.serve import responses, schemas
-from ferris_jax.serve.batcher import Batcher, Closed, Embedded, QueueFull
+from ferris_jax.serve.batcher import Closed, Embedded, QueueFull
+from ferris_jax.serve.engine import Engine, LocalEngine
 from ferris_jax.serve.errors import ApiError, bad_request
 from ferris_jax.serve.metrics import Metrics
 from ferris_jax.serve.schemas import Limits
@@ -47,29 +48,27 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Service:
-    """What the routes share: the encoder, its batcher, the index, limits and metrics."""
+    """What the routes share: the engine (the model, batched, and the index), limits and
+    metrics."""
 
     def __init__(
         self,
-        encoder: Encoder,
+        engine: Engine,
         *,
-        index: Any = None,
         limits: Limits | None = None,
         api_key: str | None = None,
-        batch_size: int = 32,
         model_name: str | None = None,
     ):
-        self.encoder = encoder
-        self.index = index
-        self.limits = limits = limits or Limits()
+        self.engine = engine
+        self.model = engine.model
+        self.limits = limits or Limits()
         self.api_key = api_key
-        self.model_name = model_name or encoder.checkpoint.name
+        self.model_name = model_name or self.model.name
         # Names a request's `model` may give: ours, and the hub id's last part.
         self.model_names = {self.model_name, self.model_name.rsplit("/", 1)[-1]}
-        self.batcher = Batcher(encoder, batch_size=batch_size, queue_size=limits.queue_size)
-        self.metrics = Metrics(lambda: self.batcher.depth)
-        self.batcher.on_job = self.metrics.job
-        self.dimension = encoder.embedding_dimension
+        self.metrics = Metrics(lambda: self.engine.depth)
+        self.engine.on_job = self.metrics.job
+        self.dimension = self.model.dimension
 
     # ------------------------------------------------------------ shared steps
     async def body(self, request: Request) -> dict[str, Any]:
@@ -101,14 +100,15 @@ class Service:
     def prompt(self, role: str | None, prompt_name: str | None) -> str:
         """The prompt `encode` would prepend (`Encoder.prompt_for`)."""
         try:
-            return self.encoder.prompt_for(role, prompt_name)  # type: ignore[arg-type]
+            return self.model.prompt_for(role, prompt_name)  # type: ignore[arg-type]
         except ValueError as e:
             raise ApiError(400, str(e), param="prompt_name", code="unknown_prompt") from None
 
     async def embed(self, texts: list[str], prompt: str) -> Embedded:
-        """The raw vectors of `texts`, through the batcher, within the request timeout."""
+        """The raw vectors of `texts`, through the engine, within the request timeout."""
         try:
-            future = self.batcher.submit(texts, prompt)
+            future = self.engine.submit(texts, prompt)
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout)
         except QueueFull:
             raise ApiError(
                 429,
@@ -120,8 +120,6 @@ class Service:
             raise ApiError(
                 503, "the server is shutting down", code="shutting_down", retry_after=5
             ) from None
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout)
         except asyncio.TimeoutError:
             raise ApiError(
                 504,
@@ -135,7 +133,7 @@ class Service:
 
     def decode_ids(self, token_ids: list[list[int]]) -> list[str]:
         """Token ids of the model's own vocabulary, as text (re-tokenized by the pipeline)."""
-        tokenizer = self.encoder.tokenizer.tokenizer
+        tokenizer = self.model.tokenizer
         size = tokenizer.get_vocab_size()
         for i, ids in enumerate(token_ids):
             bad = next((x for x in ids if not 0 <= x < size), None)
@@ -159,7 +157,7 @@ class Service:
             result.vectors,
             dimensions=req.dimensions,
             normalize=False,
-            model_normalizes=self.encoder.checkpoint.head.normalize,
+            model_normalizes=self.model.normalizes,
         )
         args = (vectors, int(result.tokens.sum()), self.model_name, req.encoding_format)
         return await _render(responses.openai_embeddings, args, len(texts), result)
@@ -171,7 +169,7 @@ class Service:
             i = int(np.argmax(result.truncated))
             raise ApiError(
                 413,
-                f"inputs[{i}] has more than this model's {self.encoder.max_seq_length} tokens; "
+                f"inputs[{i}] has more than this model's {self.model.max_seq_length} tokens; "
                 'pass "truncate": true to cut it',
                 param=f"inputs[{i}]",
                 code="too_long",
@@ -180,12 +178,12 @@ class Service:
             result.vectors,
             dimensions=req.dimensions,
             normalize=req.normalize,
-            model_normalizes=self.encoder.checkpoint.head.normalize,
+            model_normalizes=self.model.normalizes,
         )
         return await _render(responses.tei_embeddings, (vectors,), len(req.texts), result)
 
     async def search(self, request: Request) -> Response:
-        if self.index is None:
+        if self.model.query_prompt is None:
             raise ApiError(
                 404, "this server has no index: start it with --index DIR", code="no_index"
             )
@@ -197,10 +195,10 @@ class Service:
                 to_sql(req.filter)
             except (ValueError, TypeError) as e:
                 raise ApiError(400, f"filter: {e}", param="filter", code="invalid_filter") from None
-        result = await self.embed(req.queries, self.index.prompts["query"])
+        result = await self.embed(req.queries, self.model.query_prompt)
 
         def run() -> list[Any]:
-            return self.index.search(
+            return self.engine.search(
                 result.vectors, req.top_k, req.filter,
                 by_document=req.by_document, rescore=req.rescore,
             )  # fmt: skip
@@ -220,22 +218,22 @@ class Service:
         return JSONResponse(
             {
                 "model_id": self.model_name,
-                "model_dtype": str(self.encoder.checkpoint.dtype),
-                "model_type": {
-                    "embedding": {"pooling": "+".join(self.encoder.checkpoint.head.pooling.modes)}
-                },
+                "model_dtype": self.model.dtype,
+                "model_type": {"embedding": {"pooling": self.model.pooling}},
                 "max_concurrent_requests": self.limits.queue_size,
-                "max_input_length": self.encoder.max_seq_length,
+                "max_input_length": self.model.max_seq_length,
                 "max_client_batch_size": self.limits.max_inputs,
                 "auto_truncate": False,
                 "version": __version__,
                 "embedding_dimension": self.dimension,
-                "prompts": self.encoder.prompts,
-                "index": self.index is not None,
+                "prompts": dict(self.model.prompts),
+                "index": self.model.query_prompt is not None,
             }
         )
 
     async def health(self, request: Request) -> Response:
+        if not self.engine.alive:
+            return JSONResponse({"status": "the engine process has exited"}, 503)
         return JSONResponse({"status": "ok"})
 
     async def prometheus(self, request: Request) -> Response:
@@ -298,23 +296,42 @@ async def _render(
     return Response(body, media_type="application/json", headers=headers)
 
 
-def create_app(encoder: Encoder, **options: Any) -> Starlette:
-    """The server's ASGI app for a loaded encoder.
+def create_app(
+    model: Encoder | Engine,
+    *,
+    index: Any = None,
+    limits: Limits | None = None,
+    batch_size: int = 32,
+    **options: Any,
+) -> Starlette:
+    """The server's ASGI app for a loaded encoder, or for an engine (an `EngineProcess`).
 
     Args:
-        encoder: the model (`ferris_jax.load(...)`); the app's batcher thread runs it.
-        **options: `Service`'s: index (a loaded `Index` for /v1/search), limits (`Limits`),
-            api_key, batch_size, model_name (the name clients send as `model`).
+        model: the model (`ferris_jax.load(...)`), run by a `LocalEngine` of this process's
+            threads; or an `Engine` that runs it (and its index) elsewhere.
+        index: a loaded `Index` for /v1/search (with an encoder only).
+        limits: `Limits` (the queue size goes to the encoder's batcher).
+        batch_size: rows per batch, as `encode(batch_size=...)` (with an encoder only).
+        **options: `Service`'s: api_key, model_name (the name clients send as `model`).
 
     `app.state.service` holds the `Service`; leaving the app's lifespan (server shutdown)
-    finishes the queued requests and stops the batcher.
+    finishes the queued requests and stops the engine.
     """
-    service = Service(encoder, **options)
+    limits = limits or Limits()
+    if isinstance(model, Encoder):
+        engine: Engine = LocalEngine(
+            model, index, batch_size=batch_size, queue_size=limits.queue_size
+        )
+    elif index is not None:
+        raise ValueError("an engine serves its own index: pass index= with an encoder only")
+    else:
+        engine = model
+    service = Service(engine, limits=limits, **options)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        await anyio.to_thread.run_sync(service.batcher.close)
+        await anyio.to_thread.run_sync(service.engine.close)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500

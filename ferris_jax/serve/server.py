@@ -2,8 +2,9 @@
 
 uvicorn handles SIGTERM (and SIGINT, where the console script has not taken it): it stops
 accepting connections, lets the requests in flight finish (up to `--drain-timeout` seconds),
-then leaves the app's lifespan, which runs the requests still queued and stops the batcher; the
-process then ends by the signal (uvicorn re-raises it: status 143 in a shell for SIGTERM).
+then leaves the app's lifespan, which runs the requests still queued and stops the engine (and
+its process); the process then ends by the signal (uvicorn re-raises it: status 143 in a shell
+for SIGTERM).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import uvicorn
 
 from ferris_jax.encoder import Encoder
 from ferris_jax.serve.app import create_app
+from ferris_jax.serve.engine import Engine
 from ferris_jax.serve.schemas import Limits
 
 log = logging.getLogger("ferris_jax.serve")
 
 
 def serve(
-    encoder: Encoder,
+    model: Encoder | Engine,
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
@@ -34,26 +36,27 @@ def serve(
     drain_timeout: float = 30.0,
     log_level: str = "info",
 ) -> None:
-    """Serve `encoder` over HTTP until SIGTERM or SIGINT (blocks; call from the main thread).
+    """Serve a model over HTTP until SIGTERM or SIGINT (blocks; call from the main thread).
 
     Args:
-        encoder: the loaded model.
+        model: the loaded model (run on this process's threads), or an `Engine` that runs it
+            (`EngineProcess`: in a process of its own; it loads and compiles by itself).
         host, port: where to listen (loopback by default: nothing outside this machine).
-        index: a loaded `Index` for `/v1/search`.
+        index: a loaded `Index` for `/v1/search` (with a loaded model; an engine has its own).
         limits: per-request limits, queue size and timeout (`Limits`).
         api_key: require `Authorization: Bearer <api_key>` on the API routes.
         batch_size: rows per batch, as `encode(batch_size=...)`.
         model_name: the name clients send as `model` (default: the model's).
-        precompile: compile the programs of full batches before listening, so the first
-            requests don't wait for XLA.
+        precompile: compile the programs of full batches of a loaded model before listening,
+            so the first requests don't wait for XLA.
         drain_timeout: seconds in-flight requests get to finish on shutdown.
         log_level: uvicorn's log level.
     """
-    if precompile:
+    if precompile and isinstance(model, Encoder):
         log.warning("compiling the batch shapes of batch size %d ...", batch_size)
-        encoder.precompile(batch_size)
+        model.precompile(batch_size)
     app = create_app(
-        encoder,
+        model,
         index=index,
         limits=limits,
         api_key=api_key,
@@ -68,4 +71,7 @@ def serve(
         timeout_graceful_shutdown=drain_timeout,
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:  # also when uvicorn could not start (the port is taken): stop the engine process
+        app.state.service.engine.close(drain_timeout)

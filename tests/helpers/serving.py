@@ -1,4 +1,4 @@
-"""A server on a free loopback port, in a thread of the test process."""
+"""A server on a free loopback port, in a thread of the test process; an engine's loader."""
 
 from __future__ import annotations
 
@@ -38,3 +38,13 @@ def running(app: Any) -> Iterator[tuple[str, Any]]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def load_for_serving(model: str, index_dir: str | None = None) -> tuple[Any, Any]:
+    """An engine process's loader (module level, so that it pickles): the model, and the
+    index saved in `index_dir` if given."""
+    import ferris_jax
+    from ferris_jax.retrieval import Index
+
+    encoder = ferris_jax.load(model)
+    return encoder, (Index.load(index_dir, encoder) if index_dir else None)

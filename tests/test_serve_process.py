@@ -1,0 +1,107 @@
+"""The server with its model in an engine process (`EngineProcess`, what `ferris-jax serve`
+runs by default): vectors and search results equal to the model's own, the model's loading
+errors raised in the parent, and an engine process that dies fails requests cleanly."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+from helpers.serving import load_for_serving, running  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+FAQ = [
+    ("reset", "To reset your password, open Settings and choose Security.", {"topic": "account"}),
+    ("refund", "Refunds are paid to the original card within five days.", {"topic": "billing"}),
+    ("export", "You can export your notes as Markdown or PDF.", {"topic": "notes"}),
+]
+
+
+@pytest.fixture(scope="module")
+def engine(minilm, tmp_path_factory):
+    from ferris_jax.retrieval import Index
+    from ferris_jax.serve.engine import EngineProcess
+
+    index = Index(minilm)
+    index.add([t for _, t, _ in FAQ], ids=[i for i, _, _ in FAQ], metadata=[m for *_, m in FAQ])
+    folder = index.save(tmp_path_factory.mktemp("served") / "faq")
+    engine = EngineProcess(functools.partial(load_for_serving, MINILM, str(folder)), batch_size=8)
+    yield engine
+    engine.close(60)
+
+
+@pytest.fixture(scope="module")
+def url(engine):
+    from ferris_jax.serve import create_app
+
+    with running(create_app(engine)) as (url, _):
+        yield url
+
+
+def test_vectors_and_search_through_the_engine_process_equal_the_models(url, engine, minilm):
+    assert engine.pid != os.getpid() and engine.alive
+    texts = [t for _, t, _ in FAQ] + ["How do I get my money back?", "a", "word " * 300]
+    requests = [texts[: 1 + i % len(texts)] for i in range(12)]  # 1 to 6 texts, together
+
+    def post(batch):
+        return httpx.post(f"{url}/v1/embeddings", json={"input": batch}, timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        replies = list(pool.map(post, requests))
+    for batch, reply in zip(requests, replies, strict=True):
+        assert reply.status_code == 200, reply.text
+        assert float(reply.headers["x-inference-time"]) > 0
+        got = [d["embedding"] for d in reply.json()["data"]]
+        np.testing.assert_allclose(got, minilm.encode(batch), atol=1e-6, rtol=0)
+    reply = httpx.post(f"{url}/v1/search", json={"query": "my money back", "top_k": 2})
+    [result] = reply.json()["data"]
+    scores = minilm.encode_query(["my money back"]) @ minilm.encode([t for _, t, _ in FAQ]).T
+    best = np.argsort(-scores[0])[:2]
+    assert [h["id"] for h in result["hits"]] == [FAQ[i][0] for i in best]
+    np.testing.assert_allclose([h["score"] for h in result["hits"]], scores[0][best], atol=1e-5)
+    assert result["hits"][0]["metadata"] == {"topic": "billing"}
+    bad = httpx.post(f"{url}/v1/search", json={"query": "x", "filter": {"topic": {"$nope": 1}}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "filter"
+    info = httpx.get(f"{url}/info").json()
+    assert info["index"] is True and info["max_input_length"] == minilm.max_seq_length
+    metrics = httpx.get(f"{url}/metrics").text
+    assert "ferris_jax_texts_total" in metrics and "ferris_jax_batch_texts_bucket" in metrics
+
+
+def test_the_models_loading_error_is_raised_in_the_parent(tmp_path):
+    from ferris_jax.serve.engine import EngineProcess
+
+    missing = str(tmp_path / "no-such-model")
+    with pytest.raises(OSError, match="no-such-model"):
+        EngineProcess(functools.partial(load_for_serving, missing))
+
+
+def test_a_dead_engine_process_fails_requests_cleanly(minilm):
+    from ferris_jax.serve import create_app
+    from ferris_jax.serve.engine import EngineProcess
+
+    engine = EngineProcess(functools.partial(load_for_serving, MINILM), precompile=False)
+    with running(create_app(engine)) as (url, _):
+        assert httpx.post(f"{url}/v1/embeddings", json={"input": "hello"}).status_code == 200
+        os.kill(engine.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while engine.alive:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        health = httpx.get(f"{url}/health")
+        assert health.status_code == 503
+        refused = httpx.post(f"{url}/v1/embeddings", json={"input": "hello"})
+        assert refused.status_code == 503 and "Traceback" not in refused.text
+        assert refused.json()["error"]["code"] == "shutting_down"
+    engine.close(10)
