@@ -3,6 +3,7 @@ text-embeddings-inference clients speak to, with dynamic batching onto the devic
 
     schemas   request bodies checked, limits          errors     the error bodies
     batcher   the threads that prepare and dispatch    metrics    Prometheus metrics
+    engine    where the model runs: these threads, or a process of its own (the default)
     responses response bodies                          app        the Starlette app
     server    uvicorn, start-up and shutdown
 
@@ -19,6 +20,8 @@ _LAZY = {
     "create_app": "ferris_jax.serve.app",
     "Service": "ferris_jax.serve.app",
     "Batcher": "ferris_jax.serve.batcher",
+    "EngineProcess": "ferris_jax.serve.engine",
+    "LocalEngine": "ferris_jax.serve.engine",
     "Limits": "ferris_jax.serve.schemas",
     "ApiError": "ferris_jax.serve.errors",
     "serve": "ferris_jax.serve.server",
@@ -27,6 +30,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from ferris_jax.serve.app import Service, create_app
     from ferris_jax.serve.batcher import Batcher
+    from ferris_jax.serve.engine import EngineProcess, LocalEngine
     from ferris_jax.serve.errors import ApiError
     from ferris_jax.serve.schemas import Limits
     from ferris_jax.serve.server import serve
@@ -38,4 +42,13 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'ferris_jax.serve' has no attribute {name!r}")
 
 
-__all__ = ["ApiError", "Batcher", "Limits", "Service", "create_app", "serve"]
+__all__ = [
+    "ApiError",
+    "Batcher",
+    "EngineProcess",
+    "Limits",
+    "LocalEngine",
+    "Service",
+    "create_app",
+    "serve",
+]
