@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import base64
 import functools
+import itertools
 import json
 import os
 import subprocess
@@ -396,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         "or threads of the server's process; each is measured",
     )
     parser.add_argument(
+        "--rounds", type=int, default=1, help="measure each server this many times in turn"
+    )
+    parser.add_argument(
         "--switch-interval",
         type=float,
         nargs="+",
@@ -451,11 +455,15 @@ def main(argv: list[str] | None = None) -> int:
             model = enc
         served = Served(create_app(model, batch_size=args.batch_size))
         try:
-            for interval in args.switch_interval or [None]:
+            for round_, interval in itertools.product(
+                range(args.rounds), args.switch_interval or [None]
+            ):
                 name = f"ferris-jax serve, {engine} engine"
                 if interval is not None:  # the GIL's switch interval (Python's default: 5 ms)
                     sys.setswitchinterval(interval)
                     name += f", switch interval {interval * 1e3:g} ms"
+                if args.rounds > 1:
+                    name += f", round {round_ + 1}"
                 rows += measure(name, served.url, enc.checkpoint.name, texts, args)
             sys.setswitchinterval(0.005)
         finally:
