@@ -443,30 +443,33 @@ def main(argv: list[str] | None = None) -> int:
         f"encode: {report['encode_texts_per_s']:.0f} texts/s; one text p50 "
         f"{report['encode_one_p50_ms']:.2f} ms"
     )
+    servers: dict[str, Served] = {}
     rows = []
-    for engine in args.engines:
-        if engine == "process":  # the model in a process of its own, as `ferris-jax serve` runs
-            from ferris_jax.serve.engine import EngineProcess
+    try:
+        for engine in args.engines:
+            if engine == "process":  # the model in its own process, as `ferris-jax serve` runs
+                from ferris_jax.serve.engine import EngineProcess
 
-            model: Any = EngineProcess(
-                functools.partial(_load_model, model_dir, backend), batch_size=args.batch_size
-            )
-        else:  # on threads of this process
-            model = enc
-        served = Served(create_app(model, batch_size=args.batch_size))
-        try:
-            for round_, interval in itertools.product(
-                range(args.rounds), args.switch_interval or [None]
-            ):
-                name = f"ferris-jax serve, {engine} engine"
-                if interval is not None:  # the GIL's switch interval (Python's default: 5 ms)
-                    sys.setswitchinterval(interval)
-                    name += f", switch interval {interval * 1e3:g} ms"
-                if args.rounds > 1:
-                    name += f", round {round_ + 1}"
-                rows += measure(name, served.url, enc.checkpoint.name, texts, args)
-            sys.setswitchinterval(0.005)
-        finally:
+                model: Any = EngineProcess(
+                    functools.partial(_load_model, model_dir, backend), batch_size=args.batch_size
+                )
+            else:  # on threads of this process
+                model = enc
+            servers[engine] = Served(create_app(model, batch_size=args.batch_size))
+        # Rounds in turn: server after server, so that a drift of the machine shows in each.
+        for round_, interval, engine in itertools.product(
+            range(args.rounds), args.switch_interval or [None], args.engines
+        ):
+            name = f"ferris-jax serve, {engine} engine"
+            if interval is not None:  # the GIL's switch interval (Python's default: 5 ms)
+                sys.setswitchinterval(interval)
+                name += f", switch interval {interval * 1e3:g} ms"
+            if args.rounds > 1:
+                name += f", round {round_ + 1}"
+            rows += measure(name, servers[engine].url, enc.checkpoint.name, texts, args)
+        sys.setswitchinterval(0.005)
+    finally:
+        for served in servers.values():
             served.stop()
     report["rows"] = rows
 
