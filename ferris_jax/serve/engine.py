@@ -134,7 +134,8 @@ class EngineDied(RuntimeError):
 
 class EngineProcess:
     """A `LocalEngine` in a child process (spawned), which loads the model itself with
-    `load` (a picklable callable: the parent never touches the device) and compiles.
+    `load` (a picklable callable: the parent never touches the device) and compiles. As with
+    any spawned process, a script that starts one needs `if __name__ == "__main__":`.
 
     Args:
         load: returns `(encoder, index or None)` in the child.
