@@ -353,9 +353,9 @@ class Encoder:
     def prepare(
         self, texts: Sequence[str], batch_size: int = 32, prompt: str = ""
     ) -> list[ReadyBatch]:
-        """The batches `embed_batches` would run for `texts` (validated, without their
-        `prompt`), tokenized, planned, padded and compiled, to `dispatch` later, perhaps from
-        another thread (the server prepares the next job while the device runs this one)."""
+        """The batches `embed_batches` would run for `texts` (strings, checked by the caller,
+        without their `prompt`), tokenized, planned, padded and compiled, to `dispatch` later,
+        perhaps from another thread (the server prepares a job while the device runs one)."""
         options = self._pipeline_options(batch_size, prompt, len(texts))
         return self.pipeline.prepare([prompt + t for t in texts], self.params, **options)
 

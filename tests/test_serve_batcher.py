@@ -92,3 +92,19 @@ def test_a_batch_failing_on_the_device_fails_only_its_own_request():
         assert batcher.submit(["after"]).result(30).vectors.tolist() == [[5, 5]]
     finally:
         batcher.close(30)
+
+
+def test_closing_without_draining_cancels_what_waits_and_finishes_what_runs():
+    encoder = Scripted()
+    batcher = Batcher(encoder)
+    running = batcher.submit(["HOLD"])
+    assert encoder.holding.wait(30)
+    waiting = [batcher.submit(["later"]), batcher.submit(["and later"])]
+    closing = threading.Thread(target=batcher.close, kwargs={"timeout": 30, "drain": False})
+    closing.start()
+    while batcher.depth:  # close() cancels what waits before it waits for the threads
+        time.sleep(0.001)
+    encoder.release.set()
+    closing.join(30)
+    assert running.result(30).vectors.tolist() == [[4, 4]]
+    assert all(future.cancelled() for future in waiting)

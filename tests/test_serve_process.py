@@ -103,5 +103,8 @@ def test_a_dead_engine_process_fails_requests_cleanly(minilm):
         assert health.status_code == 503
         refused = httpx.post(f"{url}/v1/embeddings", json={"input": "hello"})
         assert refused.status_code == 503 and "Traceback" not in refused.text
-        assert refused.json()["error"]["code"] == "shutting_down"
+        assert refused.json()["error"]["code"] == "dead"
+        assert "restart" in refused.json()["error"]["message"]
+        search = httpx.post(f"{url}/v1/search", json={"query": "x"})
+        assert search.status_code == 404  # this engine has no index
     engine.close(10)

@@ -1,4 +1,4 @@
-"""The ASGI app (Starlette): routes translate each API's shapes into one batcher call and back.
+"""The ASGI app (Starlette): routes translate each API's shapes into one engine call and back.
 
     POST /v1/embeddings  OpenAI            POST /embed   text-embeddings-inference
     POST /v1/search      the loaded Index  GET  /info    TEI's model description
@@ -34,7 +34,7 @@ from ferris_jax._version import __version__
 from ferris_jax.encoder import Encoder
 from ferris_jax.serve import responses, schemas
 from ferris_jax.serve.batcher import Closed, Embedded, QueueFull
-from ferris_jax.serve.engine import Engine, LocalEngine
+from ferris_jax.serve.engine import Engine, EngineDied, LocalEngine
 from ferris_jax.serve.errors import ApiError, bad_request
 from ferris_jax.serve.metrics import Metrics
 from ferris_jax.serve.schemas import Limits
@@ -88,6 +88,11 @@ class Service:
             return await anyio.to_thread.run_sync(schemas.decode_json, data)
         return schemas.decode_json(data)
 
+    def _closed(self) -> ApiError:
+        if not self.engine.alive:
+            return ApiError(503, "the engine process has exited; restart the server", code="dead")
+        return ApiError(503, "the server is shutting down", code="shutting_down", retry_after=5)
+
     def check_model(self, model: str | None) -> None:
         if model is not None and model not in self.model_names:
             raise ApiError(
@@ -117,9 +122,7 @@ class Service:
                 retry_after=1,
             ) from None
         except Closed:
-            raise ApiError(
-                503, "the server is shutting down", code="shutting_down", retry_after=5
-            ) from None
+            raise self._closed() from None
         except asyncio.TimeoutError:
             raise ApiError(
                 504,
@@ -207,6 +210,10 @@ class Service:
             hits = await anyio.to_thread.run_sync(run)
         except ValueError as e:
             raise ApiError(400, f"filter: {e}", param="filter", code="invalid_filter") from None
+        except Closed:
+            raise self._closed() from None
+        except EngineDied as e:
+            raise ApiError(500, f"search failed: {e}", code="search_failed") from None
         body = responses.search_results(hits, int(result.tokens.sum()), self.model_name)
         return Response(body, media_type="application/json")
 
@@ -310,7 +317,8 @@ def create_app(
         model: the model (`ferris_jax.load(...)`), run by a `LocalEngine` of this process's
             threads; or an `Engine` that runs it (and its index) elsewhere.
         index: a loaded `Index` for /v1/search (with an encoder only).
-        limits: `Limits` (the queue size goes to the encoder's batcher).
+        limits: `Limits` (their queue size is the batcher's made here for an encoder; an
+            engine has its own).
         batch_size: rows per batch, as `encode(batch_size=...)` (with an encoder only).
         **options: `Service`'s: api_key, model_name (the name clients send as `model`).
 

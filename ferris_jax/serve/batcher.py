@@ -5,11 +5,12 @@ and prepares it through the public pipeline (`Encoder.prepare`: tokenized, sorte
 planned by the token budget of `Encoder.bucket_policy`, padded, the same compiled programs as
 `encode`). The device thread dispatches prepared jobs back to back and keeps up to
 `MAX_IN_FLIGHT` batches queued on the device across jobs, so the device never waits while the
-host tokenizes and plans the next job: one job is prepared ahead, from the requests that
-arrived while the current one was prepared. Each
-request's future resolves as soon as its last text's batch is on the host. When a job fails
-(preparing it or on the device), its unfinished requests run again one by one, so only the
-request at fault fails; the workers go on with the next job.
+host tokenizes and plans the next job: the requests taken at once (one job per prompt among
+them) are prepared ahead, while the device runs what was taken before. Each request's future
+resolves as soon as its last text's batch is on the host. When a job fails (preparing it or on
+the device), the batches of other jobs still in flight are delivered, then its unfinished
+requests run again one by one, so only the request at fault fails; the threads go on with the
+next job.
 """
 
 from __future__ import annotations
@@ -81,11 +82,11 @@ class Batcher:
     """Batches concurrent requests onto one encoder.
 
     Args:
-        encoder: the loaded model; only this batcher's worker runs it.
+        encoder: the loaded model; only this batcher's threads run it.
         batch_size: rows per batch, as `encode(batch_size=...)`.
         queue_size: requests waiting at most (`submit` raises `QueueFull` past it).
         max_texts: texts per pipeline job at most.
-        on_job: called on the worker with each job's `JobStats`.
+        on_job: called on the device thread with each job's `JobStats` (must not raise).
     """
 
     def __init__(
@@ -108,6 +109,8 @@ class Batcher:
         self._prepared: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._wanted = threading.Event()  # the device thread is ready for the next job
         self._wanted.set()
+        # Batches dispatched and not yet delivered, of any job (the device thread's only).
+        self._in_flight: collections.deque[tuple[_Job, EmbeddedBatch]] = collections.deque()
         self._threads = [
             threading.Thread(target=self._prepare_loop, name="ferris-serve-prepare", daemon=True),
             threading.Thread(target=self._device_loop, name="ferris-serve-device", daemon=True),
@@ -117,7 +120,7 @@ class Batcher:
 
     @property
     def depth(self) -> int:
-        """Requests waiting for the worker."""
+        """Requests waiting to be taken into a job."""
         return len(self._waiting)
 
     def submit(self, texts: list[str], prompt: str = "") -> Future:
@@ -137,10 +140,15 @@ class Batcher:
             self._cond.notify()
         return request.future
 
-    def close(self, timeout: float | None = None) -> None:
-        """Take no new requests, finish those queued, stop the workers."""
+    def close(self, timeout: float | None = None, *, drain: bool = True) -> None:
+        """Take no new requests, finish those queued (or, with `drain=False`, cancel those
+        not yet taken into a job), stop the threads."""
         with self._cond:
             self._closed = True
+            if not drain:
+                for request in self._waiting:
+                    request.future.cancel()
+                self._waiting.clear()
             self._cond.notify()
         for thread in self._threads:
             thread.join(timeout)
@@ -195,38 +203,38 @@ class Batcher:
 
     # ------------------------------------------------------------ device thread
     def _device_loop(self) -> None:
-        in_flight: collections.deque[tuple[_Job, EmbeddedBatch]] = collections.deque()
-        while (job := self._next_job(in_flight)) is not None:
+        while (job := self._next_job()) is not None:
             self._wanted.set()  # prepare the next job while this one is dispatched and runs
-            self._dispatch(job, in_flight)
-        while in_flight:
-            self._deliver(*in_flight.popleft())
+            self._dispatch(job)
+        self._deliver_in_flight()
 
-    def _next_job(self, in_flight: collections.deque[tuple[_Job, EmbeddedBatch]]) -> _Job | None:
+    def _next_job(self) -> _Job | None:
         """The next prepared job; results in flight are delivered while it is not ready."""
-        while in_flight:
+        while self._in_flight:
             try:
                 return self._prepared.get_nowait()
             except queue.Empty:
-                self._deliver(*in_flight.popleft())
+                self._deliver(*self._in_flight.popleft())
         return self._prepared.get()
 
-    def _dispatch(
-        self, job: _Job, in_flight: collections.deque[tuple[_Job, EmbeddedBatch]]
-    ) -> None:
+    def _dispatch(self, job: _Job) -> None:
         """Start every batch of `job`; past `MAX_IN_FLIGHT` batches, deliver the oldest."""
         if job.error is not None:
             self._fail(job, job.error)
             return
         try:
             for ready in job.batches:
-                in_flight.append((job, self.encoder.dispatch(ready)))
-                if len(in_flight) > MAX_IN_FLIGHT:
-                    self._deliver(*in_flight.popleft())
+                self._in_flight.append((job, self.encoder.dispatch(ready)))
+                if len(self._in_flight) > MAX_IN_FLIGHT:
+                    self._deliver(*self._in_flight.popleft())
                 if job.failed:
                     return
         except Exception as e:
             self._fail(job, e)
+
+    def _deliver_in_flight(self) -> None:
+        while self._in_flight:
+            self._deliver(*self._in_flight.popleft())
 
     def _deliver(self, job: _Job, batch: EmbeddedBatch) -> None:
         """Hand a computed batch's rows to their requests (waits for the device)."""
@@ -242,8 +250,11 @@ class Batcher:
             self._report(job)
 
     def _fail(self, job: _Job, error: Exception) -> None:
-        """`job` failed: a job of one request fails it; otherwise each unfinished request runs
-        again alone, at once, so that only the one at fault fails."""
+        """`job` failed: a job of one request fails it; otherwise, once the batches of other
+        jobs in flight are delivered (they hold device memory), each unfinished request runs
+        again alone, so that only the one at fault fails."""
+        if job.failed:
+            return
         job.failed = True
         texts = sum(len(r.texts) for r in job.requests)
         log.error("an embedding job of %d texts failed", texts, exc_info=error)
@@ -253,12 +264,10 @@ class Batcher:
             for request in unfinished:
                 request.future.set_exception(error)
             return
+        self._deliver_in_flight()
         for request in unfinished:
-            alone = self._prepare(job.prompt, [request])
-            in_flight: collections.deque[tuple[_Job, EmbeddedBatch]] = collections.deque()
-            self._dispatch(alone, in_flight)
-            while in_flight:
-                self._deliver(*in_flight.popleft())
+            self._dispatch(self._prepare(job.prompt, [request]))
+            self._deliver_in_flight()
 
     def _report(self, job: _Job) -> None:
         if self.on_job is not None:

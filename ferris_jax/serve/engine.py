@@ -85,7 +85,8 @@ class Engine(Protocol):
         """Whether requests can still be served."""
 
     def submit(self, texts: list[str], prompt: str) -> Future:
-        """A future of the `Embedded` result; it may fail with `QueueFull` or `Closed`."""
+        """A future of the `Embedded` result. `QueueFull` or `Closed` is raised here or
+        through the future (an engine process learns of them from its child)."""
 
     def search(self, vectors: np.ndarray, top_k: int, filter: Any, **options: Any) -> list:
         """`Index.search` of query vectors (blocks: call it from a thread)."""
@@ -124,8 +125,8 @@ class LocalEngine:
     def search(self, vectors: np.ndarray, top_k: int, filter: Any, **options: Any) -> list:
         return self.index.search(vectors, top_k, filter, **options)
 
-    def close(self, timeout: float | None = None) -> None:
-        self.batcher.close(timeout)
+    def close(self, timeout: float | None = None, *, drain: bool = True) -> None:
+        self.batcher.close(timeout, drain=drain)
 
 
 class EngineDied(RuntimeError):
@@ -210,10 +211,17 @@ class EngineProcess:
         return self._call("search", vectors, top_k, filter, options).result()
 
     def close(self, timeout: float | None = None) -> None:
-        if not self._closed:
-            self._closed = True
+        """Let the engine finish what it was sent and exit (killed if it has not after
+        `timeout` seconds)."""
+        with self._futures_lock:
+            first, self._closed = not self._closed, True
+        if first:
             self._send(("close",))
         self._process.join(timeout)
+        if self._process.is_alive():
+            log.error("the engine process did not exit within %g s: killed", timeout)
+            self._process.kill()
+            self._process.join(5)
         self._receiver.join(timeout)
 
     # ------------------------------------------------------------ the pipe
@@ -227,8 +235,9 @@ class EngineProcess:
             self._futures[key] = future
         if not self._send((kind, key, *args)):
             with self._futures_lock:
-                self._futures.pop(key, None)
-            future.set_exception(Closed())
+                mine = self._futures.pop(key, None) is not None
+            if mine:  # else the receiver has failed it already
+                future.set_exception(Closed())
             return future
         future.add_done_callback(lambda f: self._cancel_if_cancelled(key, f))
         return future
@@ -255,6 +264,9 @@ class EngineProcess:
                 message = self._conn.recv()
             except (EOFError, OSError):
                 break
+            except Exception:  # a message that does not unpickle: its request times out
+                log.exception("a message from the engine process could not be read")
+                continue
             kind = message[0]
             if kind == "job":
                 self._depth = message[2]
@@ -264,7 +276,9 @@ class EngineProcess:
             _, key, ok, value, self._depth = message
             with self._futures_lock:
                 future = self._futures.pop(key, None)
-            if future is None or future.done():  # cancelled meanwhile
+            # A future the event loop cancels (its timeout) between here and set_result
+            # would make set_result raise: claim it first.
+            if future is None or not future.set_running_or_notify_cancel():
                 continue
             if ok:
                 future.set_result(value)
@@ -281,7 +295,7 @@ class EngineProcess:
         if left and not self._closed:
             log.error("%s", error)
         for future in left:
-            if not future.done():
+            if future.set_running_or_notify_cancel():
                 future.set_exception(error)
 
 
@@ -321,10 +335,12 @@ def _engine_main(conn: Any, load: Loader, options: dict[str, Any]) -> None:
         value = (True, future.result()) if error is None else (False, _picklable(error))
         outbox.put(("result", key, *value, engine.depth))
 
+    drain = True
     while True:
         try:
             message = conn.recv()
-        except (EOFError, OSError):  # the parent is gone: finish what is queued, quietly
+        except (EOFError, OSError):  # the parent is gone: no one will read the results
+            drain = False
             break
         kind = message[0]
         if kind == "close":
@@ -343,8 +359,8 @@ def _engine_main(conn: Any, load: Loader, options: dict[str, Any]) -> None:
             future.add_done_callback(lambda f, key=key: reply(key, f))
         elif kind == "cancel" and (future := requests.get(key)) is not None:
             future.cancel()  # only while it waits in the queue
-    engine.close()
-    searches.shutdown(wait=True)
+    engine.close(drain=drain)  # without draining, the device is freed soon for a restart
+    searches.shutdown(wait=drain, cancel_futures=not drain)
     outbox.put(None)
     sender.join()
     conn.close()
@@ -354,8 +370,12 @@ def _send_all(conn: Any, outbox: queue.SimpleQueue) -> None:
     while (message := outbox.get()) is not None:
         try:
             conn.send(message)
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # the parent is gone
             return
+        except Exception as e:  # a result that does not pickle fails its own request only
+            if message[0] == "result":
+                error = RuntimeError(f"the result could not be sent: {type(e).__name__}: {e}")
+                conn.send(("result", message[1], False, error, message[4]))
 
 
 def _picklable(error: BaseException) -> BaseException:
