@@ -3,10 +3,11 @@
 Texts come from the docstrings and `.md`/`.rst`/`.txt` files of installed packages (numpy,
 torch, jax, transformers, ...): technical prose, cut into query-like short lines, single
 sentences and paragraphs. `build(kind, n)` gives one corpus per kind: "short", "sentence",
-"passage" (one paragraph), "long" (consecutive paragraphs joined past 512 tokens, so every
-text is truncated at max_seq_length) and "mix" (`build_corpus`, the shuffled mix that
-BENCHMARKS.md measured). The selection is deterministic for a given seed and set of installed
-package versions.
+"passage" (one paragraph), "long" (consecutive paragraphs joined past 512 tokens, so every text
+is truncated at max_seq_length), "words" (one to three words of a short line: titles and tags,
+3 to 8 tokens with the special ones), "empty" (empty strings: two tokens) and "mix"
+(`build_corpus`, the shuffled mix that BENCHMARKS.md measured). The selection is deterministic
+for a given seed and set of installed package versions.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ FILES_PER_PACKAGE = 150
 # are two to four joined together, so that some texts exceed max_seq_length.
 MIX = {"short": 0.3, "sentence": 0.4, "paragraph": 0.3}
 LONG_FRACTION = 0.25
-KINDS = ("short", "sentence", "passage", "long", "mix")
+KINDS = ("short", "sentence", "passage", "long", "words", "empty", "mix")
 # A "long" text joins consecutive paragraphs until it has this many words (about 1.3 tokens
 # each with a WordPiece vocabulary: past 512 tokens).
 LONG_WORDS = 450
@@ -137,8 +138,13 @@ def build(kind: str, n: int, seed: int = 0, packages: tuple[str, ...] = PACKAGES
         return build_corpus(n, seed, packages)
     if kind not in KINDS:
         raise ValueError(f"corpus kind must be one of {KINDS}, got {kind!r}")
+    if kind == "empty":
+        return [""] * n
     rng = random.Random(seed)
     pools = _pools(packages, seed)
+    if kind == "words":
+        lines = rng.choices(pools["short"], k=n)
+        return [" ".join(line.split()[: rng.randint(1, 3)]) for line in lines]
     if kind == "long":
         return _long_texts(n, rng, pools["paragraph"])
     pool = pools["paragraph" if kind == "passage" else kind]

@@ -63,10 +63,11 @@ class FerrisVariant:
     attention: str | None = None  # load(impls={"attention": ...}): einsum, jax, cudnn
     matmul: str | None = None  # load(impls={"matmul": ...}): xla, bfloat16
     hf_tokenizer: bool = False  # "-hftok": FERRIS_JAX_FAST_TOKENIZER=0 (tokenizers, not nanotoken)
+    segment_tokens: int | None = None  # "-seg<N>": Encoder.pack_segment_tokens
 
 
 # Named variants beyond the pattern
-# "<dtype>-bs<N>[-tok<M>][-pack<P>][-ln<impl>][-attn<impl>][-mm<impl>][-hftok]".
+# "<dtype>-bs<N>[-tok<M>][-pack<P>][-seg<S>][-ln<impl>][-attn<impl>][-mm<impl>][-hftok]".
 FERRIS_VARIANTS: dict[str, FerrisVariant] = {}
 
 
@@ -75,14 +76,15 @@ def ferris_variant(label: str) -> FerrisVariant:
     if label in FERRIS_VARIANTS:
         return FERRIS_VARIANTS[label]
     m = re.fullmatch(
-        r"(f32|fp32|bf16|f16|fp16)-bs(\d+)(?:-tok(\d+))?(?:-pack(\d+|off))?(?:-ln([a-z_]+))?"
-        r"(?:-attn([a-z]+))?(?:-mm([a-z0-9]+))?(-hftok)?",
+        r"(f32|fp32|bf16|f16|fp16)-bs(\d+)(?:-tok(\d+))?(?:-pack(\d+|off))?(?:-seg(\d+))?"
+        r"(?:-ln([a-z_]+))?(?:-attn([a-z]+))?(?:-mm([a-z0-9]+))?(-hftok)?",
         label,
     )
     if not m:
         raise SystemExit(
             f"ferris variant {label!r}: use "
-            "<f32|bf16|f16>-bs<N>[-tok<M>][-pack<P>|-packoff][-ln<impl>][-attn<impl>][-mm<impl>]"
+            "<f32|bf16|f16>-bs<N>[-tok<M>][-pack<P>|-packoff][-seg<S>][-ln<impl>][-attn<impl>]"
+            "[-mm<impl>]"
             "[-hftok] "
             f"or one of {sorted(FERRIS_VARIANTS)}"
         )
@@ -92,10 +94,11 @@ def ferris_variant(label: str) -> FerrisVariant:
         {"batch_size": int(m[2])},
         int(m[3]) if m[3] else None,
         m[4] if m[4] in (None, "off") else int(m[4]),
-        m[5],
         m[6],
         m[7],
-        bool(m[8]),
+        m[8],
+        bool(m[9]),
+        int(m[5]) if m[5] else None,
     )
 
 
@@ -155,6 +158,8 @@ class FerrisRunner:
             )
         self.load_s = time.perf_counter() - start
         self.enc.max_batch_tokens = variant.max_batch_tokens
+        if variant.segment_tokens is not None:
+            self.enc.pack_segment_tokens = variant.segment_tokens
         if variant.pack_length is not None:  # else the encoder's own default
             self.enc.pack_length = None if variant.pack_length == "off" else variant.pack_length
         if (self.enc.device.platform == "cpu") != (device == "cpu"):

@@ -35,6 +35,7 @@ class BucketPolicy:
     seq_lengths: tuple[int, ...]
     max_batch_tokens: int | None = None  # cap on B * L: long texts go in smaller batches
     rows_multiple: int = 1  # every batch size is a multiple of it (the devices rows split over)
+    segment_tokens: int = 12  # a packed row of L tokens holds at most L // segment_tokens texts
 
     @classmethod
     @functools.lru_cache(maxsize=64)  # policies are immutable; encode asks on every call
@@ -45,6 +46,7 @@ class BucketPolicy:
         min_seq_length: int = 16,
         max_batch_tokens: int | None = None,
         rows_multiple: int = 1,
+        segment_tokens: int = 12,
     ) -> BucketPolicy:
         """Powers of two for batch sizes; powers of two and their 1.5x for lengths.
 
@@ -55,6 +57,8 @@ class BucketPolicy:
             raise ValueError(f"batch_size must be >= 1, got {max_batch_size}")
         if rows_multiple < 1:
             raise ValueError(f"rows_multiple must be >= 1, got {rows_multiple}")
+        if segment_tokens < 1:
+            raise ValueError(f"segment_tokens must be >= 1, got {segment_tokens}")
         batches = tuple(
             b for b in (1 << k for k in range(max_batch_size.bit_length())) if b < max_batch_size
         )
@@ -66,6 +70,7 @@ class BucketPolicy:
             _grid(max_seq_length, min(min_seq_length, max_seq_length)),
             None if max_batch_tokens is None else max_batch_tokens * n,
             n,
+            segment_tokens,
         )
 
     def rows_for(self, seq_length: int) -> int:
@@ -89,9 +94,10 @@ class BucketPolicy:
         return batch.rows_used >= self.rows_for(batch.shape[1])
 
     def segments_for(self, seq_length: int) -> int:
-        """The most texts a packed row of `seq_length` tokens holds (one per 12 tokens: as
-        dense as one per 8 on benchmarks/corpus.py's texts, with a third fewer output slots)."""
-        return max(1, seq_length // 12)
+        """The most texts a packed row of `seq_length` tokens holds: one per `segment_tokens`
+        (12, the default, is as dense as 8 on benchmarks/corpus.py's texts with a third fewer
+        output slots; 2, the fewest tokens a text has, lets a row fill with one-word texts)."""
+        return max(1, seq_length // self.segment_tokens)
 
     def holding_all(self, texts: int) -> BucketPolicy:
         """This policy's lengths, with row counts on the length grid's steps (8, 12, 16, 24,

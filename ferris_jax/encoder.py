@@ -121,6 +121,8 @@ class Encoder:
         self.pack_length: int | None = (
             defaults.pack_length if n_params >= defaults.pack_min_params else None
         )
+        # A packed row of L tokens holds at most L // this many texts.
+        self.pack_segment_tokens: int = defaults.pack_segment_tokens
         self.can_pack = checkpoint.head.pooling.can_pack
         self.embedding_dimension = int(
             jax.eval_shape(
@@ -265,6 +267,7 @@ class Encoder:
             self.max_seq_length,
             max_batch_tokens=self.max_batch_tokens,
             rows_multiple=self.placement.rows_multiple,
+            segment_tokens=self.pack_segment_tokens,
         )
 
     def precompile(self, batch_size: int = 32, seq_lengths: Sequence[int] | None = None) -> None:

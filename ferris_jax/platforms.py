@@ -57,6 +57,8 @@ class PlatformDefaults:
     Attributes:
         pack_length: packed row length (`Encoder.pack_length`); None: one text per row.
         pack_min_params: models with fewer parameters are not packed.
+        pack_segment_tokens: a packed row of L tokens holds at most L // this texts
+            (`Encoder.pack_segment_tokens`): more texts per row, more output slots per row.
         max_batch_tokens: cap on padded tokens per batch (`Encoder.max_batch_tokens`).
         compilation_cache: whether JAX's persistent compilation cache works there.
         dtypes: the dtypes the platform runs correctly.
@@ -69,6 +71,7 @@ class PlatformDefaults:
 
     pack_length: int | None = 64
     pack_min_params: int = 0
+    pack_segment_tokens: int = 12
     max_batch_tokens: int | None = None
     compilation_cache: bool = True
     dtypes: DtypePolicy = DtypePolicy()

@@ -24,10 +24,13 @@ def _texts(n: int = 40, seed: int = 0) -> list[str]:
 
 @pytest.mark.parametrize("min_length", [1, 16, 64, 1000])
 @pytest.mark.parametrize("budget", [None, 256])
-def test_plan_packed_places_every_text_once_within_its_row(min_length, budget):
+@pytest.mark.parametrize("segment_tokens", [12, 2])
+def test_plan_packed_places_every_text_once_within_its_row(min_length, budget, segment_tokens):
     rng = np.random.default_rng(min_length)
     lengths = np.concatenate([rng.integers(0, 129, 300), [0, 1, 2, 128, 128]])
-    policy = BucketPolicy.for_limits(16, 128, max_batch_tokens=budget)
+    policy = BucketPolicy.for_limits(
+        16, 128, max_batch_tokens=budget, segment_tokens=segment_tokens
+    )
     batches = plan_packed(lengths, policy, min_length)
     placed = np.concatenate([b.texts for b in batches])
     assert sorted(placed.tolist()) == list(range(len(lengths)))
@@ -52,6 +55,22 @@ def test_plan_packed_places_every_text_once_within_its_row(min_length, budget):
             )
             assert sorted(b.segment[mine].tolist()) == list(range(1, mine.sum() + 1))
             assert sizes.sum() <= L
+
+
+def test_a_row_fills_with_very_short_texts_when_segments_are_dense(tiny_st):
+    lengths = np.full(100, 2)  # empty strings: [CLS] [SEP]
+    sparse = plan_packed(lengths, BucketPolicy.for_limits(32, 256), 64)
+    dense = plan_packed(lengths, BucketPolicy.for_limits(32, 256, segment_tokens=2), 64)
+    assert sparse[0].shape == (32, 64, 5)  # five texts a row: 10 of 64 tokens used
+    assert dense[0].shape[1:] == (64, 32) and np.bincount(dense[0].row).max() == 32
+    enc = ferris_jax.load(tiny_st[0])
+    texts = ["", "a", "to be", "or not", "", "x y z", *WORDS[:40]]
+    enc.pack_length, enc.pack_segment_tokens = None, 12
+    alone = enc.encode(texts)
+    enc.pack_length, enc.pack_segment_tokens = 64, 2
+    packed = enc.encode(texts)
+    assert any(len(shape) == 3 and shape[2] == 32 for shape in enc.compiled_programs)
+    assert_embeddings_match(packed, alone)
 
 
 def test_a_single_text_is_not_packed():
