@@ -145,6 +145,8 @@ def test_packing_is_on_by_default_where_measured_faster(tiny_st):
 
     enc = ferris_jax.load(tiny_st[0], compilation_cache=False)
     assert enc.pack_length == PLATFORM_DEFAULTS["cpu"].pack_length and enc.can_pack
+    # On the CPU a 64-token row may hold 32 texts (one per 2 tokens, as short as a text gets).
+    assert enc.pack_segment_tokens == 2 and enc.bucket_policy(32).segments_for(64) == 32
 
 
 def test_max_pooling_keeps_one_text_per_row(tmp_path):
