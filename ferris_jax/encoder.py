@@ -360,7 +360,8 @@ class Encoder:
         without their `prompt`), tokenized, planned, padded and compiled, to `dispatch` later,
         perhaps from another thread (the server prepares a job while the device runs one)."""
         options = self._pipeline_options(batch_size, prompt, len(texts))
-        return self.pipeline.prepare([prompt + t for t in texts], self.params, **options)
+        windows = ([prompt + t for t in texts],)
+        return list(self.pipeline.ready_batches(windows, self.params, **options))
 
     def dispatch(self, ready: ReadyBatch) -> EmbeddedBatch:
         """Start a prepared batch on the device; its `indices` count `prepare`'s texts."""

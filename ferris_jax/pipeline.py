@@ -220,8 +220,9 @@ class Pipeline:
             on_batch: called with each batch right after it is dispatched.
         """
         in_flight: collections.deque[jax.Array] = collections.deque()
-        options = (policy, impls, prompt_length, packing, copy_to_host)
-        for ready in self.ready_batches(windows, params, *options):
+        options = dict(policy=policy, impls=impls, prompt_length=prompt_length)
+        options |= dict(packing=packing, copy_to_host=copy_to_host)
+        for ready in self.ready_batches(windows, params, **options):
             embedded = self.dispatch(ready, params)
             in_flight.append(embedded.output)
             if len(in_flight) > MAX_IN_FLIGHT:
@@ -234,6 +235,7 @@ class Pipeline:
         self,
         windows: Iterable[Sequence[str]],
         params: nnx.State,
+        *,
         policy: BucketPolicy,
         impls: ImplChoice,
         prompt_length: int = 0,
@@ -242,30 +244,14 @@ class Pipeline:
     ) -> Iterator[ReadyBatch]:
         """Every batch of the windows' texts, planned, its program compiled (a chunk's new
         shapes at once, in parallel threads) and padded when it is pulled: one at a time,
-        while the device runs the last (`run_windows`), or all ahead (`prepare`)."""
+        while the device runs the last (`run_windows`), or all ahead (`Encoder.prepare`, for the
+        server's batcher: one thread prepares while another dispatches)."""
         chunk_size = max(CHUNK_TEXTS, 2 * policy.batch_sizes[-1])  # room for two full batches
         for planned in self.planned_chunks(windows, policy, packing, chunk_size):
             self.programs.compile_all(params, [batch.shape for batch in planned], impls)
             for batch in planned:
                 arrays = self.model_inputs(batch)
                 yield ReadyBatch(batch, arrays, impls, prompt_length, copy_to_host)
-
-    def prepare(
-        self,
-        texts: Sequence[str],
-        params: nnx.State,
-        *,
-        policy: BucketPolicy,
-        impls: ImplChoice,
-        prompt_length: int = 0,
-        packing: int | None = None,
-        copy_to_host: bool = True,
-    ) -> list[ReadyBatch]:
-        """Every batch of `texts` (prompts already prepended) tokenized, planned, padded and
-        its program compiled: what `run` does before dispatching, done ahead, e.g. on one
-        thread while another dispatches (the server's batcher). Same batches as `run`."""
-        options = (policy, impls, prompt_length, packing, copy_to_host)
-        return list(self.ready_batches((texts,), params, *options))
 
     def dispatch(self, ready: ReadyBatch, params: nnx.State) -> EmbeddedBatch:
         """Start one batch on the device (asynchronous: the result is still being computed)."""

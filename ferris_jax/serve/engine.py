@@ -17,6 +17,7 @@ import dataclasses
 import itertools
 import logging
 import multiprocessing
+import pickle
 import queue
 import signal
 import threading
@@ -380,8 +381,6 @@ def _send_all(conn: Any, outbox: queue.SimpleQueue) -> None:
 
 def _picklable(error: BaseException) -> BaseException:
     """`error` if it survives pickling, else a RuntimeError with its text."""
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(error))
         return error
