@@ -13,6 +13,7 @@ the einsum result (max abs difference) and timed as the median of `--rounds` cal
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import time
@@ -21,7 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import cpu_isa
 from ferris_jax import ops
+
+attention_ops = importlib.import_module("ferris_jax.ops.attention")  # ops.attention: the function
 
 
 def per_row(query, key, value, mask):
@@ -68,12 +72,16 @@ def blocked(budget_bytes: int):
 
 VARIANTS = {
     "einsum": lambda q, k, v, m: ops.attention(q, k, v, m, impl="einsum"),
+    "einsum-whole-batch": lambda q, k, v, m: attention_ops._einsum_attention(
+        q, k, v, m, None, None, logits_bytes=1 << 62
+    ),
     "per-row": per_row,
     "per-row-head": per_row_head,
     "blocked-1MB": blocked(1 << 20),
     "blocked-2MB": blocked(2 << 20),
     "blocked-4MB": blocked(4 << 20),
     "blocked-8MB": blocked(8 << 20),
+    "blocked-16MB": blocked(16 << 20),
 }
 
 
@@ -93,8 +101,10 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--head-dim", type=int, default=32)
     p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--max-isa", choices=("native", "avx2"), default="native")
     p.add_argument("--out")
     args = p.parse_args()
+    cpu_isa.limit(args.max_isa)
     rng = np.random.default_rng(0)
     results = []
     for shape in args.shapes.split(","):

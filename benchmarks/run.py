@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import bench_models, runners, startup
+from benchmarks import bench_models, cpu_isa, runners, startup
 from benchmarks import corpus as corpora
 
 DEFAULTS = {
@@ -530,6 +530,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=0, help="0: torch's default")
     p.add_argument("--xla-flags", default="", help="appended to $XLA_FLAGS")
+    p.add_argument(
+        "--max-isa",
+        choices=("native", "avx2"),
+        default="native",
+        help="CPU: limit JAX and torch to AVX2 (benchmarks/cpu_isa.py)",
+    )
     p.add_argument("--out", type=Path, help="write every number here as JSON")
     args = p.parse_args(argv)
     d = DEFAULTS[args.device]
@@ -544,6 +550,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.startup_models is None:
         args.startup_models = "minilm" if args.quick else d["startup_models"]
     args.startup_models = [m for m in args.startup_models.split(",") if m in args.models.split(",")]
+    if args.max_isa != "native" and (args.startup_models or args.device != "cpu"):
+        p.error(
+            "--max-isa limits this process's CPU libraries: use it with --device cpu "
+            "--startup-models ''"
+        )
     for name in args.models.split(","):
         if name not in bench_models.SPECS:
             p.error(f"--models: {name!r} is not one of {list(bench_models.SPECS)}")
@@ -564,6 +575,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore", message=".*exceed max_seq_length.*")
     load_before = os.getloadavg()
+    isa_limit = cpu_isa.limit(args.max_isa)  # before torch's import and JAX's first program
 
     import torch
 
@@ -594,7 +606,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Fresh processes first, while this one holds no GPU memory and nothing else runs.
     startup_results = startup_cases(args, model_paths) if args.startup_models else []
-    machine = machine_info(args.device)
+    machine = {**machine_info(args.device), "isa_limit": isa_limit}
     peaks = gpu_peaks(machine.get("gpu", ""), args.peak_tflops) if args.device == "gpu" else None
     if args.device == "gpu" and not peaks:
         log(f"unknown GPU {machine.get('gpu')!r}: MFU not computed (give --peak-tflops)")

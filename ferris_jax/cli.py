@@ -6,6 +6,7 @@ and search an index.
     ferris-jax info -m all-MiniLM-L6-v2
     ferris-jax models
     ferris-jax doctor
+    ferris-jax warmup -m all-MiniLM-L6-v2
     ferris-jax index build docs/ notes.jsonl -m all-MiniLM-L6-v2 -o my-index
     ferris-jax search my-index "how do I reset my password?" -k 5
     ferris-jax serve -m all-MiniLM-L6-v2 --index my-index --port 8080
@@ -228,6 +229,25 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--backend", metavar="NAME", help="check this backend instead of auto")
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
     doctor.set_defaults(run=_doctor)
+    warmup = commands.add_parser(
+        "warmup",
+        parents=[model],
+        help="compile a model's programs into the persistent compilation cache",
+        description="Compile every program 'embed', 'index' and 'serve' may use at these batch "
+        "sizes (each length bucket, full and partial batches, packed rows) into JAX's "
+        "persistent compilation cache, so that later processes start warm.",
+        allow_abbrev=False,
+    )
+    warmup.add_argument(
+        "--batch-size",
+        type=_int_at_least(1),
+        nargs="+",
+        default=[32, 64],
+        metavar="N",
+        help="the batch sizes later jobs use (default: 32 64, embed's and index's defaults)",
+    )
+    warmup.add_argument("--json", action="store_true", help="print one JSON object")
+    warmup.set_defaults(run=_warmup)
     _add_index_commands(commands, model)
     _add_serve_command(commands, model)
     return parser
@@ -771,6 +791,43 @@ def _info(args: argparse.Namespace) -> int:
     width = max(map(len, info))
     for key, value in info.items():
         print(f"{key + ':':<{width + 1}} {_human(value)}")
+    return 0
+
+
+def _warmup(args: argparse.Namespace) -> int:
+    from ferris_jax.runtime.compilation import cache_stats, compilation_cache_dir
+
+    encoder = _load(args)
+    cache = compilation_cache_dir()
+    if cache is None:
+        raise CommandError(
+            f"the persistent compilation cache is off on {encoder.backend.platform} (or its "
+            "folder cannot be created): a warmup would last only as long as this process"
+        )
+    before, start = cache_stats(), time.perf_counter()
+    shapes = sorted(
+        {s for b in args.batch_size for s in encoder.precompile(b, partial_batches=True)}
+    )
+    after = cache_stats()
+    report = {
+        "model": encoder.checkpoint.name,
+        "platform": encoder.backend.platform,
+        "batch_sizes": args.batch_size,
+        "programs": len(shapes),
+        "from_cache": after["hits"] - before["hits"],
+        "compiled": after["misses"] - before["misses"],
+        "seconds": round(time.perf_counter() - start, 2),
+        "cache": str(cache),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"{report['programs']} programs for {report['model']} on {report['platform']} "
+            f"(batch sizes {', '.join(map(str, args.batch_size))}): {report['compiled']} "
+            f"compiled, {report['from_cache']} already cached, {report['seconds']} s; "
+            f"cache: {cache}"
+        )
     return 0
 
 

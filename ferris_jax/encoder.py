@@ -270,19 +270,30 @@ class Encoder:
             segment_tokens=self.pack_segment_tokens,
         )
 
-    def precompile(self, batch_size: int = 32, seq_lengths: Sequence[int] | None = None) -> None:
+    def precompile(
+        self,
+        batch_size: int = 32,
+        seq_lengths: Sequence[int] | None = None,
+        *,
+        partial_batches: bool = False,
+    ) -> list[tuple[int, ...]]:
         """Compile the programs full batches of these lengths use now (e.g. at a service's
         start-up), in parallel: one text per row for every length, and packed rows from
-        `pack_length` on."""
+        `pack_length` on. With `partial_batches`, also every smaller batch size (a job's last
+        batches, a single query): every program `encode(batch_size=...)` can use, so that with
+        the persistent compilation cache a later process compiles nothing (`ferris-jax warmup`).
+        Returns the shapes."""
         policy = self.bucket_policy(batch_size)
         packing = self.packing()
         shapes = []
         for L in seq_lengths or policy.seq_lengths:
-            shape = policy.shape_for(policy.rows_for(L), L)
-            shapes.append(shape)
-            if packing and min(packing, policy.seq_lengths[-1]) <= L:
-                shapes.append((*shape, policy.segments_for(L)))
+            top = policy.rows_for(L)
+            for B in [b for b in policy.batch_sizes if b <= top] if partial_batches else [top]:
+                shapes.append((B, L))
+                if packing and min(packing, policy.seq_lengths[-1]) <= L:
+                    shapes.append((B, L, policy.segments_for(L)))
         self.programs.compile_all(self.params, shapes, self.requested_impls())
+        return shapes
 
     def packing(self) -> int | None:
         """The packed row length `encode` uses now (None: one text per row)."""

@@ -1,11 +1,11 @@
 """Text -> token ids with the Hugging Face `tokenizers` library (unpadded: `batching` pads).
 
-WordPiece tokenizers (BERT, MiniLM, E5, BGE, GTE, ...) take a faster path where the optional
-`nanotoken` package is installed (`pip install "ferris-jax[fast-tokenizer]"`) and gives the
-same ids as `tokenizers` on an exactness probe run at load (`_probe_texts`, untruncated, and
-truncation at each `max_seq_length`); any difference, an unsupported tokenizer or
-`FERRIS_JAX_FAST_TOKENIZER=0` (or false/no/off; anything but those and 1/true/yes/on is refused)
-keeps `tokenizers`.
+WordPiece tokenizers (BERT, MiniLM, E5, BGE, GTE, ...) take a faster path where the
+`nanotoken` package is installed (a core dependency wherever it has a wheel; elsewhere
+`pip install "ferris-jax[fast-tokenizer]"` builds it) and gives the same ids as `tokenizers`
+on an exactness probe run at load (`_probe_texts`, untruncated, and truncation at each
+`max_seq_length`); any difference, an unsupported tokenizer or `FERRIS_JAX_FAST_TOKENIZER=0`
+(or false/no/off; anything but those and 1/true/yes/on is refused) keeps `tokenizers`.
 """
 
 from __future__ import annotations

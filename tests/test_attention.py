@@ -89,3 +89,46 @@ def test_cudnn_request_off_cuda_runs_the_platforms_choice():
     got = jax.jit(lambda q, k, v: ops.attention(q, k, v, mask, impl="cudnn"))(q, k, v)
     want = ops.attention(q, k, v, mask, impl="einsum")
     np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+
+
+@pytest.mark.parametrize("case", ["mask", "bias", "per-row bias", "window", "pair mask"])
+@pytest.mark.parametrize("rows", [1, 2])  # logits budget for one row, for two of four
+def test_einsum_in_groups_of_rows_equals_the_whole_batch(case, rows):
+    import importlib
+
+    attention = importlib.import_module("ferris_jax.ops.attention")
+    rng = np.random.default_rng(3)
+    b = 4
+    q, k, v = (jnp.asarray(rng.standard_normal((b, L, N, DH)), jnp.float32) for _ in range(3))
+    mask = np.arange(L)[None, :] < np.array([L, 9, 1, 17])[:, None]
+    bias = window = None
+    if case == "bias":
+        bias = jnp.asarray(rng.standard_normal((1, N, L, L)), jnp.float32)
+    elif case == "per-row bias":
+        bias = jnp.asarray(rng.standard_normal((b, N, L, L)), jnp.float32)
+    elif case == "window":
+        window = 3
+    elif case == "pair mask":  # two texts packed per row
+        segment = np.where(np.arange(L) < L // 2, 1, 2)[None] * mask
+        mask = (segment[:, :, None] == segment[:, None, :]) & (segment[:, :, None] > 0)
+    mask = jnp.asarray(mask)
+    budget = rows * N * L * L * 4
+
+    def loss(q, k, v, logits_bytes):
+        out = attention._einsum_attention(q, k, v, mask, bias, window, logits_bytes=logits_bytes)
+        return jnp.sum(jnp.where(mask.any(-1)[:, :, None, None] if mask.ndim == 3 else
+                                 mask[:, :, None, None], out, 0.0) ** 2), out  # fmt: skip
+
+    (whole_loss, whole), whole_grads = jax.value_and_grad(loss, (0, 1, 2), has_aux=True)(
+        q, k, v, 1 << 40
+    )
+    (grouped_loss, grouped), grads = jax.value_and_grad(loss, (0, 1, 2), has_aux=True)(
+        q, k, v, budget
+    )
+    np.testing.assert_allclose(np.asarray(grouped), np.asarray(whole), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(float(grouped_loss), float(whole_loss), rtol=1e-6)
+    for got, want in zip(grads, whole_grads, strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-5)
+    lowered = jax.jit(lambda q: attention._einsum_attention(
+        q, k, v, mask, bias, window, logits_bytes=budget)).lower(q).as_text()  # fmt: skip
+    assert "while" in lowered  # the groups run as a loop, not as one batch

@@ -293,3 +293,68 @@ def test_compile_threads_must_be_a_whole_number(monkeypatch):
         monkeypatch.setenv("FERRIS_JAX_COMPILE_THREADS", bad)
         with pytest.raises(ValueError, match="FERRIS_JAX_COMPILE_THREADS"):
             compile_threads()
+
+
+def test_precompile_with_partial_batches_covers_every_job_at_that_batch_size(tiny_st):
+    import ferris_jax
+
+    enc = ferris_jax.load(tiny_st[0])
+    shapes = enc.precompile(batch_size=8, partial_batches=True)
+    assert sorted(shapes) == sorted(enc.compiled_programs)
+    rng = np.random.default_rng(1)
+    words = " ".join(SENTENCES).split()
+    for count in (1, 3, 8, 13, 50):  # single queries, tails, several batches
+        texts = [" ".join(rng.choice(words, size=rng.integers(0, 200))) for _ in range(count)]
+        enc.encode(texts, batch_size=8)
+        enc.encode(texts[0], batch_size=8)
+    assert sorted(enc.compiled_programs) == sorted(shapes)
+
+
+def _ferris(args: list[str], env: dict, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ferris_jax.cli", *args],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_warmup_fills_the_cache_so_a_later_process_compiles_nothing(tiny_st, tmp_path):
+    path, _ = tiny_st
+    env = {**os.environ, "FERRIS_JAX_CACHE_DIR": str(tmp_path / "xla"), "JAX_PLATFORMS": "cpu"}
+    first = _ferris(["warmup", "-m", str(path), "--batch-size", "8", "--json"], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert report["compiled"] == report["programs"] > 10 and report["from_cache"] == 0
+    assert report["cache"] == str(tmp_path / "xla") and report["batch_sizes"] == [8]
+
+    again = _ferris(["warmup", "-m", str(path), "--batch-size", "8"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"{report['programs']} programs" in again.stdout
+    assert f"0 compiled, {report['programs']} already cached" in again.stdout
+
+    job = textwrap.dedent(f"""
+        import json, ferris_jax
+        from helpers.texts import SENTENCES
+        from ferris_jax.runtime.compilation import cache_stats
+        enc = ferris_jax.load({str(path)!r})
+        enc.encode(SENTENCES * 7, batch_size=8)
+        enc.encode("one query", batch_size=8)
+        print(json.dumps({{**cache_stats(), "programs": len(enc.compiled_programs)}}))
+    """)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "-c", job], env=env, capture_output=True, text=True,
+                         timeout=300, check=True)  # fmt: skip
+    stats = json.loads(run.stdout.strip().splitlines()[-1])
+    assert stats["misses"] == 0 and stats["hits"] == stats["programs"] >= 2
+
+
+def test_warmup_without_a_usable_cache_is_one_line(tiny_st, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    env = {**os.environ, "FERRIS_JAX_CACHE_DIR": str(tmp_path / "a-file" / "xla"),
+           "JAX_PLATFORMS": "cpu"}  # fmt: skip
+    result = _ferris(["warmup", "-m", str(tiny_st[0])], env, tmp_path)
+    assert result.returncode == 1
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("ferris-jax")]
+    assert lines == [
+        "ferris-jax: error: the persistent compilation cache is off on cpu (or its folder "
+        "cannot be created): a warmup would last only as long as this process"
+    ], result.stderr

@@ -115,7 +115,36 @@ def _cudnn_attention(query, key, value, mask, bias, window):
     )
 
 
-def _einsum_attention(query, key, value, mask, bias, window):
+# Float32 logits the "einsum" formulation computes at once: a batch whose `[B, N, L, L]` logits
+# are larger runs in groups of rows (`lax.map`) that stay in the CPU's caches. On a 2-core
+# AVX-512 CPU, limited to AVX2 or not, 8 MB was 1.1-2.5x faster than the whole batch at 256 and
+# 512 tokens and no slower at 64-128 (BENCHMARKS.md, "The CPU at each model's max_seq_length").
+EINSUM_LOGITS_BYTES = 8 << 20
+
+
+def _einsum_attention(query, key, value, mask, bias, window, logits_bytes=EINSUM_LOGITS_BYTES):
+    B, L, N, _ = query.shape
+    rows = max(1, min(B, logits_bytes // (N * L * L * 4)))
+    while B % rows:
+        rows -= 1
+    if rows == B:
+        return _einsum_rows(query, key, value, mask, bias, window)
+    per_row_bias = bias is not None and bias.shape[0] == B and B > 1
+    # One row at a time maps over the batch axis itself: slicing `[1, ...]` groups out of a
+    # `[B, 1, ...]` reshape ran 1.6x slower on XLA:CPU at 512 tokens.
+    group = (lambda t: t) if rows == 1 else (lambda t: t.reshape(B // rows, rows, *t.shape[1:]))
+    ungroup = (lambda t: t[None]) if rows == 1 else (lambda t: t)
+
+    def one(args):
+        q, k, v, m, *b = map(ungroup, args)
+        out = _einsum_rows(q, k, v, m, b[0] if per_row_bias else bias, window)
+        return out[0] if rows == 1 else out
+
+    mapped = (query, key, value, mask, *([bias] if per_row_bias else []))
+    return jax.lax.map(one, tuple(group(t) for t in mapped)).reshape(query.shape)
+
+
+def _einsum_rows(query, key, value, mask, bias, window):
     L, Dh = query.shape[1], query.shape[3]
     # Heads-major layout: XLA:CPU runs these batched matmuls 3x faster than on [B, L, N, Dh]
     # (jax.nn.dot_product_attention's layout).
