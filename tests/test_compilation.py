@@ -344,7 +344,7 @@ def test_warmup_fills_the_cache_so_a_later_process_compiles_nothing(tiny_st, tmp
     run = subprocess.run([sys.executable, "-c", job], env=env, capture_output=True, text=True,
                          timeout=300, check=True)  # fmt: skip
     stats = json.loads(run.stdout.strip().splitlines()[-1])
-    assert stats["misses"] == 0 and stats["hits"] == stats["programs"] >= 2
+    assert stats["misses"] == 0 and stats["hits"] >= stats["programs"] >= 2
 
 
 def test_warmup_without_a_usable_cache_is_one_line(tiny_st, tmp_path):
