@@ -122,9 +122,10 @@ def _cudnn_attention(query, key, value, mask, bias, window):
 EINSUM_LOGITS_BYTES = 8 << 20
 
 
-def _einsum_attention(query, key, value, mask, bias, window, logits_bytes=EINSUM_LOGITS_BYTES):
+def _einsum_attention(query, key, value, mask, bias, window, logits_bytes=None):
     B, L, N, _ = query.shape
-    rows = max(1, min(B, logits_bytes // (N * L * L * 4)))
+    budget = EINSUM_LOGITS_BYTES if logits_bytes is None else logits_bytes
+    rows = max(1, min(B, budget // (N * L * L * 4)))
     while B % rows:
         rows -= 1
     if rows == B:
