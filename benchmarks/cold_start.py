@@ -14,6 +14,14 @@ a process loads the model, embeds the mix corpus (`benchmarks/corpus.py`) once c
 warm, and reports both times, the compile seconds and the programs compiled; then it lowers and
 compiles two shapes the job did not use, timing tracing + lowering (Python) apart from XLA's
 compile. Issue 15's target: cold <= 2x warm on the GPU.
+
+`--start second-process` fills each cache folder first with one untimed child (the job a
+process before it ran), `--start warmup` with `ferris-jax warmup` at the job's batch size, so
+the timed child's first job is a later process's first job (issue 26's target: at most 2x the
+warm job).
+
+    python -m benchmarks.cold_start --minilm-dir .bench/minilm --texts 20000 --modes parallel \
+        --start empty,second-process,warmup --rounds 1
 """
 
 from __future__ import annotations
@@ -54,6 +62,9 @@ def child(args: argparse.Namespace) -> None:
     enc.encode(texts, batch_size=args.batch_size)
     cold = time.perf_counter() - start
     compile_s = enc.compile_seconds
+    from ferris_jax.runtime.compilation import cache_stats
+
+    cache = cache_stats()
     start = time.perf_counter()
     enc.encode(texts, batch_size=args.batch_size)
     warm = time.perf_counter() - start
@@ -70,6 +81,8 @@ def child(args: argparse.Namespace) -> None:
         "warm_s": warm,
         "cold_over_warm": cold / warm,
         "compile_s": compile_s,
+        "cache_hits": cache["hits"],
+        "cache_misses": cache["misses"],
         "programs": len(enc.compiled_programs),
         "platform": enc.backend.platform,
         "one_more_program_lower_s": lower_s,
@@ -86,29 +99,38 @@ def main() -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--modes", default="serial,parallel")
+    p.add_argument("--start", default="empty", help="comma list: empty, second-process, warmup")
     p.add_argument("--out")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args)
-    runs: dict[str, list[dict]] = {mode: [] for mode in args.modes.split(",")}
-    unknown = set(runs) - set(MODES)
+    modes, starts = args.modes.split(","), args.start.split(",")
+    unknown = set(modes) - set(MODES)
     if unknown:
         raise SystemExit(f"unknown --modes {sorted(unknown)}; choose from {sorted(MODES)}")
+    if set(starts) - {"empty", "second-process", "warmup"}:
+        raise SystemExit(f"--start {args.start!r}: choose from empty, second-process, warmup")
+    cases = [(m, s) for m in modes for s in starts]
+    runs: dict[str, list[dict]] = {_case(m, s): [] for m, s in cases}
     for _ in range(args.rounds):
-        for mode in runs:
+        for mode, start in cases:
             with tempfile.TemporaryDirectory() as cache:
                 env = {**os.environ, "FERRIS_JAX_CACHE_DIR": cache, **MODES[mode]}
                 cmd = [sys.executable, "-m", "benchmarks.cold_start", "--child"]
                 cmd += ["--minilm-dir", args.minilm_dir, "--texts", str(args.texts)]
                 cmd += ["--batch-size", str(args.batch_size), "--dtype", args.dtype]
-                out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+                if start == "second-process":
+                    _run(cmd, env, mode)
+                elif start == "warmup":
+                    _run([sys.executable, "-m", "ferris_jax.cli", "warmup", "-m",
+                          args.minilm_dir, "--dtype", args.dtype, "--batch-size",
+                          str(args.batch_size)], env, mode)  # fmt: skip
+                out = _run(cmd, env, mode)
                 lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-                if out.returncode or not lines:
-                    raise SystemExit(f"{mode} failed:\n{out.stderr[-2000:]}")
                 result = json.loads(lines[-1][len("RESULT ") :])
-                print(mode, result, flush=True)
-                runs[mode].append(result)
+                print(_case(mode, start), result, flush=True)
+                runs[_case(mode, start)].append(result)
     summary = {
         mode: {
             key: statistics.median(r[key] for r in results)
@@ -121,6 +143,17 @@ def main() -> None:
     print(json.dumps(summary, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(record, indent=1))
+
+
+def _case(mode: str, start: str) -> str:
+    return mode if start == "empty" else f"{mode}, {start}"
+
+
+def _run(cmd: list[str], env: dict, mode: str) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    if out.returncode or ("--child" in cmd and "RESULT " not in out.stdout):
+        raise SystemExit(f"{mode}: {' '.join(cmd[1:4])} failed:\n{out.stderr[-2000:]}")
+    return out
 
 
 if __name__ == "__main__":
