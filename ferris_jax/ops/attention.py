@@ -117,8 +117,9 @@ def _cudnn_attention(query, key, value, mask, bias, window):
 
 # Float32 logits the "einsum" formulation computes at once: a batch whose `[B, N, L, L]` logits
 # are larger runs in groups of rows (`lax.map`) that stay in the CPU's caches. On a 2-core
-# AVX-512 CPU, limited to AVX2 or not, 8 MB was 1.1-2.5x faster than the whole batch at 256 and
-# 512 tokens and no slower at 64-128 (BENCHMARKS.md, "The CPU at each model's max_seq_length").
+# AVX-512 CPU, limited to AVX2 or not, attention alone ran 2-3x faster at 256 and 512 tokens and
+# bert-base's 512-token documents 9-11% faster end to end; nothing measurable changed at 64-128
+# tokens or for MiniLM (BENCHMARKS.md, "The CPU at each model's max_seq_length").
 EINSUM_LOGITS_BYTES = 8 << 20
 
 
