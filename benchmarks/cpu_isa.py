@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def limit(isa: str) -> dict:
         return {"max_isa": "native"}
     if isa != "avx2":
         raise ValueError(f"max isa {isa!r}: expected 'native' or 'avx2'")
-    if "torch" in __import__("sys").modules:
+    if "torch" in sys.modules:
         raise RuntimeError("cpu_isa.limit must run before torch is imported")
     os.environ.update(TORCH_AVX2_ENV)
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_max_isa=AVX2".strip()
