@@ -1,13 +1,14 @@
-"""One attention call on the CPU: our einsum formulation, blocked variants of it, and torch's
-fused scaled_dot_product_attention, on right-padded batches of real-text lengths.
+"""One attention call on the CPU: our einsum formulation under several logits budgets, and
+torch's fused scaled_dot_product_attention, on right-padded batches of real-text lengths.
 
     python -m benchmarks.attention_cpu --shapes 8x256,32x128,64x64 --rounds 20
 
 Variants: "einsum" (`ops.attention(impl="einsum")`, the CPU default: logits `[B, N, L, L]` in
-float32, softmax normalized after the value product); "per-row" (the same math under
-`lax.map` over the batch: one row's `[N, L, L]` logits at a time, which stay in cache);
-"per-row-head" (`lax.map` over batch x heads: `[L, L]` at a time). Each is checked against
-the einsum result (max abs difference) and timed as the median of `--rounds` calls.
+float32, softmax normalized after the value product, rows in groups whose logits fit
+`EINSUM_LOGITS_BYTES`); "einsum-whole-batch" (every row's logits at once); "per-row" and
+"blocked-<N>MB" (the same grouping under other budgets: one row, N MB); "per-row-head"
+(`lax.map` over batch x heads: `[L, L]` at a time). Each is checked against the einsum result
+(max abs difference) and timed as the median of `--rounds` calls.
 """
 
 from __future__ import annotations
@@ -28,12 +29,16 @@ from ferris_jax import ops
 attention_ops = importlib.import_module("ferris_jax.ops.attention")  # ops.attention: the function
 
 
-def per_row(query, key, value, mask):
-    def one(args):
-        q, k, v, m = args
-        return ops.attention(q[None], k[None], v[None], m[None], impl="einsum")[0]
+def with_budget(logits_bytes: int):
+    """The einsum formulation with this logits budget (`ops.attention`'s own grouping of rows;
+    1 byte: one row at a time)."""
 
-    return jax.lax.map(one, (query, key, value, mask))
+    def attention(query, key, value, mask):
+        return attention_ops._einsum_attention(
+            query, key, value, mask, None, None, logits_bytes=logits_bytes
+        )
+
+    return attention
 
 
 def per_row_head(query, key, value, mask):
@@ -49,39 +54,16 @@ def per_row_head(query, key, value, mask):
     return out.reshape(B, N, L, Dh).transpose(0, 2, 1, 3)
 
 
-def blocked(budget_bytes: int):
-    """`lax.map` over groups of rows whose float32 logits fit `budget_bytes`."""
-
-    def attention(query, key, value, mask):
-        B, L, N, _ = query.shape
-        rows = max(1, min(B, budget_bytes // (N * L * L * 4)))
-        while B % rows:
-            rows -= 1
-        if rows == B:
-            return ops.attention(query, key, value, mask, impl="einsum")
-        group = lambda t: t.reshape(B // rows, rows, *t.shape[1:])  # noqa: E731
-
-        def one(args):
-            return ops.attention(*args, impl="einsum")
-
-        out = jax.lax.map(one, (group(query), group(key), group(value), group(mask)))
-        return out.reshape(query.shape)
-
-    return attention
-
-
 VARIANTS = {
     "einsum": lambda q, k, v, m: ops.attention(q, k, v, m, impl="einsum"),
-    "einsum-whole-batch": lambda q, k, v, m: attention_ops._einsum_attention(
-        q, k, v, m, None, None, logits_bytes=1 << 62
-    ),
-    "per-row": per_row,
+    "einsum-whole-batch": with_budget(1 << 62),
+    "per-row": with_budget(1),
     "per-row-head": per_row_head,
-    "blocked-1MB": blocked(1 << 20),
-    "blocked-2MB": blocked(2 << 20),
-    "blocked-4MB": blocked(4 << 20),
-    "blocked-8MB": blocked(8 << 20),
-    "blocked-16MB": blocked(16 << 20),
+    "blocked-1MB": with_budget(1 << 20),
+    "blocked-2MB": with_budget(2 << 20),
+    "blocked-4MB": with_budget(4 << 20),
+    "blocked-8MB": with_budget(8 << 20),
+    "blocked-16MB": with_budget(16 << 20),
 }
 
 

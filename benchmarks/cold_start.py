@@ -55,6 +55,7 @@ MODES: dict[str, dict[str, str]] = {
 def child(args: argparse.Namespace) -> None:
     import ferris_jax
     from benchmarks import corpus
+    from ferris_jax.runtime.compilation import cache_stats
 
     texts = corpus.build("mix", args.texts)
     enc = ferris_jax.load(args.minilm_dir, dtype=args.dtype)
@@ -62,8 +63,6 @@ def child(args: argparse.Namespace) -> None:
     enc.encode(texts, batch_size=args.batch_size)
     cold = time.perf_counter() - start
     compile_s = enc.compile_seconds
-    from ferris_jax.runtime.compilation import cache_stats
-
     cache = cache_stats()
     start = time.perf_counter()
     enc.encode(texts, batch_size=args.batch_size)
