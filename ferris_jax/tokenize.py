@@ -16,6 +16,7 @@ import itertools
 import multiprocessing
 import os
 import warnings
+import weakref
 from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any
 
@@ -320,6 +321,56 @@ def _fast_wordpiece(tokenizer: tokenizers.Tokenizer) -> tuple[Any | None, str]:
     if nanotoken.get_cache_entries() == _NANOTOKEN_DEFAULT_CACHE_ENTRIES:
         nanotoken.set_cache_entries(FAST_TOKENIZER_CACHE_ENTRIES)
     return fast, "nanotoken"
+
+
+# Our own copy of each tokenizer without truncation or padding, made once per tokenizer.
+_UNTRUNCATED: weakref.WeakKeyDictionary[tokenizers.Tokenizer, tokenizers.Tokenizer] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def untruncated(tokenizer: TextTokenizer | tokenizers.Tokenizer) -> tokenizers.Tokenizer:
+    """`tokenizer`'s `tokenizers.Tokenizer`, or a copy of it without truncation and padding."""
+    raw = tokenizer.tokenizer if isinstance(tokenizer, TextTokenizer) else tokenizer
+    if not isinstance(raw, tokenizers.Tokenizer):
+        raise TypeError(
+            "tokenizer must be a ferris_jax TextTokenizer (enc.tokenizer) or a "
+            f"tokenizers.Tokenizer, got {type(tokenizer).__name__}"
+        )
+    if raw.truncation is None and raw.padding is None:
+        return raw
+    copy = _UNTRUNCATED.get(raw)
+    if copy is None:
+        copy = tokenizers.Tokenizer.from_str(raw.to_str())
+        copy.no_truncation()
+        copy.no_padding()
+        _UNTRUNCATED[raw] = copy
+    return copy
+
+
+def count_tokens(
+    tokenizer: TextTokenizer | tokenizers.Tokenizer,
+    texts: list[str],
+    *,
+    add_special_tokens: bool = True,
+) -> np.ndarray:
+    """The tokens of each text, not truncated (int64 `[len(texts)]`): through the fast path
+    where a `TextTokenizer` has one, else `tokenizers` without computing offsets."""
+    if not texts:
+        return np.zeros(0, np.int64)
+    fast = tokenizer._fast if isinstance(tokenizer, TextTokenizer) else None
+    if fast is not None:
+        _, offsets = fast.encode_batch(
+            texts,
+            add_special_tokens=add_special_tokens,
+            max_length=None,
+            parallel=len(texts) > 1 and _may_use_threads(),
+        )
+        return np.diff(offsets)
+    encodings = untruncated(tokenizer).encode_batch_fast(
+        texts, add_special_tokens=add_special_tokens
+    )
+    return np.fromiter(map(len, encodings), np.int64, count=len(encodings))
 
 
 class TextTokenizer:

@@ -63,6 +63,35 @@ def test_windows_give_the_chunks_of_the_whole_document(three_tokenizers, monkeyp
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "byte-level-bpe", "unigram"])
+def test_documents_that_fit_whole_give_the_planned_chunks(three_tokenizers, monkeypatch, kind):
+    """A document that is one chunk as it is skips the planner (its tokens' offsets and cut
+    levels): the chunks are those the planner gives, for real sentences and paragraphs, hard
+    texts and a prompt, at sizes where some documents fit and others are split."""
+    tokenizer = three_tokenizers[kind]
+    texts = [*sts_sentences("test")[:300], *lee_corpus()[:40], *varied_texts(200, seed=5)]
+    docs = [Document(f"d{i}", text) for i, text in enumerate(texts)]
+    whole_sizes = chunking._Chunker._whole_sizes
+    for options in (
+        dict(max_tokens=48, overlap=8),
+        dict(max_tokens=200, overlap=0, prompt="passage: "),
+    ):
+        shortcut = []
+        monkeypatch.setattr(
+            chunking._Chunker,
+            "_whole_sizes",
+            lambda self, documents: (
+                shortcut.extend(whole_sizes(self, documents)) or shortcut[-len(documents) :]
+            ),
+        )
+        fast = [c for d in docs for c in chunk_document(d, tokenizer, **options)]
+        monkeypatch.setattr(chunking._Chunker, "_whole_sizes", lambda self, ds: [-1] * len(ds))
+        planned = [c for d in docs for c in chunk_document(d, tokenizer, **options)]
+        assert fast == planned, (kind, options)
+        taken = sum(n >= 0 for n in shortcut)
+        assert len(docs) // 2 < taken < len(docs), (kind, options, taken)
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "byte-level-bpe", "unigram"])
 def test_windows_cut_without_whitespace_still_give_valid_chunks(
     three_tokenizers, monkeypatch, kind
 ):

@@ -469,7 +469,7 @@ def test_the_same_documents_named_otherwise_are_not_embedded_again(
 
 def test_a_failed_ingest_records_no_document_it_did_not_add(encoder, tmp_path):
     """Whole documents: the second is too long. The first, queued but never embedded, is not
-    recorded as done, so a later run adds it even if the index was saved after the error."""
+    recorded at all, so a later run adds it even if the index was saved after the error."""
     from ferris_jax.retrieval.ingest import DocumentTooLong, ingest
     from ferris_jax.retrieval.sources import Document
 
@@ -482,4 +482,4 @@ def test_a_failed_ingest_records_no_document_it_did_not_add(encoder, tmp_path):
     index.save(tmp_path / "ix")
     assert "short" not in index
     counts = ingest(index, [short], chunking=chunking)
-    assert counts.resumed == 1 and counts.chunks == 1 and "short" in Index.load(tmp_path / "ix")
+    assert counts.added == 1 and counts.chunks == 1 and "short" in Index.load(tmp_path / "ix")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,7 @@ import tokenizers
 
 from ferris_jax.errors import require_int
 from ferris_jax.retrieval.sources import Document
-from ferris_jax.tokenize import TextTokenizer
+from ferris_jax.tokenize import TextTokenizer, count_tokens, untruncated
 
 if TYPE_CHECKING:
     from ferris_jax.encoder import Encoder
@@ -107,7 +106,7 @@ def chunk_document(
     Returns:
         The chunks in document order.
     """
-    chunker = _Chunker(_untruncated(tokenizer), max_tokens, overlap, prompt)
+    chunker = _Chunker(tokenizer, max_tokens, overlap, prompt)
     return list(chunker.chunk([document]))
 
 
@@ -143,8 +142,7 @@ def chunk_documents(
     """
     prompt = document_prompt(encoder, prompt_name=prompt_name, prompt=prompt)
     max_tokens, overlap = chunk_sizes(encoder, max_tokens, overlap, prompt=prompt)
-    raw = _untruncated(encoder.tokenizer)
-    chunker = _Chunker(raw, max_tokens, overlap, prompt)
+    chunker = _Chunker(encoder.tokenizer, max_tokens, overlap, prompt)
     batch_size = require_int("batch_size", batch_size)
     documents = iter(documents)
     while batch := list(itertools.islice(documents, batch_size)):
@@ -161,7 +159,7 @@ def chunk_sizes(
     """The (max_tokens, overlap) `chunk_documents` uses for these options: `max_tokens`
     defaults to the most that fit `max_seq_length` beside the special tokens and `prompt`,
     `overlap` to `max_tokens // 8`. ValueError where `max_tokens` does not fit."""
-    most = encoder.max_seq_length - len(_untruncated(encoder.tokenizer).encode(prompt).ids)
+    most = encoder.max_seq_length - len(untruncated(encoder.tokenizer).encode(prompt).ids)
     if most < 1:
         raise ValueError(
             f"the prompt {prompt!r} leaves no room for text in max_seq_length="
@@ -183,30 +181,6 @@ def document_prompt(
 ) -> str:
     """The prompt `encoder.encode_document(texts, prompt_name=..., prompt=...)` prepends."""
     return encoder.prompt_for("document", prompt_name, prompt)
-
-
-# Our own copy of each tokenizer without truncation or padding, made once per tokenizer.
-_COPIES: weakref.WeakKeyDictionary[tokenizers.Tokenizer, tokenizers.Tokenizer] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _untruncated(tokenizer: TextTokenizer | tokenizers.Tokenizer) -> tokenizers.Tokenizer:
-    raw = tokenizer.tokenizer if isinstance(tokenizer, TextTokenizer) else tokenizer
-    if not isinstance(raw, tokenizers.Tokenizer):
-        raise TypeError(
-            "tokenizer must be a ferris_jax TextTokenizer (enc.tokenizer) or a "
-            f"tokenizers.Tokenizer, got {type(tokenizer).__name__}"
-        )
-    if raw.truncation is None and raw.padding is None:
-        return raw
-    copy = _COPIES.get(raw)
-    if copy is None:
-        copy = tokenizers.Tokenizer.from_str(raw.to_str())
-        copy.no_truncation()
-        copy.no_padding()
-        _COPIES[raw] = copy
-    return copy
 
 
 def cut_levels(text: str, offsets: np.ndarray, word_ids: np.ndarray) -> np.ndarray:
@@ -372,7 +346,10 @@ class _Tokens:
         self.forced = False  # whether text[:pos] was cut without whitespace
         self.base = 0
         self.offsets = np.zeros((0, 2), dtype=np.int64)
-        self.levels = np.zeros(0, dtype=np.int8)
+        self._levels = np.zeros(0, dtype=np.int8)
+        # The first window's levels, computed when first needed: a document that fits one
+        # chunk never needs them (most short documents).
+        self._first_levels: Callable[[], np.ndarray] | None = None
         self.start = 0  # the first token of the next chunk
         self.floor = 0  # where the chunk before it ends
         self.chunk_index = 0
@@ -386,7 +363,14 @@ class _Tokens:
     @property
     def end(self) -> int:
         """The number of tokens seen (the document's, once `done`)."""
-        return self.base + len(self.levels)
+        return self.base + len(self.offsets)
+
+    @property
+    def levels(self) -> np.ndarray:
+        """`cut_levels` of tokens `base ..`."""
+        if self._first_levels is not None:
+            self._levels, self._first_levels = self._first_levels(), None
+        return self._levels
 
     @property
     def finished(self) -> bool:
@@ -396,20 +380,35 @@ class _Tokens:
         """Add the tokens of a window that starts at character `at` (cut there without
         whitespace if `forced`)."""
         offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2) + at
-        word_ids = np.array([-1 if w is None else w for w in encoding.word_ids], dtype=np.int64)
         if not len(offsets):
             return
+        if not len(self.offsets):
+            self.offsets = offsets
+            self._first_levels = lambda: self._window_levels(encoding, offsets, None)
+            return
+        levels = self._window_levels(encoding, offsets, self.offsets[-1], forced)
+        self._levels = np.concatenate([self.levels, levels])
+        self.offsets = np.concatenate([self.offsets, offsets])
+
+    def _window_levels(
+        self,
+        encoding: tokenizers.Encoding,
+        offsets: np.ndarray,
+        last: np.ndarray | None,
+        forced: bool = False,
+    ) -> np.ndarray:
+        """The levels of a window's tokens (`encoding`, at `offsets`), after the token at
+        offsets `last` (None: the first window)."""
+        word_ids = np.array([-1 if w is None else w for w in encoding.word_ids], dtype=np.int64)
         # The cut before the window's first token is seen with the token before it (and two
         # characters before that, for a sentence end); the two are different words unless
         # the window was cut without whitespace.
-        previous = len(self.offsets) > 0
-        if previous:
-            offsets = np.concatenate([self.offsets[-1:], offsets])
+        if last is not None:
+            offsets = np.concatenate([last[None], offsets])
             word_ids = np.concatenate([word_ids[:1] if forced else [-2], word_ids])
         a = max(int(offsets[0, 0]) - 2, 0)
         levels = cut_levels(self.doc.text[a : int(offsets[-1, 1])], offsets - a, word_ids)
-        self.offsets = np.concatenate([self.offsets, offsets[previous:]])
-        self.levels = np.concatenate([self.levels, levels[previous:]])
+        return levels if last is None else levels[1:]
 
     def _refill(self) -> None:
         """Tokenize the next few windows of the text (together, so in parallel)."""
@@ -429,8 +428,8 @@ class _Tokens:
         """Drop the tokens before `start` once they are most of those kept (copying, so that
         their memory goes)."""
         drop = self.start - self.base
-        if drop > 0 and 2 * drop >= len(self.levels):
-            self.offsets, self.levels = self.offsets[drop:].copy(), self.levels[drop:].copy()
+        if drop > 0 and 2 * drop >= len(self.offsets):
+            self.offsets, self._levels = self.offsets[drop:].copy(), self.levels[drop:].copy()
             self.base = self.start
 
     def char_span(self, start: int, stop: int) -> tuple[int, int]:
@@ -448,7 +447,9 @@ class _Tokens:
             self._refill()
         b = self.base
         # Until the end is tokenized, N is past every token the planner looks at.
-        N = len(self.levels) if self.done else len(self.levels) + max_tokens + 1
+        if self.done and excess is None and start + max_tokens >= self.end:
+            return self.end  # the rest fits: no cut to choose
+        N = len(self.offsets) if self.done else len(self.offsets) + max_tokens + 1
         local = None if excess is None else (lambda s, t: excess(s + b, t + b))
         try:
             floor = max(floor - b, 0)
@@ -496,8 +497,15 @@ class _Tokens:
 
 
 class _Chunker:
-    def __init__(self, tokenizer: tokenizers.Tokenizer, max_tokens: int, overlap: int, prompt):
-        self.tokenizer = tokenizer
+    def __init__(
+        self,
+        tokenizer: TextTokenizer | tokenizers.Tokenizer,
+        max_tokens: int,
+        overlap: int,
+        prompt: str,
+    ):
+        self.counter = tokenizer  # counts tokens (`count_tokens`: its fast path, if any)
+        self.tokenizer = untruncated(tokenizer)  # tokens with offsets
         self.max_tokens = require_int("max_tokens", max_tokens)
         self.overlap = require_int("overlap", overlap, minimum=0)
         if self.overlap > self.max_tokens // 2:
@@ -508,15 +516,14 @@ class _Chunker:
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
         self.prompt = prompt
         # Tokens of the prompt alone with the special tokens: what a chunk's text adds to.
-        self.limit = self.max_tokens + len(tokenizer.encode(prompt).ids)
+        self.limit = self.max_tokens + len(self.tokenizer.encode(prompt).ids)
         self.window_chars = WINDOW_CHARS
 
     def count(self, texts: list[str]) -> list[int]:
         """Tokens the encoder feeds for each text (prompt and special tokens included)."""
         if not texts:
             return []
-        encodings = self.tokenizer.encode_batch_fast([self.prompt + t for t in texts])
-        return [len(e.ids) for e in encodings]
+        return count_tokens(self.counter, [self.prompt + t for t in texts]).tolist()
 
     def _count_planned(self, doc: Document, planned: list[_Planned]) -> list[int]:
         return self.count([doc.text[a:b] for *_, a, b in planned if a < b])
@@ -533,6 +540,44 @@ class _Chunker:
                 raise ValueError(
                     f"document {doc.id!r}: a lone surrogate at character {bad.start()}"
                 )
+        sizes = self._whole_sizes(documents)
+        rest = self._planned_chunks([d for d, n in zip(documents, sizes, strict=True) if n < 0])
+        for doc, n in zip(documents, sizes, strict=True):
+            if n >= 0:
+                yield Chunk(doc.id, 0, doc.text, 0, len(doc.text), dict(doc.metadata), n)
+            else:
+                yield from next(rest)
+
+    def _whole_sizes(self, documents: list[Document]) -> list[int]:
+        """For each document that is one chunk as it is, the tokens the encoder feeds for it;
+        -1 for the others (to be planned). Those are the documents `_planned_chunks` would
+        give one chunk of their whole text: a single window (`WINDOW_CHARS`) that starts and
+        ends with a printable ASCII character (the first and last tokens' edges), at most
+        `max_tokens` tokens, and at most `limit` with the prompt and the special tokens."""
+        sizes = [-1] * len(documents)
+        plain = [
+            i
+            for i, d in enumerate(documents)
+            if 0 < len(d.text) <= self.window_chars
+            and "!" <= d.text[0] <= "~"
+            and "!" <= d.text[-1] <= "~"
+        ]
+        texts = [documents[i].text for i in plain]
+        alone = count_tokens(self.counter, texts, add_special_tokens=False)
+        short = [
+            (i, t) for i, t, n in zip(plain, texts, alone, strict=True) if n <= self.max_tokens
+        ]
+        fed = self.count([t for _, t in short])
+        for (i, _), n in zip(short, fed, strict=True):
+            if n <= self.limit:
+                sizes[i] = n
+        return sizes
+
+    def _planned_chunks(self, documents: list[Document]) -> Iterator[Iterator[Chunk]]:
+        """The chunks of each document, planned from its tokens' cut levels: one iterator per
+        document, in order."""
+        if not documents:
+            return
         # The documents' first windows are tokenized together, and the chunks they hold (all
         # of a short document's) counted together.
         ends = [window_end(d.text, 0, self.window_chars) for d in documents]
@@ -550,10 +595,18 @@ class _Chunker:
         sizes = iter(self.count([text for text in texts if text]))
         for i, planned in enumerate(firsts):
             tokens, streams[i] = streams[i], None  # a document's tokens go once it is chunked
-            yield from tokens.commit(planned, [next(sizes) for *_, a, b in planned if a < b])
-            while not tokens.finished:
-                planned = tokens.plan(CHUNKS_AHEAD)
-                yield from tokens.commit(planned, self._count_planned(tokens.doc, planned))
+            yield self._document_chunks(
+                tokens, planned, [next(sizes) for *_, a, b in planned if a < b]
+            )
+
+    def _document_chunks(
+        self, tokens: _Tokens, planned: list[_Planned], sizes: list[int]
+    ) -> Iterator[Chunk]:
+        """A document's chunks: those `planned` (counted: `sizes`), then the rest."""
+        yield from tokens.commit(planned, sizes)
+        while not tokens.finished:
+            planned = tokens.plan(CHUNKS_AHEAD)
+            yield from tokens.commit(planned, self._count_planned(tokens.doc, planned))
 
     def _replan(self, doc: Document, tokens: _Tokens, start: int) -> tuple[int, int, int, int]:
         """The chunk from token `start`, counted alone as it is planned and cut shorter until

@@ -232,8 +232,15 @@ class Index:
 
     def ids_of_documents(self, document_ids: Sequence[str]) -> list[str]:
         """The ids of the items (chunks) of these documents."""
+        return [id for ids in self.chunk_ids(document_ids).values() for id in ids]
+
+    def chunk_ids(self, document_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The ids of each document's items (chunks), for the documents that have any."""
+        found: dict[str, list[str]] = {}
         with self._lock:
-            return [r[0] for r in self._select("document_id", document_ids, columns="id")]
+            for id, document_id in self._select("document_id", document_ids, "id, document_id"):
+                found.setdefault(document_id, []).append(id)
+        return found
 
     def get(self, ids: str | Sequence[str]) -> list[Hit | None]:
         """The stored items with these ids (None for ids not in the index); score 0."""

@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ferris_jax.retrieval.chunking import Chunk, chunk_documents
 from ferris_jax.retrieval.index import Index
@@ -88,11 +88,13 @@ def ingest(
     folder = Path(folder).resolve() if folder is not None else index.path
     index.chunking = chunking  # saved with the index: later runs chunk the same way
     counts = IngestCounts()
-    queued: collections.deque[tuple[Document, str, str | None]] = collections.deque()
+    queued: collections.deque[_Queued] = collections.deque()
     seen: set[str] = set()
     pending: list[Chunk | Document] = []
     # Documents whose chunks are all queued: recorded complete once those are in the index.
     finished: list[DocumentRecord] = []
+    # The document whose chunks are being queued: recorded in part if a save comes first.
+    started: list[DocumentRecord] = []
 
     def fed() -> Iterator[Chunk | Document]:
         for item in pending:
@@ -105,50 +107,59 @@ def ingest(
         index.add(fed(), batch_size=batch_size, chunk_size=max(8 * batch_size, 1024),
                   show_progress_bar=False)  # fmt: skip
         pending.clear()
-        for record in finished:
-            index.documents.put(record)
+        index.documents.put_many(finished + started)
         finished.clear()
         index.save(folder)
 
     def changed(stream: Iterable[Document]) -> Iterator[Document]:
-        """The documents to chunk (unchanged ones are counted and dropped here, unchunked)."""
-        for document in stream:
-            counts.read += 1
-            seen.add(document.id)
-            digest = content_hash(document)
-            record = index.documents.get(document.id)
-            if record is not None and record.sha256 == digest and record.chunks is not None:
-                counts.skipped += 1
-                continue
-            source = document.metadata.get("source")
-            path = os.path.abspath(source) if isinstance(source, str) else None
-            queued.append((document, digest, path))
-            yield document
+        """The documents to chunk (unchanged ones are counted and dropped here, unchunked),
+        looked up LOOKUP_DOCUMENTS at a time."""
+        stream = iter(stream)
+        while batch := list(itertools.islice(stream, LOOKUP_DOCUMENTS)):
+            records = index.documents.get_many([d.id for d in batch])
+            digests = [content_hash(d) for d in batch]
+            todo = [
+                (document, digest)
+                for document, digest in zip(batch, digests, strict=True)
+                if not _complete(records.get(document.id), digest)
+            ]
+            chunked = index.chunk_ids([d.id for d, _ in todo])
+            for document in batch:
+                counts.read += 1
+                seen.add(document.id)
+            counts.skipped += len(batch) - len(todo)
+            for document, digest in todo:
+                source = document.metadata.get("source")
+                path = os.path.abspath(source) if isinstance(source, str) else None
+                record = records.get(document.id)
+                queued.append(_Queued(document, digest, path, record, chunked.get(document.id)))
+                yield document
 
-    def start(document: Document, digest: str, source: str | None) -> set[str]:
+    def start(item: _Queued) -> set[str]:
         """Make room for a document's chunks; the ids of those already in (a resumed one)."""
-        record = index.documents.get(document.id)
-        old = index.ids_of_documents([document.id])
+        document, digest, source, record, old = item
         if record is not None and record.sha256 == digest and record.chunks is None:
             counts.resumed += 1
-            kept = set(old)
+            kept = set(old or ())
         else:
-            index.remove(old)  # the old version's chunks, also those past the new end
+            if old:
+                index.remove(old)  # the old version's chunks, also those past the new end
             kept = set()
             if record is None and not old:
                 counts.added += 1
             else:
                 counts.updated += 1
-        index.documents.put(DocumentRecord(document.id, digest, None, source))
+        started[:] = [DocumentRecord(document.id, digest, None, source)]
         return kept
 
-    def finish(document: Document, digest: str, source: str | None, chunks: int) -> None:
-        finished.append(DocumentRecord(document.id, digest, chunks, source))
+    def finish(item: _Queued, chunks: int) -> None:
+        started.clear()
+        finished.append(DocumentRecord(item.document.id, item.digest, chunks, item.source))
 
     def finish_empty() -> None:
         """The next queued document, which has no chunk (no text)."""
-        start(*queued[0])
-        finish(*queued.popleft(), 0)
+        start(queued[0])
+        finish(queued.popleft(), 0)
 
     chunks = chunk_documents(
         changed(documents),
@@ -159,10 +170,11 @@ def ingest(
     )
     whole = bool(chunking.get("whole_documents"))
     for document_id, group in itertools.groupby(chunks, key=lambda c: c.document_id):
-        while queued[0][0].id != document_id:
+        while queued[0].document.id != document_id:
             finish_empty()
-        document, digest, source = queued.popleft()
-        kept = start(document, digest, source)
+        item = queued.popleft()
+        document = item.document
+        kept = start(item)
         n = 0
         items: Iterator[Chunk | Document] = iter(group)
         if whole:
@@ -174,13 +186,13 @@ def ingest(
                     " and would be truncated; drop --no-chunk to split it into chunks"
                 )
             items = iter([Document(document.id, first.text, first.metadata)])
-        for item in items:
+        for chunk in items:
             n += 1
-            if item.id not in kept:
-                pending.append(item)
+            if chunk.id not in kept:
+                pending.append(chunk)
             if len(pending) >= save_every:
                 save()
-        finish(document, digest, source, n)
+        finish(item, n)
     while queued:
         finish_empty()
     if prune_sources:
@@ -188,6 +200,25 @@ def ingest(
     if counts.read != counts.skipped or counts.removed or index.path != folder:
         save()  # also records the documents finished since the last save
     return counts
+
+
+# Documents looked up in the index's database at a time.
+LOOKUP_DOCUMENTS = 256
+
+
+class _Queued(NamedTuple):
+    """A document to chunk, with what the index held of it when it was read."""
+
+    document: Document
+    digest: str
+    source: str | None  # the absolute path of its file
+    record: DocumentRecord | None
+    old: list[str] | None  # the ids of its chunks in the index
+
+
+def _complete(record: DocumentRecord | None, digest: str) -> bool:
+    """Whether the index holds all of a document with this content hash."""
+    return record is not None and record.sha256 == digest and record.chunks is not None
 
 
 def _prune(index: Index, sources: Sequence[str | os.PathLike], seen: set[str]) -> int:

@@ -136,8 +136,15 @@ def open_shard(folder: Path, shard: Shard, dimension: int) -> np.ndarray:
 
 
 def connect(path: str | Path = ":memory:") -> sqlite3.Connection:
-    """A metadata database with the items table (shared across threads; callers lock)."""
+    """A scratch metadata database with the items table (shared across threads; callers lock).
+
+    Nothing in it needs to survive a crash (`snapshot` writes what a save keeps), so it keeps
+    its rollback journal in memory and never waits for the disk: with SQLite's defaults each
+    statement outside a transaction was a journaled, fsynced write (0.5 ms a document).
+    """
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode = MEMORY")
+    db.execute("PRAGMA synchronous = OFF")
     db.executescript(_SCHEMA)
     return db
 
@@ -465,10 +472,24 @@ class DocumentRecords:
         for row in self._db.execute(query):
             yield DocumentRecord(*row)
 
+    def get_many(self, document_ids: list[str]) -> dict[str, DocumentRecord]:
+        """The records of those of these documents the index has, by document id."""
+        found = {}
+        for i in range(0, len(document_ids), 500):
+            part = document_ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            query = "SELECT document_id, sha256, chunks, source FROM documents WHERE document_id"
+            for row in self._db.execute(f"{query} IN ({marks})", part):
+                found[row[0]] = DocumentRecord(*row)
+        return found
+
     def put(self, record: DocumentRecord) -> None:
-        self._db.execute(
+        self.put_many([record])
+
+    def put_many(self, records: list[DocumentRecord]) -> None:
+        self._db.executemany(
             "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?)",
-            dataclasses.astuple(record),
+            ((r.document_id, r.sha256, r.chunks, r.source) for r in records),
         )
 
     def drop(self, document_ids: list[str]) -> None:
