@@ -450,7 +450,9 @@ class Encoder:
             self._warn_truncated(truncated.sum(), len(texts), np.argmax(truncated))
         if convert_to_tensor:
             rows = np.argsort(np.concatenate(order)) if order else np.zeros(0, np.int64)
-            if parts:
+            if len(parts) == 1 and (rows == np.arange(len(rows))).all():
+                vectors = parts[0].astype(jnp.float32)  # one batch in order (one query)
+            elif parts:
                 vectors = jnp.concatenate(parts)[rows].astype(jnp.float32)
             else:
                 vectors = self.placement.put(jnp.zeros((0, self.embedding_dimension), jnp.float32))

@@ -84,7 +84,10 @@ class EmbeddedBatch:
 
     def vectors(self) -> jax.Array:
         """`[n, E]` in the order of `indices`, as a device array."""
-        return self.output.reshape(-1, self.output.shape[-1])[self.slots]
+        flat = self.output.reshape(-1, self.output.shape[-1])
+        if len(self.slots) == len(flat) and (self.slots == np.arange(len(flat))).all():
+            return flat  # every row, in order: no gather to dispatch
+        return flat[self.slots]
 
     def numpy(self) -> np.ndarray:
         """`[n, E]` float32 in the order of `indices` (waits for the device)."""

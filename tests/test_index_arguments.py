@@ -60,3 +60,26 @@ def test_non_finite_query_vectors_are_refused(index):
         index.search(queries, top_k=1)
     with pytest.raises(ValueError, match="query vector 0 is not finite"):
         index.search(np.full(index.dimension, np.inf, np.float32))
+
+
+def test_query_texts_embedded_to_non_finite_vectors_are_refused(index, monkeypatch):
+    """Query texts stay on the device for the search; a model whose vector for one is not
+    finite is still refused, naming the query."""
+    encode = index.encoder.encode
+
+    def broken(texts, **options):
+        vectors = encode(texts, **options)
+        return vectors.at[1].set(np.nan) if len(texts) > 1 else vectors * np.inf
+
+    monkeypatch.setattr(index.encoder, "encode", broken)
+    with pytest.raises(ValueError, match="query vector 1 is not finite"):
+        index.search(["cat", "dog", "mat"], top_k=1)
+    with pytest.raises(ValueError, match="query vector 0 is not finite"):
+        index.search("cat")
+
+
+def test_a_query_text_finds_what_its_vector_finds(index):
+    vector = index.encoder.encode("a cat", prompt=index.prompts["query"])
+    by_text, by_vector = index.search("a cat", top_k=2), index.search(vector, top_k=2)
+    assert [h.id for h in by_text] == [h.id for h in by_vector]
+    np.testing.assert_allclose([h.score for h in by_text], [h.score for h in by_vector], atol=1e-6)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -588,10 +589,10 @@ class Index:
         single = isinstance(queries, str) or (
             not isinstance(queries, str) and hasattr(queries, "ndim") and queries.ndim == 1
         )
-        vectors = self._query_vectors(queries, batch_size)
+        vectors, finite = self._query_vectors(queries, batch_size)
         want = top_k
         while True:
-            scores, rows = self._search_rows(vectors, want, filter, rescore)
+            scores, rows = self._search_rows(vectors, want, filter, rescore, finite)
             hits = self._hits(scores, rows)
             if not by_document:
                 break
@@ -604,15 +605,27 @@ class Index:
         hits = [h[:top_k] for h in hits]
         return hits[0] if single else hits
 
-    def _query_vectors(self, queries: Any, batch_size: int) -> np.ndarray:
+    def _query_vectors(
+        self, queries: Any, batch_size: int
+    ) -> tuple[np.ndarray | jax.Array, jax.Array | None]:
+        """Query vectors `[Q, D]`, unit length for cosine, and None, or for texts embedded for
+        the exact search, which stay on the device (no round trip through the host for one
+        query), whether each is finite (bool `[Q]` on the device, checked by `_search_rows`
+        with the results). Vectors that are not finite are refused here otherwise."""
         if isinstance(queries, str) or (
             isinstance(queries, Sequence) and queries and isinstance(queries[0], str)
         ):
             if self.encoder is None:
                 raise ValueError("this index has no encoder: search with query vectors")
+            on_device = self.ann_options is None
             vectors = self.encoder.encode(
-                queries, batch_size=batch_size, prompt=self.prompts["query"]
+                [queries] if isinstance(queries, str) else queries,
+                batch_size=batch_size,
+                prompt=self.prompts["query"],
+                convert_to_tensor=on_device,
             )
+            if on_device:
+                return _device_queries(vectors, self.similarity == "cosine")
         else:
             vectors = np.asarray(queries, np.float32)
         vectors = np.atleast_2d(np.asarray(vectors, np.float32))
@@ -625,16 +638,23 @@ class Index:
             raise ValueError(f"query vector {int(np.argmin(finite))} is not finite (NaN or inf)")
         if self.similarity == "cosine":
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return vectors
+        return vectors, None
 
     def _search_rows(
-        self, queries: np.ndarray, k: int, filter: Mapping[str, Any] | None, rescore_: bool
+        self,
+        queries: np.ndarray | jax.Array,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        rescore_: bool,
+        finite: jax.Array | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows) `[Q, k]` of the best rows, -1 where fewer match."""
+        """(scores, rows) `[Q, k]` of the best rows, -1 where fewer match; ValueError if
+        `finite` (`_query_vectors`) says a query vector is not."""
         if self.ann_options is not None:
             return self._search_ann(queries, k, filter)
         with self._lock:
             if self._rows == 0:
+                _check_finite(finite)
                 return np.full((len(queries), k), -np.inf, np.float32), np.full(
                     (len(queries), k), -1, np.int64
                 )
@@ -658,6 +678,9 @@ class Index:
                 candidates = self._gather(np.maximum(rows_np, 0).ravel())
             candidates = candidates.reshape(*rows_np.shape, self.dimension)
             scores, rows = rescore(q, self.placement.put(candidates), rows, k)
+        for result in (scores, rows) if finite is None else (scores, rows, finite):
+            result.copy_to_host_async()  # every copy under way before waiting for any
+        _check_finite(finite)
         scores, rows = np.asarray(scores, np.float32), np.asarray(rows).astype(np.int64)
         return scores[:, :k], rows[:, :k]
 
@@ -1202,6 +1225,21 @@ def _items(
     for name, rest in (("ids", ids_it), ("metadata", meta_it)):
         if rest is not None and next(rest, end) is not end:
             raise ValueError(f"{name} has more entries than the {i + 1} texts")
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _device_queries(vectors: jax.Array, unit: bool) -> tuple[jax.Array, jax.Array]:
+    """Query vectors on the device, scaled to unit length if `unit` (as `_query_vectors` does
+    on the host), and whether each is finite: one program."""
+    finite = jnp.isfinite(vectors).all(axis=1)
+    if unit:
+        vectors = vectors / jnp.maximum(jnp.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors, finite
+
+
+def _check_finite(finite: jax.Array | None) -> None:
+    if finite is not None and not (ok := np.asarray(finite)).all():
+        raise ValueError(f"query vector {int(np.argmin(ok))} is not finite (NaN or inf)")
 
 
 def _hit(row: tuple, score: float) -> Hit:

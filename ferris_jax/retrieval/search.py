@@ -138,11 +138,13 @@ def search_blocks(
     )
     chunk = _query_chunk(Q, R, score_budget_bytes)
     padded = -(-Q // chunk) * chunk
-    queries = jnp.pad(queries, ((0, padded - Q), (0, 0)))
+    if padded != Q:
+        queries = jnp.pad(queries, ((0, padded - Q), (0, 0)))
     matvec = kind == "float" and chunk <= MATVEC_MAX_QUERIES
     out_s, out_r = [], []
     for start in range(0, padded, chunk):
-        q = _query_operand(queries[start : start + chunk], kind, weights, W)
+        q = queries if chunk == padded else queries[start : start + chunk]
+        q = _query_operand(q, kind, weights, W)
         if chunk * R * len(blocks) * 4 <= score_budget_bytes:
             # The whole corpus's scores fit the budget: one program, one top-k over all blocks
             # (a top-k and a merge per block cost more than the scores for a few queries).
@@ -168,8 +170,10 @@ def search_blocks(
             )
         out_s.append(best_s)
         out_r.append(best_r)
-    scores = jnp.concatenate(out_s)[:Q] if len(out_s) > 1 else out_s[0][:Q]
-    rows = jnp.concatenate(out_r)[:Q] if len(out_r) > 1 else out_r[0][:Q]
+    scores = jnp.concatenate(out_s) if len(out_s) > 1 else out_s[0]
+    rows = jnp.concatenate(out_r) if len(out_r) > 1 else out_r[0]
+    if padded != Q:
+        scores, rows = scores[:Q], rows[:Q]
     if kind == "int8" and weights is not None:
         scores = scores + (queries[:Q] @ weights[1])[:, None]  # -inf stays -inf
     return (scores[0], rows[0]) if single else (scores, rows)
