@@ -16,6 +16,7 @@ texts, which stores them on the host and in shards).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import tempfile
 import time
@@ -36,8 +37,44 @@ def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [(a, b) for a, b in merged]
 
 
+# Host functions wrapped in a `TraceAnnotation` named after them (module, attribute), so that
+# each of the GPU's largest idle gaps can be matched with what the host was doing then.
+ANNOTATED = (
+    ("ferris_jax.pipeline", "Pipeline.dispatch"),
+    ("ferris_jax.pipeline", "Pipeline.model_inputs"),
+    ("ferris_jax.pipeline", "plan_batches"),
+    ("ferris_jax.pipeline", "plan_packed"),
+    ("ferris_jax.pipeline", "EmbeddedBatch.numpy"),
+    ("ferris_jax.programs", "Programs.compile_all"),
+    ("ferris_jax.tokenize", "TextTokenizer.encode"),
+    ("ferris_jax.encoder", "validate_texts"),
+    ("ferris_jax.retrieval.index", "Index._append"),
+    ("ferris_jax.retrieval.index", "_items"),
+)
+
+
+def annotate() -> None:
+    """Wrap `ANNOTATED` in trace annotations (ferris_jax's own code is left as it is)."""
+    import functools
+    import importlib
+
+    for module_name, path in ANNOTATED:
+        owner = importlib.import_module(module_name)
+        *outer, name = path.split(".")
+        for part in outer:
+            owner = getattr(owner, part)
+        fn = getattr(owner, name)
+
+        def wrapped(*a, __fn=fn, __name=path, **k):
+            with jax.profiler.TraceAnnotation(__name):
+                return __fn(*a, **k)
+
+        setattr(owner, name, functools.wraps(fn)(wrapped))
+
+
 def busy_fraction(trace_dir: Path, window_name: str) -> dict:
-    """The GPU's busy time inside the host annotation `window_name`, from the trace."""
+    """The GPU's busy time inside the host annotation `window_name`, from the trace, and what
+    the host was doing (`ANNOTATED` functions, by thread) during the largest idle gaps."""
     from jax.profiler import ProfileData
 
     files = sorted(trace_dir.rglob("*.xplane.pb"))
@@ -45,12 +82,16 @@ def busy_fraction(trace_dir: Path, window_name: str) -> dict:
     window = None
     kernels: list[tuple[float, float]] = []
     copies: list[tuple[float, float]] = []
+    host: list[tuple[float, float, str, str]] = []
+    names = {path for _, path in ANNOTATED}
     for plane in data.planes:
         for line in plane.lines:
             if plane.name.startswith("/host"):
                 for event in line.events:
                     if event.name == window_name:
                         window = (event.start_ns, event.end_ns)
+                    elif event.name in names:
+                        host.append((event.start_ns, event.end_ns, event.name, line.name))
             elif plane.name.startswith("/device:GPU") and "Stream" in line.name:
                 for event in line.events:
                     copy = event.name.lower().startswith("memcpy")
@@ -63,7 +104,22 @@ def busy_fraction(trace_dir: Path, window_name: str) -> dict:
     gap_ms = sorted(((e - s) / 1e6 for s, e in gaps), reverse=True)
     copy_ms = sum(min(e, b) - max(s, a) for s, e in _union(copies) if e > a and s < b) / 1e6
     busy_ms = sum(e - s for s, e in busy) / 1e6
+
+    def doing(a: float, b: float) -> list[str]:
+        """The annotated host work overlapping [a, b], longest first."""
+        found = collections.Counter()
+        for s, e, name, thread in host:
+            if e > a and s < b:
+                found[f"{name} @{thread[:24]}"] += (min(e, b) - max(s, a)) / 1e6
+        return [f"{k}: {v:.1f} ms" for k, v in found.most_common(5)]
+
+    first = busy[0][0] if busy else b
+    widest = sorted(gaps, key=lambda g: g[0] - g[1])[:5]
     return {
+        "host_before_first_kernel": doing(a, first),
+        "host_in_largest_gaps": [
+            {"gap_ms": round((e - s) / 1e6, 3), "host": doing(s, e)} for s, e in widest
+        ],
         "job_ms": (b - a) / 1e6,
         "gpu_busy_ms": busy_ms,
         "busy_fraction": busy_ms / ((b - a) / 1e6),
@@ -90,6 +146,7 @@ def main() -> None:
     import ferris_jax
     from ferris_jax.retrieval.index import Index
 
+    annotate()
     enc = ferris_jax.load(str(args.minilm_dir), dtype=args.dtype)
     if args.max_batch_tokens:
         enc.max_batch_tokens = args.max_batch_tokens

@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -73,8 +73,7 @@ class Hit:
     document_id: str | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class _Item:
+class _Item(NamedTuple):  # a tuple: made once per text added, so it must cost little
     id: str
     document_id: str | None
     text: str | None
@@ -1189,7 +1188,12 @@ def _items(
     meta_it = iter(metadata) if metadata is not None else None
     end = object()
     i = -1
+    plain = ids_it is None and meta_it is None
     for i, value in enumerate(texts):
+        if plain and type(value) is str:  # the common case, first: a text, a new id
+            item_id = f"{prefix}-{i}"
+            yield _Item(item_id, item_id, value, {})
+            continue
         meta = {}
         if meta_it is not None:
             meta = next(meta_it, end)
@@ -1201,7 +1205,9 @@ def _items(
         given = next(ids_it, None) if ids_it is not None else None
         if ids_it is not None and given is None:
             raise ValueError(f"ids has fewer entries than texts (none for text {i})")
-        if isinstance(value, Chunk):
+        if isinstance(value, str) or (allow_none and value is None):
+            document_id, text, default_id = None, value, None
+        elif isinstance(value, Chunk):
             meta = {
                 **value.metadata, **meta, "document_id": value.document_id,
                 "chunk_index": value.chunk_index, "start": value.start, "end": value.end,
@@ -1210,8 +1216,6 @@ def _items(
         elif isinstance(value, Document):
             meta = {**value.metadata, **meta}
             document_id, text, default_id = value.id, value.text, value.id
-        elif isinstance(value, str) or (allow_none and value is None):
-            document_id, text, default_id = None, value, None
         else:
             raise TypeError(
                 f"texts[{i}] is {type(value).__name__}, expected str, Document or Chunk"
