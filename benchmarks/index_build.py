@@ -7,7 +7,8 @@ The texts (benchmarks/corpus.py's "mix") are written once to a JSON Lines file. 
 them all into a list and embeds them (what a user without streaming does); `stream` runs
 `encode_stream` over the file read lazily and drops the vectors; `index` reads the
 file lazily line by line into `Index.add`, which streams through `Encoder.encode_stream`,
-writes vector shards as it goes and saves at the end. Peak memory is VmHWM minus VmRSS after
+writes vector shards as it goes and saves at the end; `index-memory` is the same add to an
+index that has no folder (no shard files, no save). Peak memory is VmHWM minus VmRSS after
 the model is loaded and warmed up.
 """
 
@@ -57,6 +58,15 @@ def run_one(args: argparse.Namespace) -> dict:
             _lines(args.texts), batch_size=args.batch_size, chunk_size=args.chunk_size
         ):
             n += len(window)
+    elif args.mode == "index-memory":  # the index in memory: no shard files, no save
+        index = Index(enc, precision=args.precision)
+        index.add(
+            _lines(args.texts),
+            batch_size=args.batch_size,
+            chunk_size=args.chunk_size,
+            show_progress_bar=False,
+        )
+        n = len(index)
     else:
         folder = Path(tempfile.mkdtemp(prefix="ferris-index-bench-")) / "index"
         index = Index(enc, precision=args.precision)
@@ -92,7 +102,9 @@ def main() -> None:
     p.add_argument("--chunk-size", type=int, default=16384, help="encode_stream's window")
     p.add_argument("--modes", nargs="+", default=["encode", "stream", "index"])
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/index_build.json"))
-    p.add_argument("--mode", choices=["encode", "stream", "index"], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--mode", choices=["encode", "stream", "index", "index-memory"], help=argparse.SUPPRESS
+    )
     p.add_argument("--texts", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.mode:  # one measurement, in this process
