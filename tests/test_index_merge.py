@@ -128,7 +128,7 @@ def built(encoder, share_folders, tmp_path_factory):
 def _rows(index: Index) -> tuple[list[str], np.ndarray]:
     ids, vectors = [], []
     for found, items in index._stored_rows(7):
-        ids += [item.id for item in items]
+        ids += items.ids
         vectors.append(found)
     return ids, np.concatenate(vectors)
 

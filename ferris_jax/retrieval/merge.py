@@ -179,8 +179,8 @@ def check_overlaps(folders: list[Path], parts: list[Any]) -> None:
             for p, part in enumerate(parts):
                 db.execute("BEGIN")
                 for _, items in part._stored_rows(BATCH_ROWS, vectors=False):
-                    db.executemany(insert, ((0, item.id, p) for item in items))
-                    documents = {item.document_id for item in items} - {None}
+                    db.executemany(insert, ((0, id, p) for id in items.ids))
+                    documents = set(items.document_ids) - {None}
                     db.executemany(insert, ((1, d, p) for d in documents))
                 db.executemany(insert, ((1, r.document_id, p) for r in part.documents))
                 db.execute("COMMIT")
