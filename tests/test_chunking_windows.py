@@ -71,18 +71,19 @@ def test_documents_that_fit_whole_give_the_planned_chunks(three_tokenizers, monk
     texts = [*sts_sentences("test")[:300], *lee_corpus()[:40], *varied_texts(200, seed=5)]
     docs = [Document(f"d{i}", text) for i, text in enumerate(texts)]
     whole_sizes = chunking._Chunker._whole_sizes
+    shortcut: list[int] = []  # what `_whole_sizes` said of each document
+
+    def recorded(self, documents):
+        sizes = whole_sizes(self, documents)
+        shortcut.extend(sizes)
+        return sizes
+
     for options in (
         dict(max_tokens=48, overlap=8),
         dict(max_tokens=200, overlap=0, prompt="passage: "),
     ):
-        shortcut = []
-        monkeypatch.setattr(
-            chunking._Chunker,
-            "_whole_sizes",
-            lambda self, documents: (
-                shortcut.extend(whole_sizes(self, documents)) or shortcut[-len(documents) :]
-            ),
-        )
+        shortcut.clear()
+        monkeypatch.setattr(chunking._Chunker, "_whole_sizes", recorded)
         fast = [c for d in docs for c in chunk_document(d, tokenizer, **options)]
         monkeypatch.setattr(chunking._Chunker, "_whole_sizes", lambda self, ds: [-1] * len(ds))
         planned = [c for d in docs for c in chunk_document(d, tokenizer, **options)]
