@@ -633,18 +633,21 @@ class Index:
     def _query_vectors(
         self, queries: Any, batch_size: int
     ) -> tuple[np.ndarray | jax.Array, jax.Array | None]:
-        """Query vectors `[Q, D]`, unit length for cosine, and None, or for texts embedded for
-        the exact search, which stay on the device (no round trip through the host for one
-        query), whether each is finite (bool `[Q]` on the device, checked by `_search_rows`
-        with the results). Vectors that are not finite are refused here otherwise."""
+        """Query vectors `[Q, D]`, unit length for cosine, and None; or, for one query text
+        embedded for the exact search, which stays on the device (no round trip through the
+        host), whether it is finite (bool `[1]` on the device, checked by `_search_rows` with
+        the results). Vectors that are not finite are refused here otherwise."""
         if isinstance(queries, str) or (
             isinstance(queries, Sequence) and queries and isinstance(queries[0], str)
         ):
             if self.encoder is None:
                 raise ValueError("this index has no encoder: search with query vectors")
-            on_device = self.ann_options is None
+            # One query (the latency case, one program shape) stays on the device; a batch of
+            # them comes through the host, where any number of queries compiles nothing new.
+            texts = [queries] if isinstance(queries, str) else queries
+            on_device = self.ann_options is None and len(texts) == 1
             vectors = self.encoder.encode(
-                [queries] if isinstance(queries, str) else queries,
+                texts,
                 batch_size=batch_size,
                 prompt=self.prompts["query"],
                 convert_to_tensor=on_device,
