@@ -514,7 +514,8 @@ class Index:
                     return
                 found = self._gather([r[0] for r in rows]) if vectors else None
             last = rows[-1][0]
-            yield found, _Columns.of([_Item(r[1], r[2], r[3], json.loads(r[4])) for r in rows])
+            _, ids, document_ids, texts, metadata = map(list, zip(*rows, strict=True))
+            yield found, _Columns(ids, document_ids, texts, [json.loads(m) for m in metadata])
 
     @contextlib.contextmanager
     def _rollback_on_error(self) -> Iterator[None]:
