@@ -454,6 +454,20 @@ def _add_index_commands(commands: Any, model: argparse.ArgumentParser) -> None:
     search.add_argument(
         "--by-document", action="store_true", help="the best chunk of each of the K best documents"
     )
+    search.add_argument(
+        "--mode",
+        choices=("dense", "lexical", "hybrid"),
+        default="dense",
+        help="dense: the vectors (default); lexical: BM25 over the texts; hybrid: both, fused "
+        "by reciprocal rank",
+    )
+    search.add_argument(
+        "--candidates",
+        type=_int_at_least(1),
+        metavar="N",
+        help="rows each side of a hybrid search gives, and hits --rerank re-scores "
+        "(default: 4 x K)",
+    )
     search.add_argument("--json", action="store_true", help="print JSON lines, one per hit")
     search.set_defaults(run=_search)
 
@@ -1265,8 +1279,9 @@ def _search(args: argparse.Namespace) -> int:
             raise UsageError(f"--filter: {e}") from None
     index = _open_index(args.index, args.backend)
     results = index.search(
-        list(args.queries), top_k=args.top_k, filter=search_filter, by_document=args.by_document
-    )
+        list(args.queries), top_k=args.top_k, filter=search_filter, by_document=args.by_document,
+        mode=args.mode, candidates=args.candidates,
+    )  # fmt: skip
     for query, hits in zip(args.queries, results, strict=True):
         if args.json:
             for rank, hit in enumerate(hits, start=1):

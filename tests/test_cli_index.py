@@ -141,6 +141,13 @@ def test_build_info_search_add_remove(model_dir, encoder, corpus, tmp_path, caps
     np.testing.assert_allclose([r["score"] for r in lines], [h.score for h in expected], rtol=1e-5)
     assert lines[0]["text"] == expected[0].text and lines[0]["query"] == query
 
+    # --mode: the hybrid search of Index.search.
+    expected_hybrid = Index.load(out).search(query, top_k=3, mode="hybrid", candidates=6)
+    assert main(["search", str(out), query, "-k", "3", "--json", "--mode", "hybrid",
+                 "--candidates", "6"]) == 0  # fmt: skip
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["id"], r["score"]) for r in lines] == [(h.id, h.score) for h in expected_hybrid]
+
     assert main(["search", str(out), query, "-k", "3"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["RANK", "SCORE", "ID", "TEXT"] and len(table) == 4

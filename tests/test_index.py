@@ -276,7 +276,7 @@ def test_small_indexes_use_small_blocks(minilm):
     index = Index(minilm)
     index.add(["one text", "two texts"])
     index.search("text")
-    assert index._block_shape == (index_module.MIN_BLOCK_ROWS, 384)
+    assert index._dense.block_shape == (index_module.MIN_BLOCK_ROWS, 384)
 
 
 def test_an_approximate_index_finds_nearly_what_the_exact_one_finds(minilm, sts, tmp_path):

@@ -95,7 +95,7 @@ def test_an_index_over_four_devices_finds_what_one_device_finds(minilm, minilm_4
         index = Index(enc, precision=precision)
         index.add(corpus, ids, metadata)
         index.remove(ids[:50:3])
-        assert index._device_blocks()[0].shape[0] % DEVICES == 0  # blocks split over devices
+        assert index._dense.blocks()[0].shape[0] % DEVICES == 0  # blocks split over devices
         results.append(
             [
                 [(h.id, h.score) for h in hits]

@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import struct
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,7 @@ import numpy as np
 
 from ferris_jax.errors import CheckpointError, require_int
 from ferris_jax.files import atomic_write
+from ferris_jax.retrieval import store
 
 Metric = Literal["dot", "cosine"]
 
@@ -393,3 +395,65 @@ def _reconstruct(index: Any, positions: np.ndarray) -> np.ndarray:
     if not len(positions):
         return np.empty((0, index.d), np.float32)
     return index.reconstruct_batch(positions.astype(np.int64))
+
+
+class AnnSearch:
+    """The approximate search backend of an index: an `AnnIndex` over its vectors, built on the
+    first search and extended with the rows added since at each later one; searches among the
+    live (and filtered) rows. `lock` is the catalog's."""
+
+    def __init__(self, vectors: Any, options: dict[str, Any], lock: Any, batch_rows: int = 1 << 16):
+        self.vectors = vectors  # a retrieval.vectors.VectorStore
+        self.options = options
+        self._lock = lock
+        self._batch_rows = batch_rows
+        self._graph: AnnIndex | None = None
+        self._graph_rows = 0  # rows < this are in the graph
+
+    def changed(self, rows: np.ndarray, *, data: bool) -> None:
+        """Removed rows are left out by the search's allowed rows; rows dropped by a rollback
+        are rebuilt (only rows past the graph's are ever dropped, but be safe)."""
+        if data and len(rows) and int(np.min(rows)) < self._graph_rows:
+            self.reset()
+
+    def reset(self) -> None:
+        self._graph, self._graph_rows = None, 0
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: Any, **_: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) from the HNSW graph, among live rows that pass the filter."""
+        with self._lock:
+            graph = self.graph()
+            mask = allowed.mask() if allowed is not None else self.vectors.live.copy()
+        return graph.search(queries, k, allowed=mask)
+
+    def begin_search(self, queries: np.ndarray, k: int, allowed: Any, **options: Any):
+        """`search` (on the host, done before this returns), for the same calls as the
+        exact backend's."""
+        found = self.search(queries, k, allowed, **options)
+        return lambda: found
+
+    def graph(self) -> AnnIndex:
+        """The HNSW graph, with the rows added since it was last extended (under the lock)."""
+        if self._graph is None:
+            self._graph = AnnIndex(self.vectors.dimension, metric="dot", **self.options)
+            self._graph_rows = 0
+        for start in range(self._graph_rows, self.vectors.rows, self._batch_rows):
+            rows = np.arange(start, min(start + self._batch_rows, self.vectors.rows))
+            self._graph.add(rows, self.vectors.gather(rows))
+        self._graph_rows = self.vectors.rows
+        return self._graph
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        if not self.vectors.rows:
+            return {"ann": None}
+        name = f"ann-{secrets.token_hex(4)}.faiss"
+        self.graph().save(folder / name)
+        entry = {"file": name, "sha256": store.sha256_of(folder / name), "rows": self._graph_rows}
+        return {"ann": entry}
+
+    def load(self, folder: Path, manifest: Any) -> None:
+        if manifest.get("ann"):
+            self._graph = AnnIndex.load(folder / manifest["ann"]["file"])
+            self._graph_rows = int(manifest["ann"]["rows"])

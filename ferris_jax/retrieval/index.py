@@ -1,9 +1,12 @@
-"""`Index`: a persistent vector index over an encoder, searched exactly on the device.
+"""`Index`: a persistent index of texts over an encoder: the catalog and its search backends.
 
-The shell around the pure search kernels (`retrieval.search`): it streams texts through
-`Encoder.encode_stream`, keeps float32 vectors in shards (memory-mapped once saved), ids, texts
-and metadata in SQLite, and a copy of the vectors on the device in equal blocks, in the search
-precision (float32, bfloat16, int8 or binary; the last three re-ranked with the float32 vectors).
+The catalog streams texts through `Encoder.encode_stream`, keeps ids, texts, metadata and
+document records in SQLite and the float32 vectors in shards (`retrieval.vectors`), and saves
+them atomically under a manifest. Searching is its backends' job, peers behind one interface
+(`retrieval.backends`): the dense one is exact search on the device (`retrieval.exact`) or a
+FAISS HNSW graph (`retrieval.ann`); the lexical one is BM25 over the texts
+(`retrieval.lexical`); hybrid search fuses the two rankings (`retrieval.fusion`), and a
+reranker can re-score the fused candidates.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import dataclasses
 import functools
 import itertools
 import json
-import math
 import os
 import secrets
 import shutil
@@ -35,10 +37,18 @@ from ferris_jax import _version
 from ferris_jax.encoder import STREAM_CHUNK_TEXTS, Encoder
 from ferris_jax.errors import require_int
 from ferris_jax.placement import Placement
-from ferris_jax.quantization import quantization_ranges, quantize_embeddings
-from ferris_jax.retrieval import filters, store
+from ferris_jax.retrieval import store
+from ferris_jax.retrieval.ann import AnnSearch
+from ferris_jax.retrieval.backends import RowFilter, SearchBackend
 from ferris_jax.retrieval.chunking import Chunk, chunk_documents, chunk_sizes
-from ferris_jax.retrieval.search import rescore, search_blocks
+from ferris_jax.retrieval.exact import (  # noqa: F401 (the index's constants, as before)
+    BLOCK_ROWS,
+    MIN_BLOCK_ROWS,
+    PRECISIONS,
+    ExactSearch,
+)
+from ferris_jax.retrieval.fusion import RRF_K, reciprocal_rank_fusion
+from ferris_jax.retrieval.lexical import LexicalSearch
 from ferris_jax.retrieval.sources import Document
 from ferris_jax.retrieval.store import (
     IndexConflictError,
@@ -46,20 +56,17 @@ from ferris_jax.retrieval.store import (
     Shard,
     WriteLock,
 )
+from ferris_jax.retrieval.vectors import VectorStore
 
 # Rows inserted into the item database by one statement (5 values each: within SQLite's
 # oldest limit of 999 variables a statement).
 INSERT_ROWS = 190
-# Search precisions: how the device copy of the vectors is stored.
-PRECISIONS = ("float32", "bfloat16", "int8", "binary")
-# Rows per device block once the index is larger (smaller indexes use one block of the next power
-# of two rows, at least MIN_BLOCK_ROWS), so a search compiles a few programs at most.
-BLOCK_ROWS = 1 << 18
-MIN_BLOCK_ROWS = 1 << 10
 # Unsaved rows written to a shard file early when the index has a folder (bounds host memory).
 SHARD_ROWS = 1 << 16
-# Candidates per result re-ranked with float32 vectors after a bfloat16 search.
-BFLOAT16_CANDIDATES = 2
+# Search modes: the dense backend, the lexical one, or both fused.
+MODES = ("dense", "lexical", "hybrid")
+# Candidates per result each backend gives a hybrid search, and a reranker re-scores, by default.
+HYBRID_CANDIDATES = 4
 # The text whose embedding identifies the model an index was built with.
 PROBE_TEXT = "A probe sentence: the quick brown fox jumps over the lazy dog."
 PROBE_MIN_COSINE = 0.99
@@ -121,7 +128,8 @@ class ChunkingMismatch(ValueError):
 
 
 class Index:
-    """Vectors of texts with ids, texts and metadata; exact top-k search on the device.
+    """Texts with ids, metadata and vectors; exact top-k search on the device (or approximate
+    on the host), BM25 over the texts, and the two fused.
 
     Build over an encoder (`Index(enc)`), add texts, documents or chunks (`add`), `search`,
     `remove`, `save(path)`; `Index.load(path)` opens a saved one. Documents are embedded with the
@@ -146,6 +154,8 @@ class Index:
         ann: search approximately through a FAISS HNSW graph on the host (`retrieval.ann`,
             the "ann" extra) instead of exactly on the device: for corpora beyond device
             memory. True for the defaults, or a dict of `AnnIndex` options (m, ef_search...).
+        lexical: build the BM25 full-text index of the texts now and keep it as texts are
+            added (False: built on the first lexical or hybrid search, then kept).
     """
 
     def __init__(
@@ -158,6 +168,7 @@ class Index:
         dimension: int | None = None,
         model: str | None = None,
         ann: bool | Mapping[str, Any] = False,
+        lexical: bool = False,
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -187,26 +198,22 @@ class Index:
         # first documents are chunked into it.
         self.chunking: dict[str, Any] | None = None
         self.path: Path | None = None
-        self.ranges: np.ndarray | None = None  # int8: the [2, D] quantization ranges
-        self._ranges_rows = 0  # rows the ranges were computed over
         self._lock = threading.RLock()
-        self._shards: list[Shard] = []
-        self._mapped: list[np.ndarray] = []
-        self._pending: list[np.ndarray] = []  # unsaved float32 rows after the last shard
-        self._rows = 0
-        self._alive = np.zeros(0, bool)
+        self.vectors = VectorStore(self.dimension)
         self._db, db_file = _working_database()
         weakref.finalize(self, _close_database, self._db, db_file)
-        self._blocks: dict[int, tuple[int, jax.Array]] = {}  # block -> (version, device array)
-        self._masks: dict[int, tuple[int, jax.Array]] = {}
-        self._versions: dict[int, int] = {}  # block -> version of its rows
-        self._mask_versions: dict[int, int] = {}
-        self._block_shape: tuple[int, int] | None = None
         self.ann_options: dict[str, Any] | None = (
             None if ann is False else dict(ann) if isinstance(ann, Mapping) else {}
         )
-        self._ann: Any = None  # the AnnIndex, built on first search; holds rows < _ann_rows
-        self._ann_rows = 0
+        # The search backends: one dense (exact on the device, or the HNSW graph), one lexical.
+        self._dense: ExactSearch | AnnSearch = (
+            ExactSearch(self.vectors, precision, self.placement, self._lock)
+            if self.ann_options is None
+            else AnnSearch(self.vectors, self.ann_options, self._lock, SHARD_ROWS)
+        )
+        self._lexical = LexicalSearch(self._db, self._lock)
+        if lexical:
+            self._lexical.build()
         # Writing the folder: the generation on disk this index continues (None: never saved
         # or loaded), the write lock while held, and whether it is held until close().
         self._generation: int | None = None
@@ -215,11 +222,20 @@ class Index:
         self.lock_timeout = 0.0
         self._saved_shards: set[str] = set()  # the shard files the last manifest names
 
+    @property
+    def ranges(self) -> np.ndarray | None:
+        """int8 search: the `[2, D]` quantization ranges (None until the first search)."""
+        return getattr(self._dense, "ranges", None)
+
+    @property
+    def _backends(self) -> tuple[SearchBackend, ...]:
+        return (self._dense, self._lexical)
+
     # ------------------------------------------------------------------ size and lookup
     def __len__(self) -> int:
         """Items in the index (removed ones not counted)."""
         with self._lock:
-            return int(self._alive[: self._rows].sum())
+            return self.vectors.live_count()
 
     def __contains__(self, id: str) -> bool:
         with self._lock:
@@ -284,12 +300,13 @@ class Index:
                 "similarity": self.similarity,
                 "precision": self.precision,
                 "items": len(self),
-                "rows": self._rows,
-                "removed": self._rows - len(self),
+                "rows": self.vectors.rows,
+                "removed": self.vectors.rows - len(self),
                 "documents": self._db.execute(
                     "SELECT COUNT(DISTINCT document_id) FROM items"
                 ).fetchone()[0],
-                "shards": len(self._shards) + bool(self._pending),
+                "shards": len(self.vectors.shards) + bool(self.vectors.pending_rows),
+                "lexical": self._lexical.built,
                 "prompts": dict(self.prompts),
                 "chunking": dict(self.chunking) if self.chunking else None,
                 "format_version": store.FORMAT_VERSION,
@@ -466,7 +483,7 @@ class Index:
         if self.similarity == "cosine" and not stored:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
-        start = self._rows
+        start = self.vectors.rows
         texts = items.texts if self.store_text else [None] * len(new)
         metadata = [_dump(m, id) if m else "{}" for m, id in zip(items.metadata, new, strict=True)]
         columns = (range(start, start + len(new)), new, items.document_ids, texts, metadata)
@@ -489,16 +506,10 @@ class Index:
                 f"id {existing[0][0]!r} is already in the index (remove it first to replace it)"
             ) from None
         self._db.execute("RELEASE window")
-        self._pending.append(np.ascontiguousarray(vectors, np.float32))
-        self._rows += len(vectors)
-        if len(self._alive) < self._rows:
-            grown = np.zeros(max(self._rows, 2 * len(self._alive), 1024), bool)
-            grown[: len(self._alive)] = self._alive
-            self._alive = grown
-        self._alive[start : self._rows] = True
-        self._touch(np.arange(start, self._rows), data=True)
-        if self.path is not None and sum(map(len, self._pending)) >= SHARD_ROWS:
-            self._flush_pending(self.path)
+        added = self.vectors.append(vectors)
+        self._changed(np.arange(added.start, added.stop), data=True)
+        if self.path is not None and self.vectors.pending_rows >= SHARD_ROWS:
+            self.vectors.flush(self.path, self._claim)
 
     def _stored_rows(
         self, size: int = SHARD_ROWS, *, vectors: bool = True
@@ -512,7 +523,7 @@ class Index:
                 rows = self._db.execute(query + "ORDER BY row LIMIT ?", (last, size)).fetchall()
                 if not rows:
                     return
-                found = self._gather([r[0] for r in rows]) if vectors else None
+                found = self.vectors.gather([r[0] for r in rows]) if vectors else None
             last = rows[-1][0]
             _, ids, document_ids, texts, metadata = map(list, zip(*rows, strict=True))
             yield found, _Columns(ids, document_ids, texts, [json.loads(m) for m in metadata])
@@ -520,22 +531,16 @@ class Index:
     @contextlib.contextmanager
     def _rollback_on_error(self) -> Iterator[None]:
         """Undo the rows added in the block if it raises (including KeyboardInterrupt)."""
-        rows, shards, pending = self._rows, list(self._shards), list(self._pending)
+        mark = self.vectors.mark()
         self._db.execute("SAVEPOINT adding")
         try:
             yield
         except BaseException:
             self._db.execute("ROLLBACK TO adding")
             self._db.execute("RELEASE adding")
-            for shard in self._shards[len(shards) :]:
-                with contextlib.suppress(OSError):
-                    (self.path / shard.file).unlink()
-            self._shards, self._pending = shards, pending
-            self._mapped = self._mapped[: len(shards)]
-            self._alive[rows:] = False
-            self._touch(np.arange(rows, self._rows), data=True)
-            self._rows = rows
-            if {s.file for s in self._shards} <= self._saved_shards:  # nothing unsaved on disk
+            dropped = self.vectors.rollback(mark, self.path)
+            self._changed(np.arange(dropped.start, dropped.stop), data=True)
+            if {s.file for s in self.vectors.shards} <= self._saved_shards:  # none unsaved on disk
                 self._release_unless_session()
             raise
         self._db.execute("RELEASE adding")
@@ -554,18 +559,17 @@ class Index:
                 self._db.execute(f"DELETE FROM items WHERE row IN ({marks})", part)
             if by_document:
                 self.documents.drop(ids)
-            self._alive[rows] = False
-            self._touch(rows, data=False)
+            self.vectors.kill(rows)
+            self._changed(rows, data=False)
             return len(rows)
 
     def compact(self) -> None:
         """Drop removed rows from the vectors (new shards, rows renumbered); saved at the next
         `save`, so searches and the store stop paying for deletions."""
         with self._lock:
-            keep = np.flatnonzero(self._alive[: self._rows])
-            if len(keep) == self._rows:
+            keep = np.flatnonzero(self.vectors.live)
+            if len(keep) == self.vectors.rows:
                 return
-            vectors = self._gather(keep) if len(keep) else np.zeros((0, self.dimension))
             self._db.execute("CREATE TEMP TABLE renumber (old INTEGER PRIMARY KEY, new INTEGER)")
             self._db.executemany(
                 "INSERT INTO renumber VALUES (?, ?)", zip(keep.tolist(), itertools.count())
@@ -575,15 +579,11 @@ class Index:
             )
             self._db.execute("UPDATE items SET row = -1 - row")
             self._db.execute("DROP TABLE renumber")
-            self._shards, self._mapped = [], []
-            self._pending = [np.asarray(vectors, np.float32)]
-            self._rows = len(keep)
-            self._alive = np.ones(max(len(keep), 1024), bool)
-            self._alive[len(keep) :] = False
-            self._reset_device()
-            self._ann, self._ann_rows = None, 0
+            self.vectors.compact()
+            for backend in self._backends:
+                backend.reset()
             if self.path is not None:
-                self._flush_pending(self.path)
+                self.vectors.flush(self.path, self._claim)
 
     # ------------------------------------------------------------------ searching
     def search(
@@ -595,57 +595,124 @@ class Index:
         by_document: bool = False,
         rescore: bool = True,
         batch_size: int = 64,
+        mode: str = "dense",
+        weights: Sequence[float] | None = None,
+        rerank: Any = None,
+        candidates: int | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """The `top_k` best items for each query, best first.
 
         Args:
             queries: a string, a list of strings (embedded with the model's query prompt), or
-                query vectors `[D]` / `[Q, D]`.
+                query vectors `[D]` / `[Q, D]` (dense search only).
             top_k: results per query (fewer if fewer items match).
             filter: metadata conditions every hit must meet, applied before the top-k (see
                 `retrieval.filters`: {"source": "a.md"}, {"year": {"$gte": 2020}}, $and/$or).
             by_document: return the best chunk of each of the `top_k` best documents.
             rescore: for bfloat16, int8 and binary indexes, re-rank candidates with the float32
                 vectors (False: the quantized scores as they are).
+            mode: "dense" (the vectors), "lexical" (BM25 over the texts) or "hybrid" (both,
+                fused by reciprocal rank; a hit's score is its fused score).
+            weights: hybrid: the (dense, lexical) weights of the fusion (default (1, 1)).
+            rerank: a cross-encoder (`ferris_jax.load_reranker`, or anything with
+                sentence-transformers' `CrossEncoder.predict`) that re-scores the `candidates`
+                best hits against the query text; hits then carry its scores.
+            candidates: how many rows each backend gives a hybrid search, and how many hits
+                the reranker re-scores (default `HYBRID_CANDIDATES * top_k`).
 
         Returns:
             A list of `Hit`s for a single query (a string or `[D]`), else one list per query.
         """
         top_k = require_int("top_k", top_k)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if candidates is not None:
+            candidates = require_int("candidates", candidates, minimum=1)
+        pool = max(top_k, candidates or HYBRID_CANDIDATES * top_k)
         single = isinstance(queries, str) or (
             not isinstance(queries, str) and hasattr(queries, "ndim") and queries.ndim == 1
         )
-        vectors, finite = self._query_vectors(queries, batch_size)
-        want = top_k
+        texts = _query_texts(queries)
+        if texts is None and (mode != "dense" or rerank is not None):
+            what = f"mode={mode!r}" if mode != "dense" else "rerank"
+            raise ValueError(f"{what} needs query texts (strings), not query vectors")
+        if (mode != "dense" or rerank is not None) and not self.store_text:
+            raise ValueError(
+                "this index keeps no texts (store_text=False): lexical search and reranking "
+                "need them"
+            )
+        vectors, finite = (None, None)
+        if mode != "lexical":
+            vectors, finite = self._query_vectors(queries, batch_size)
+        with self._lock:
+            allowed = self._row_filter(filter)
+        need = pool if rerank is not None else top_k  # hits (or documents) wanted
+        want = need
         while True:
-            scores, rows = self._search_rows(vectors, want, filter, rescore, finite)
+            scores, rows = self._ranked(
+                mode, vectors, finite, texts, want, pool, allowed, rescore, weights
+            )
             hits = self._hits(scores, rows)
             if not by_document:
                 break
-            grouped = [_best_per_document(h, top_k) for h in hits]
+            grouped = [_best_per_document(h, need) for h in hits]
+            rows_in_index = self.vectors.rows
             exhausted = all(len(h) < want for h in hits)
-            if exhausted or all(len(g) >= top_k for g in grouped) or want >= self._rows:
+            if exhausted or all(len(g) >= need for g in grouped) or want >= rows_in_index:
                 hits = grouped
                 break
-            want = min(4 * want, max(self._rows, 1))
+            want, pool = min(4 * want, max(rows_in_index, 1)), 4 * pool
+        if rerank is not None:
+            hits = _reranked(rerank, texts, hits, batch_size)
         hits = [h[:top_k] for h in hits]
         return hits[0] if single else hits
+
+    def _ranked(
+        self,
+        mode: str,
+        vectors: np.ndarray | jax.Array | None,
+        finite: jax.Array | None,
+        texts: list[str] | None,
+        k: int,
+        pool: int,
+        allowed: RowFilter | None,
+        rescore: bool,
+        weights: Sequence[float] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) `[Q, k]` of the chosen backend, or of both fused (each giving `pool`
+        rows at least); -1 where fewer rows match."""
+        if mode == "dense":
+            return self._dense.search(vectors, k, allowed, rescore=rescore, finite=finite)
+        if mode == "lexical":
+            return self._lexical.search(texts, k, allowed)
+        n = max(k, pool)
+        # The device searches the vectors while the host searches the texts.
+        dense_results = self._dense.begin_search(
+            vectors, n, allowed, rescore=rescore, finite=finite
+        )
+        _, lexical = self._lexical.search(texts, n, allowed)
+        _, dense = dense_results()
+        return reciprocal_rank_fusion([dense, lexical], k, weights=weights, rrf_k=RRF_K)
+
+    def _row_filter(self, filter: Mapping[str, Any] | None) -> RowFilter | None:
+        """The rows a search may return (under the lock); None: every live row."""
+        if filter is None:
+            return None
+        return RowFilter(self._db, filter, self.vectors.live.copy())
 
     def _query_vectors(
         self, queries: Any, batch_size: int
     ) -> tuple[np.ndarray | jax.Array, jax.Array | None]:
         """Query vectors `[Q, D]`, unit length for cosine, and None; or, for one query text
         embedded for the exact search, which stays on the device (no round trip through the
-        host), whether it is finite (bool `[1]` on the device, checked by `_search_rows` with
-        the results). Vectors that are not finite are refused here otherwise."""
-        if isinstance(queries, str) or (
-            isinstance(queries, Sequence) and queries and isinstance(queries[0], str)
-        ):
+        host), whether it is finite (bool `[1]` on the device, checked by the search with its
+        results). Vectors that are not finite are refused here otherwise."""
+        texts = _query_texts(queries)
+        if texts is not None:
             if self.encoder is None:
                 raise ValueError("this index has no encoder: search with query vectors")
             # One query (the latency case, one program shape) stays on the device; a batch of
             # them comes through the host, where any number of queries compiles nothing new.
-            texts = [queries] if isinstance(queries, str) else queries
             on_device = self.ann_options is None and len(texts) == 1
             vectors = self.encoder.encode(
                 texts,
@@ -669,74 +736,6 @@ class Index:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors, None
 
-    def _search_rows(
-        self,
-        queries: np.ndarray | jax.Array,
-        k: int,
-        filter: Mapping[str, Any] | None,
-        rescore_: bool,
-        finite: jax.Array | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows) `[Q, k]` of the best rows, -1 where fewer match; ValueError if
-        `finite` (`_query_vectors`) says a query vector is not."""
-        if self.ann_options is not None:
-            return self._search_ann(queries, k, filter)
-        with self._lock:
-            if self._rows == 0:
-                _check_finite(finite)
-                return np.full((len(queries), k), -np.inf, np.float32), np.full(
-                    (len(queries), k), -1, np.int64
-                )
-            blocks = self._device_blocks()
-            masks = self._device_masks(filter)
-            ranges = self.ranges
-        q = self.placement.put(queries)
-        quantized = self.precision != "float32"
-        if self.precision in ("int8", "binary"):
-            precision = "int8" if self.precision == "int8" else "ubinary"
-            scores, rows = search_blocks(
-                q, blocks, k, valid=masks, precision=precision, ranges=ranges,
-                candidates=rescore_, mesh=self.placement.mesh,
-            )  # fmt: skip
-        else:
-            n = k * BFLOAT16_CANDIDATES if quantized and rescore_ else k
-            scores, rows = search_blocks(q, blocks, n, valid=masks, mesh=self.placement.mesh)
-        if quantized and rescore_:
-            rows_np = np.asarray(rows).astype(np.int64)
-            with self._lock:
-                candidates = self._gather(np.maximum(rows_np, 0).ravel())
-            candidates = candidates.reshape(*rows_np.shape, self.dimension)
-            scores, rows = rescore(q, self.placement.put(candidates), rows, k)
-        for result in (scores, rows) if finite is None else (scores, rows, finite):
-            result.copy_to_host_async()  # every copy under way before waiting for any
-        _check_finite(finite)
-        scores, rows = np.asarray(scores, np.float32), np.asarray(rows).astype(np.int64)
-        return scores[:, :k], rows[:, :k]
-
-    def _search_ann(
-        self, queries: np.ndarray, k: int, filter: Mapping[str, Any] | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows) from the HNSW graph, among alive rows that pass the filter."""
-        with self._lock:
-            graph = self._ann_graph()
-            allowed = self._alive[: self._rows].copy()
-            if filter is not None:
-                allowed &= self._passing(filter, self._rows)
-        return graph.search(queries, k, allowed=allowed)
-
-    def _ann_graph(self) -> Any:
-        """The HNSW graph, with the rows added since it was last extended."""
-        from ferris_jax.retrieval.ann import AnnIndex
-
-        if self._ann is None:
-            self._ann = AnnIndex(self.dimension, metric="dot", **self.ann_options)
-            self._ann_rows = 0
-        for start in range(self._ann_rows, self._rows, SHARD_ROWS):
-            rows = np.arange(start, min(start + SHARD_ROWS, self._rows))
-            self._ann.add(rows, self._gather(rows))
-        self._ann_rows = self._rows
-        return self._ann
-
     def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[list[Hit]]:
         with self._lock:
             found = {r[0]: r for r in self._select("row", np.unique(rows[rows >= 0]).tolist())}
@@ -745,120 +744,10 @@ class Index:
             for qs, qr in zip(scores, rows, strict=True)
         ]
 
-    # ------------------------------------------------------------------ device copy
-    def _device_blocks(self) -> list[jax.Array]:
-        """The vectors on the device in equal blocks, in the search precision (rebuilt where
-        rows changed since the last search)."""
-        if self.precision == "int8" and (self.ranges is None or self._rows > 2 * self._ranges_rows):
-            # Ranges from the vectors themselves, as sentence-transformers computes them; again
-            # once the index has doubled, re-quantizing every block.
-            alive = np.flatnonzero(self._alive[: self._rows])
-            sample = alive[:: max(1, len(alive) // 100_000)]
-            self.ranges = quantization_ranges(self._gather(np.resize(sample, max(len(sample), 2))))
-            self._ranges_rows = self._rows
-            self._blocks.clear()
-        R = self._rows_per_block()
-        if self._block_shape != (R, self.dimension):
-            self._reset_device()
-            self._block_shape = (R, self.dimension)
-        blocks = []
-        for b in range(math.ceil(self._rows / R)):
-            version = self._versions.get(b, 0)
-            cached = self._blocks.get(b)
-            if cached is None or cached[0] != version:
-                stop = min((b + 1) * R, self._rows)
-                host = np.zeros((R, self.dimension), np.float32)
-                host[: stop - b * R] = self._gather(np.arange(b * R, stop))
-                cached = (version, self.placement.put_rows(self._quantize(host)))
-                self._blocks[b] = cached
-            blocks.append(cached[1])
-        return blocks
-
-    def _device_masks(self, filter: Mapping[str, Any] | None) -> list[jax.Array]:
-        R = self._rows_per_block()
-        n = math.ceil(self._rows / R)
-        alive = np.zeros(n * R, bool)
-        alive[: self._rows] = self._alive[: self._rows]
-        if filter is not None:
-            allowed = alive & self._passing(filter, n * R)
-            return [self.placement.put_rows(m) for m in np.split(allowed, n)]
-        masks = []
-        for b, mask in enumerate(np.split(alive, n)):
-            version = self._mask_versions.get(b, 0)
-            cached = self._masks.get(b)
-            if cached is None or cached[0] != version:
-                cached = (version, self.placement.put_rows(mask))
-                self._masks[b] = cached
-            masks.append(cached[1])
-        return masks
-
-    def _passing(self, filter: Mapping[str, Any], size: int) -> np.ndarray:
-        """bool `[size]`: the rows whose metadata meets `filter` (see `retrieval.filters`)."""
-        where, params = filters.to_sql(filter)
-        passing = np.zeros(size, bool)
-        passing[
-            [r[0] for r in self._db.execute(f"SELECT row FROM items WHERE {where}", params)]
-        ] = True
-        return passing
-
-    def _quantize(self, vectors: np.ndarray) -> np.ndarray | jax.Array:
-        if self.precision == "bfloat16":
-            return jnp.asarray(vectors, jnp.bfloat16)
-        if self.precision == "int8":
-            return quantize_embeddings(vectors, "int8", ranges=self.ranges)
-        if self.precision == "binary":
-            return quantize_embeddings(vectors, "ubinary")
-        return vectors
-
-    def _rows_per_block(self) -> int:
-        """Rows per device block: a power of two, rounded up to split over the devices."""
-        if self._rows > BLOCK_ROWS:
-            rows = BLOCK_ROWS
-        else:
-            rows = max(MIN_BLOCK_ROWS, 1 << max(self._rows - 1, 0).bit_length())
-        n = self.placement.rows_multiple
-        return -(-rows // n) * n
-
-    def _touch(self, rows: np.ndarray, *, data: bool) -> None:
-        """Mark the blocks holding `rows` changed (their data, or only their alive mask)."""
-        for b in np.unique(np.asarray(rows, np.int64) // self._rows_per_block()).tolist():
-            self._mask_versions[b] = self._mask_versions.get(b, 0) + 1
-            if data:
-                self._versions[b] = self._versions.get(b, 0) + 1
-
-    def _reset_device(self) -> None:
-        self._blocks.clear()
-        self._masks.clear()
-        self._versions.clear()
-        self._mask_versions.clear()
-        self._block_shape = None
-
-    # ------------------------------------------------------------------ host vectors
-    def _gather(self, rows: np.ndarray) -> np.ndarray:
-        """float32 `[len(rows), D]`: the vectors of these rows, from shards and pending rows."""
-        rows = np.asarray(rows, np.int64)
-        out = np.empty((len(rows), self.dimension), np.float32)
-        pieces = [*self._mapped, *self._pending]
-        starts = np.cumsum([0, *map(len, pieces)])
-        owner = np.searchsorted(starts, rows, side="right") - 1
-        for p in np.unique(owner):
-            at = owner == p
-            out[at] = pieces[p][rows[at] - starts[p]]
-        return out
-
-    def _flush_pending(self, folder: Path) -> None:
-        """Write the pending rows as a new shard file (not yet named by a manifest)."""
-        if not self._pending:
-            return
-        self._claim(folder)
-        vectors = np.concatenate(self._pending)
-        start = self._rows - len(vectors)
-        shard = store.write_shard(
-            folder, f"vectors-{start:012d}-{secrets.token_hex(4)}.safetensors", vectors, start
-        )
-        self._shards.append(shard)
-        self._mapped.append(store.open_shard(folder, shard, self.dimension))
-        self._pending = []
+    def _changed(self, rows: np.ndarray, *, data: bool) -> None:
+        """Tell the backends that rows were added or dropped (`data`), or only removed."""
+        for backend in self._backends:
+            backend.changed(rows, data=data)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike | None = None) -> Path:
@@ -878,14 +767,14 @@ class Index:
                 raise ValueError("this index was never saved: pass a folder to save it to")
             folder = Path(path).resolve() if path is not None else self.path
             moving = folder != self.path
-            before = list(self._shards), list(self._mapped), list(self._pending)
+            before = self.vectors.mark()
             try:
                 self._save(folder)
             except BaseException:
                 held = self._writer is not None and self._writer.folder == folder
                 if moving and held and not (folder / store.MANIFEST).exists():
                     # A failed move leaves this index as it was and the new folder empty.
-                    self._shards, self._mapped, self._pending = before
+                    self.vectors.rollback(before, None)
                     store.remove_unreferenced(folder, None)
                 raise
             finally:
@@ -895,17 +784,14 @@ class Index:
     def _save(self, folder: Path) -> None:
         self._claim(folder)
         if folder != self.path:
-            for shard in self._shards:  # a new home: bring the saved shards along
+            for shard in self.vectors.shards:  # a new home: bring the saved shards along
                 _link_or_copy(self.path / shard.file, folder / shard.file)
-        self._flush_pending(folder)
+        self.vectors.flush(folder, self._claim)
         items_file = f"items-{secrets.token_hex(4)}.sqlite"
         items_sha = store.snapshot(self._db, folder / items_file)
-        ann = None
-        if self.ann_options is not None and self._rows:
-            ann_file = f"ann-{secrets.token_hex(4)}.faiss"
-            self._ann_graph().save(folder / ann_file)
-            ann_sha = store.sha256_of(folder / ann_file)
-            ann = {"file": ann_file, "sha256": ann_sha, "rows": self._ann_rows}
+        backends = {"int8_ranges": None, "int8_ranges_rows": 0, "ann": None}
+        for backend in self._backends:
+            backends.update(backend.save(folder))
         generation = (self._generation if folder == self.path else None) or 0
         manifest = {
             "format": store.FORMAT,
@@ -921,20 +807,20 @@ class Index:
             "prompts": self.prompts,
             "chunking": self.chunking,
             "probe": {"text": PROBE_TEXT, "vector": self.probe} if self.probe else None,
-            "int8_ranges": self.ranges.tolist() if self.ranges is not None else None,
-            "int8_ranges_rows": self._ranges_rows,
-            "rows": self._rows,
+            "int8_ranges": backends["int8_ranges"],
+            "int8_ranges_rows": backends["int8_ranges_rows"],
+            "rows": self.vectors.rows,
             "items": {"file": items_file, "sha256": items_sha, "count": len(self)},
-            "shards": [dataclasses.asdict(s) for s in self._shards],
+            "shards": [dataclasses.asdict(s) for s in self.vectors.shards],
             "ann_options": self.ann_options,
-            "ann": ann,
+            "ann": backends["ann"],
         }
         store.write_manifest(folder, manifest)
         if self.path != folder:
-            self._mapped = [store.open_shard(folder, s, self.dimension) for s in self._shards]
+            self.vectors.remap(folder)
         self.path = folder
         self._generation = generation + 1
-        self._saved_shards = {s.file for s in self._shards}
+        self._saved_shards = {s.file for s in self.vectors.shards}
         store.remove_unreferenced(folder, manifest)
 
     # ------------------------------------------------------------------ writing the folder
@@ -1144,32 +1030,24 @@ class Index:
         self.prompts = dict(manifest["prompts"])
         self.chunking = manifest.get("chunking")
         self.probe = probe["vector"] if probe else None
-        if manifest.get("int8_ranges") is not None:
-            try:
-                self.ranges = np.asarray(manifest["int8_ranges"], np.float32)
-            except (TypeError, ValueError):
-                raise IndexFormatError(f"{where}: 'int8_ranges' must hold numbers") from None
-            self._ranges_rows = int(manifest["int8_ranges_rows"])
         fields = [f.name for f in dataclasses.fields(Shard)]  # unknown keys are ignored
-        self._shards = [Shard(**{f: s[f] for f in fields}) for s in manifest["shards"]]
-        self._mapped = [store.open_shard(folder, s, dimension) for s in self._shards]
-        self._rows = int(manifest["rows"])
-        if sum(s.rows for s in self._shards) != self._rows:
+        shards = [Shard(**{f: s[f] for f in fields}) for s in manifest["shards"]]
+        rows_in_shards = int(manifest["rows"])
+        if sum(s.rows for s in shards) != rows_in_shards:
             raise IndexFormatError(f"{where}: the shards hold a different number of rows")
         store.restore(folder / manifest["items"]["file"], self._db)
-        self._alive = np.zeros(max(self._rows, 1024), bool)
         rows = np.fromiter((r for (r,) in self._db.execute("SELECT row FROM items")), np.int64)
-        if len(rows) and (rows.min() < 0 or rows.max() >= self._rows):
+        if len(rows) and (rows.min() < 0 or rows.max() >= rows_in_shards):
             raise IndexFormatError(f"{folder / manifest['items']['file']}: rows out of range")
-        self._alive[rows] = True
-        if manifest.get("ann"):
-            from ferris_jax.retrieval.ann import AnnIndex
-
-            self._ann = AnnIndex.load(folder / manifest["ann"]["file"])
-            self._ann_rows = int(manifest["ann"]["rows"])
+        self.vectors.open(folder, shards, rows_in_shards, rows)
+        for backend in self._backends:
+            try:
+                backend.load(folder, manifest)
+            except ValueError as e:
+                raise IndexFormatError(f"{where}: {e}") from None
         self.path = folder
         self._generation = int(manifest.get("generation", 0))
-        self._saved_shards = {s.file for s in self._shards}
+        self._saved_shards = {s.file for s in self.vectors.shards}
         return self
 
     # ------------------------------------------------------------------ helpers
@@ -1271,9 +1149,39 @@ def _device_queries(vectors: jax.Array, unit: bool) -> tuple[jax.Array, jax.Arra
     return vectors, finite
 
 
-def _check_finite(finite: jax.Array | None) -> None:
-    if finite is not None and not (ok := np.asarray(finite)).all():
-        raise ValueError(f"query vector {int(np.argmin(ok))} is not finite (NaN or inf)")
+def _query_texts(queries: Any) -> list[str] | None:
+    """The query texts of a search (None for query vectors)."""
+    if isinstance(queries, str):
+        return [queries]
+    if isinstance(queries, Sequence) and queries and isinstance(queries[0], str):
+        for i, query in enumerate(queries):
+            if not isinstance(query, str):
+                raise TypeError(f"queries[{i}] is {type(query).__name__}, expected str")
+        return list(queries)
+    return None
+
+
+def _reranked(reranker: Any, queries: list[str], hits: list[list[Hit]], batch_size: int):
+    """Each query's hits re-scored by a cross-encoder over (query, hit text) and sorted by those
+    scores (ties in the order found); all queries' pairs go through one `predict` call."""
+    pairs = [(query, hit.text) for query, found in zip(queries, hits, strict=True) for hit in found]
+    if not pairs:
+        return hits
+    scores = np.asarray(reranker.predict(pairs, batch_size=batch_size), np.float64)
+    if scores.ndim == 2 and scores.shape[1] == 1:
+        scores = scores[:, 0]
+    if scores.shape != (len(pairs),):
+        raise ValueError(
+            f"the reranker gave scores of shape {list(scores.shape)} for {len(pairs)} pairs: "
+            "reranking needs one score per pair (a model with one label)"
+        )
+    out, at = [], 0
+    for found in hits:
+        mine = scores[at : at + len(found)]
+        at += len(found)
+        order = np.argsort(-mine, kind="stable")
+        out.append([dataclasses.replace(found[i], score=float(mine[i])) for i in order])
+    return out
 
 
 def _hit(row: tuple, score: float) -> Hit:

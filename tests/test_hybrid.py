@@ -1,0 +1,177 @@
+"""Lexical (BM25) and hybrid search in the `Index`: BM25 equal to an independent implementation
+(rank_bm25) on real text, filters and removals applied, kept in step through compact, failed
+adds, save and load; reciprocal-rank fusion as defined; reranking by a cross-encoder."""
+
+from __future__ import annotations
+
+import collections
+import re
+
+import numpy as np
+import pytest
+from helpers.data import sts_sentences
+
+from ferris_jax.retrieval.fusion import reciprocal_rank_fusion
+from ferris_jax.retrieval.index import Index
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# FTS5 computes BM25 in double precision; results come back as float32.
+RTOL = 1e-6
+
+
+def _words(text: str) -> list[str]:
+    """FTS5's unicode61 tokens of an ASCII text: letters and digits, lowercased."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[str]:
+    """STS-B train sentences (ASCII, so that the reference tokenizes exactly as FTS5 does)."""
+    return [s for s in sts_sentences("train")[:3000] if s.isascii()]
+
+
+@pytest.fixture(scope="module")
+def queries() -> list[str]:
+    return [s for s in sts_sentences("test")[:200] if s.isascii()]
+
+
+def _text_index(corpus: list[str], **options) -> Index:
+    """An index of the texts with random vectors (lexical search needs no model)."""
+    index = Index(dimension=8, model="random", **options)
+    vectors = np.random.default_rng(0).normal(size=(len(corpus), 8)).astype(np.float32)
+    ids = [f"s{i}" for i in range(len(corpus))]
+    metadata = [{"n": i % 3} for i in range(len(corpus))]
+    index.add_embeddings(vectors, ids=ids, texts=corpus, metadata=metadata, model="random")
+    return index
+
+
+def test_bm25_equals_rank_bm25_on_real_text(corpus, queries):
+    rank_bm25 = pytest.importorskip("rank_bm25")
+    tokens = [_words(t) for t in corpus]
+    # FTS5's defaults; its idf and rank_bm25's agree for words in at most half of the texts.
+    reference = rank_bm25.BM25Okapi(tokens, k1=1.2, b=0.75)
+    # Words in most texts ("a", "is") are left out of the queries: the two idf floors differ
+    # there (rank_bm25: a fraction of the mean idf; FTS5: 1e-6).
+    texts_with = collections.Counter(w for t in tokens for w in set(t))
+    common = {w for w, n in texts_with.items() if 2 * n > len(tokens)}
+    asked = [" ".join(w for w in dict.fromkeys(_words(q)) if w not in common) for q in queries]
+    hits = _text_index(corpus).search(asked, top_k=10, mode="lexical")
+    for query, found in zip(asked, hits, strict=True):
+        scores = reference.get_scores(query.split())
+        order = np.lexsort((np.arange(len(scores)), -scores))  # ties: lower row first
+        want = [i for i in order[:10] if scores[i] > 0]
+        assert [h.id for h in found] == [f"s{i}" for i in want], query
+        np.testing.assert_allclose([h.score for h in found], scores[want], rtol=RTOL)
+    assert common and sum(map(len, hits)) > 5 * len(queries)
+
+
+def test_lexical_search_applies_filters_and_removals(corpus, queries):
+    index = _text_index(corpus)
+    query = queries[0]
+    every = index.search(query, top_k=50, mode="lexical")
+    filtered = index.search(query, top_k=50, mode="lexical", filter={"n": 1})
+    assert filtered and all(h.metadata["n"] == 1 for h in filtered)
+    passing = [h for h in every if h.metadata["n"] == 1]  # the filter applies before the top-k
+    assert len(filtered) == 50 and filtered[: len(passing)] == passing
+    gone = every[0].id
+    assert index.remove(gone) == 1
+    assert gone not in [h.id for h in index.search(query, top_k=50, mode="lexical")]
+
+
+def test_lexical_results_survive_compact_save_load_and_a_failed_add(corpus, queries, tmp_path):
+    index = _text_index(corpus, lexical=True)
+    index.remove([f"s{i}" for i in range(0, len(corpus), 2)])
+    before = index.search(queries[:20], top_k=10, mode="lexical")
+    index.compact()  # rows renumbered: the full-text index follows
+    assert index.search(queries[:20], top_k=10, mode="lexical") == before
+    with pytest.raises(ValueError, match="already in the index"):
+        index.add_embeddings(np.ones((2, 8), np.float32), ids=["new", "s1"],
+                             texts=["zebra zebra", "x"], model="random")  # fmt: skip
+    assert index.search("zebra", mode="lexical") == []  # the failed add left no text behind
+    index.save(tmp_path / "index")
+    loaded = Index.load(tmp_path / "index")
+    assert loaded.info()["lexical"]
+    assert loaded.search(queries[:20], top_k=10, mode="lexical") == before
+    loaded.add_embeddings(np.ones((1, 8), np.float32), ids=["z"], texts=["zebra crossing"],
+                          model="random")  # fmt: skip
+    assert [h.id for h in loaded.search("Zebra!", mode="lexical")] == ["z"]
+
+
+def test_query_syntax_is_never_read_as_fts5_syntax(corpus):
+    index = _text_index(corpus)
+    for query in ('"unbalanced', "NEAR(a b) OR", "a* -b AND ^c", "what?!", "(", "::"):
+        index.search(query, top_k=5, mode="lexical")  # no sqlite3.OperationalError
+    assert index.search("?!", mode="lexical") == []
+
+
+def test_reciprocal_rank_fusion_follows_its_definition():
+    dense = np.array([[4, 2, 7, -1], [1, 2, 3, 4]])
+    lexical = np.array([[2, 9, 4, 5], [-1, -1, -1, -1]])
+    scores, rows = reciprocal_rank_fusion([dense, lexical], 3, weights=[1.0, 0.5], rrf_k=60)
+    want = {4: 1 / 61 + 0.5 / 63, 2: 1 / 62 + 0.5 / 61, 7: 1 / 63, 9: 0.5 / 62, 5: 0.5 / 64}
+    best = sorted(want, key=lambda r: -want[r])[:3]
+    assert rows[0].tolist() == best
+    np.testing.assert_allclose(scores[0], [want[r] for r in best], rtol=1e-6)
+    assert rows[1].tolist() == [1, 2, 3]  # one ranking empty: the other's order
+    with pytest.raises(ValueError, match="weights"):
+        reciprocal_rank_fusion([dense, lexical], 3, weights=[1.0])
+
+
+@pytest.fixture(scope="module")
+def sts_index(minilm):
+    corpus = sts_sentences("train")[:2000]
+    index = Index(minilm)
+    index.add(corpus, ids=[f"s{i}" for i in range(len(corpus))])
+    return index
+
+
+def test_hybrid_search_fuses_the_dense_and_lexical_rankings(sts_index):
+    queries = sts_sentences("test")[:20]
+    k, pool = 5, 20
+    hybrid = sts_index.search(queries, top_k=k, mode="hybrid", candidates=pool)
+    dense = sts_index.search(queries, top_k=pool)
+    lexical = sts_index.search(queries, top_k=pool, mode="lexical")
+    for got, d, lx in zip(hybrid, dense, lexical, strict=True):
+        fused: dict[str, float] = {}
+        for ranking in (d, lx):
+            for rank, hit in enumerate(ranking, 1):
+                fused[hit.id] = fused.get(hit.id, 0.0) + 1 / (60 + rank)
+        want = sorted(fused, key=lambda i: -fused[i])[:k]
+        assert [h.id for h in got] == want
+        np.testing.assert_allclose([h.score for h in got], [fused[i] for i in want], rtol=1e-6)
+    # weights (1, 0): the dense order; (0, 1): the lexical order
+    only_dense = sts_index.search(queries[0], top_k=k, mode="hybrid", weights=(1, 0))
+    assert [h.id for h in only_dense] == [h.id for h in dense[0][:k]]
+
+
+def test_search_refuses_what_lexical_search_cannot_do(sts_index):
+    with pytest.raises(ValueError, match="mode must be one of"):
+        sts_index.search("a dog", mode="sparse")
+    with pytest.raises(ValueError, match="needs query texts"):
+        sts_index.search(np.ones(384, np.float32), mode="hybrid")
+    vectors_only = Index(dimension=4, model="m", store_text=False)
+    vectors_only.add_embeddings(np.ones((1, 4), np.float32), ids=["a"], model="m")
+    with pytest.raises(ValueError, match="store_text=False"):
+        vectors_only.search("a", mode="lexical")
+
+
+def test_a_cross_encoder_reranks_the_candidates(sts_index, tmp_path):
+    st = pytest.importorskip("sentence_transformers")
+    import torch
+    from helpers.tokenizers import make_bert_tokenizer_files
+    from transformers import BertConfig, BertForSequenceClassification
+
+    folder = tmp_path / "cross-encoder"
+    folder.mkdir()
+    vocab = make_bert_tokenizer_files(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, num_labels=1)  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(folder)
+    reranker = st.CrossEncoder(str(folder), device="cpu")
+    query = sts_sentences("test")[3]
+    first = sts_index.search(query, top_k=20, mode="hybrid")
+    reranked = sts_index.search(query, top_k=5, mode="hybrid", rerank=reranker, candidates=20)
+    want = reranker.rank(query, [h.text for h in first], top_k=5)
+    assert [h.id for h in reranked] == [first[r["corpus_id"]].id for r in want]
+    np.testing.assert_allclose([h.score for h in reranked], [r["score"] for r in want], rtol=1e-5)
