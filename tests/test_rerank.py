@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from helpers.checkpoints import (
@@ -26,7 +27,7 @@ from ferris_jax.errors import CheckpointError
 
 # float32 on both sides; the same bound the embedding parity tests hold.
 RTOL, ATOL = 1e-5, 1e-5
-BATCH = 8  # several batches and bucket shapes per call
+BATCH = 16  # two batches of different bucket shapes per call (each shape compiles once)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,14 +148,12 @@ def test_predict_matches_cross_encoder(loaded):
     np.testing.assert_allclose(
         rr.predict(batch, batch_size=BATCH, activation_fn="tanh"), with_tanh, rtol=RTOL, atol=ATOL
     )
-    one = rr.predict(batch[3], batch_size=BATCH)  # one pair alone: its row
-    np.testing.assert_allclose(one, want[3], rtol=RTOL, atol=ATOL)
     if rr.num_labels > 1:
         soft = ce.predict(batch, batch_size=BATCH, apply_softmax=True)
         got_soft = rr.predict(batch, batch_size=BATCH, apply_softmax=True, convert_to_tensor=True)
-        assert isinstance(got_soft, __import__("jax").Array)
+        assert isinstance(got_soft, jax.Array)
         np.testing.assert_allclose(np.asarray(got_soft), soft, rtol=RTOL, atol=ATOL)
-        rows = rr.predict(batch[:2], convert_to_numpy=False)
+        rows = rr.predict(batch, batch_size=BATCH, convert_to_numpy=False)
         assert isinstance(rows, list) and rows[0].shape == (rr.num_labels,)
 
 
@@ -206,6 +205,21 @@ def test_bad_pairs_name_the_index(bert, case):
     inputs, error, match = BAD_INPUTS[case]
     with pytest.raises(error, match=match):
         bert.predict(inputs)
+
+
+def test_one_pair_and_output_forms(bert):
+    """One pair (a list or a tuple) gives its row alone; a batch of one the same, as an array."""
+    from sentence_transformers import CrossEncoder
+
+    pair = pairs()[3]
+    want = CrossEncoder(str(bert.checkpoint.path), device="cpu").predict([pair])
+    one = bert.predict(pair)
+    assert isinstance(one, np.float32)
+    np.testing.assert_allclose(one, want[0], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(bert.predict(list(pair)), want[0], rtol=RTOL, atol=ATOL)
+    tensor = bert.predict([pair], convert_to_tensor=True)
+    assert isinstance(tensor, jax.Array) and tensor.shape == (1,)
+    np.testing.assert_allclose(np.asarray(tensor), want, rtol=RTOL, atol=ATOL)
 
 
 def test_bad_rank_arguments(bert):
