@@ -61,6 +61,8 @@ def load(
         CheckpointError: the checkpoint is incomplete or inconsistent (the message names the file).
     """
     impls = check_impls(impls or {})
+    if device is not None and devices is not None:
+        raise ValueError("pass device= (one device) or devices= (several), not both")
     path, preset = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
     with repairing_cache():  # the probe and the parameter casts compile too
         dtype_name, chosen, placement = _runtime(dtype, backend, device, devices, compilation_cache)
@@ -82,8 +84,6 @@ def _runtime(
     compilation_cache: bool | str | os.PathLike,
 ) -> tuple[str, backends.Backend, Placement]:
     """The dtype, backend and placement a model loads with (called inside `repairing_cache`)."""
-    if device is not None and devices is not None:
-        raise ValueError("pass device= (one device) or devices= (several), not both")
     dtype_name = jnp.dtype(parse_dtype(dtype)).name
     if device is not None:
         platform, available = platform_of(device), None

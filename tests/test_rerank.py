@@ -84,6 +84,12 @@ def pairs() -> list[tuple[str, str]]:
     return out
 
 
+def _update_tokenizer_config(path: Path, entries: dict | None) -> None:
+    if entries:
+        config_file = path / "tokenizer_config.json"
+        config_file.write_text(json.dumps(json.loads(config_file.read_text()) | entries))
+
+
 @dataclasses.dataclass
 class Loaded:
     path: Path
@@ -103,11 +109,7 @@ def loaded(request, tmp_path_factory) -> Loaded:
         num_labels=case.num_labels,
         **case.config,
     )
-    if case.tokenizer_config:
-        config_file = path / "tokenizer_config.json"
-        config_file.write_text(
-            json.dumps(json.loads(config_file.read_text()) | case.tokenizer_config)
-        )
+    _update_tokenizer_config(path, case.tokenizer_config)
     reference = CrossEncoder(str(path), device="cpu")
     return Loaded(path, case, reference, ferris_jax.load_reranker(path))
 
@@ -181,8 +183,11 @@ def test_rank_matches_cross_encoder(loaded):
 @pytest.fixture(scope="module")
 def bert_path(tmp_path_factory) -> Path:
     case = CASES["bert-1-label-types"]
-    path = tmp_path_factory.mktemp("rerank-bert") / "bert"
-    return case.build(path, seed=3, num_labels=1, **case.config)
+    path = case.build(
+        tmp_path_factory.mktemp("rerank-bert") / "bert", seed=3, num_labels=1, **case.config
+    )
+    _update_tokenizer_config(path, case.tokenizer_config)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -272,3 +277,24 @@ def test_loader_is_strict(bert_path, tmp_path):
     assert "2 problem(s)" in message
     assert "unexpected tensor 'extra.weight'" in message
     assert "missing parameter head.out.kernel" in message
+
+
+def test_max_seq_length_cuts_pairs_as_transformers(bert):
+    """A shorter `max_seq_length` cuts pairs `longest_first` at it, as transformers'
+    `max_length` does; past the model's positions it is refused."""
+    from transformers import AutoTokenizer
+
+    batch = pairs()
+    want = AutoTokenizer.from_pretrained(str(bert.checkpoint.path))(
+        [a for a, _ in batch], [b for _, b in batch], truncation=True, padding=True, max_length=20
+    )
+    before = bert.max_seq_length
+    try:
+        bert.max_seq_length = 20
+        got = bert.tokenize(batch)
+    finally:
+        bert.max_seq_length = before
+    np.testing.assert_array_equal(got.input_ids, np.asarray(want["input_ids"]))
+    np.testing.assert_array_equal(got.token_type_ids, np.asarray(want["token_type_ids"]))
+    with pytest.raises(ValueError, match="exceeds the model's 64 positions"):
+        bert.max_seq_length = 65
