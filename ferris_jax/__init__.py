@@ -22,6 +22,8 @@ if sys.platform == "darwin":
 # jax and flax load on first use, so `ferris-jax --help` and `import ferris_jax` stay fast.
 _LAZY = {
     "load": "ferris_jax.api",
+    "load_reranker": "ferris_jax.api",
+    "Reranker": "ferris_jax.reranker",
     "Encoder": "ferris_jax.encoder",
     "cos_sim": "ferris_jax.similarity",
     "dot_score": "ferris_jax.similarity",
@@ -33,9 +35,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from ferris_jax.api import load
+    from ferris_jax.api import load, load_reranker
     from ferris_jax.encoder import Encoder
     from ferris_jax.quantization import quantize_embeddings
+    from ferris_jax.reranker import Reranker
     from ferris_jax.retrieval.index import Index
     from ferris_jax.similarity import cos_sim, dot_score, semantic_search
 
@@ -53,9 +56,11 @@ __all__ = [
     "Encoder",
     "Index",
     "ModelNotFoundError",
+    "Reranker",
     "cos_sim",
     "dot_score",
     "load",
+    "load_reranker",
     "quantize_embeddings",
     "semantic_search",
 ]

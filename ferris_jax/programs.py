@@ -1,6 +1,6 @@
 """The model as pure functions of (graph, parameters, token arrays), and their compiled programs.
 
-`embed`, `embed_packed` and `token_embeddings` are the functional core. `Programs` compiles
+`embed`, `embed_packed`, `token_embeddings` and `score` are the functional core. `Programs` compiles
 them once per key: the batch shape, the implementation choice of every op
 (`ops.requested_impls`), the parameter structure and the placement (on several devices a
 program takes its batch split by rows and the parameters replicated: one SPMD program).
@@ -74,6 +74,19 @@ def token_embeddings(
     return model.token_embeddings(input_ids, attention_mask, token_type_ids)
 
 
+def score(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    input_ids: jax.Array,
+    attention_mask: jax.Array,
+    token_type_ids: jax.Array | None = None,
+) -> jax.Array:
+    """Logits `[B, num_labels]` of a sequence classifier (a cross-encoder), one text pair per
+    row. A `SequenceClassifier` is called as an embedder is, so `Programs` compiles it too."""
+    model = nnx.merge(graphdef, params)
+    return model(input_ids, attention_mask, token_type_ids)
+
+
 def _embed_flat(
     graphdef: nnx.GraphDef, treedef: Any, impls: ImplChoice, leaves: tuple, *args: Any
 ) -> jax.Array:
@@ -108,7 +121,8 @@ def compile_threads() -> int:
 
 
 class Programs:
-    """The compiled programs of one model, one per (shape, implementation choice).
+    """The compiled programs of one model, one per (shape, implementation choice): a
+    `SentenceEmbedder`'s embeddings, or a `SequenceClassifier`'s logits (same call signature).
 
     A program is called as `program(leaves, *inputs)` with `leaves` from `flat_params(params)`
     and `inputs(token arrays, prompt length)`. Replacing the parameters by

@@ -84,9 +84,9 @@ class Tokenized:
         return [flat[s : s + n].tolist() for s, n in zip(self.starts, self.lengths, strict=True)]
 
 
-def validate_texts(texts: Any, start: int = 0) -> list[str]:
-    """The inputs as a list of str, in order (`start`: the first text's index in a stream, for
-    error messages).
+def validate_texts(texts: Any, start: int = 0, name: str = "texts") -> list[str]:
+    """The inputs as a list of str, in order (`start`: the first text's index in a stream, and
+    `name` the argument's, for error messages).
 
     Raises TypeError for what is not an ordered collection of str (None, bytes, a set, a
     mapping) naming the first bad item, and ValueError naming the text and character position
@@ -99,27 +99,65 @@ def validate_texts(texts: Any, start: int = 0) -> list[str]:
             type(texts), "pass a list (the order of the rows is the order of the texts)"
         )
         raise TypeError(
-            f"texts must be a string or a sequence of strings, got {type(texts).__name__}; {why}"
+            f"{name} must be a string or a sequence of strings, got {type(texts).__name__}; {why}"
         )
     elif not hasattr(texts, "__iter__"):
         raise TypeError(
-            f"texts must be a string or a sequence of strings, got {type(texts).__name__}"
+            f"{name} must be a string or a sequence of strings, got {type(texts).__name__}"
         )
     texts = list(texts)
     for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{start + i}] is {type(t).__name__} ({t!r:.40}), expected str")
-        if not t.isascii():  # O(1): CPython knows; only other texts can hold a lone surrogate
-            try:
-                t.encode("utf-8")
-            except UnicodeEncodeError as e:
-                raise ValueError(
-                    f"texts[{start + i}] has a character UTF-8 cannot encode at position {e.start} "
-                    f"({t[e.start]!r}: {e.reason}); a lone surrogate usually comes from text "
-                    "decoded with errors='surrogateescape': decode it as UTF-8 with "
-                    "errors='replace'"
-                ) from None
+        _check_text(t, f"{name}[{start + i}]")
     return texts
+
+
+def _check_text(t: Any, name: str) -> None:
+    """TypeError unless `t` is a str; ValueError naming the position of a character UTF-8
+    cannot encode (a lone surrogate). `name` says which input it is (`texts[3]`)."""
+    if not isinstance(t, str):
+        raise TypeError(f"{name} is {type(t).__name__} ({t!r:.40}), expected str")
+    if not t.isascii():  # O(1): CPython knows; only other texts can hold a lone surrogate
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(
+                f"{name} has a character UTF-8 cannot encode at position {e.start} "
+                f"({t[e.start]!r}: {e.reason}); a lone surrogate usually comes from text "
+                "decoded with errors='surrogateescape': decode it as UTF-8 with "
+                "errors='replace'"
+            ) from None
+
+
+def validate_pairs(pairs: Any) -> tuple[list[str], list[str]]:
+    """Text pairs (a sequence of 2-item lists or tuples of str) as (first texts, second texts).
+
+    Raises TypeError naming the first pair that is not a list or tuple, or whose item is not a
+    str (`pairs[3][1]`); ValueError naming a pair without exactly two items or a text UTF-8
+    cannot encode.
+    """
+    if pairs is None or isinstance(pairs, (str, bytes, bytearray, Set, Mapping)):
+        raise TypeError(
+            f"pairs must be a sequence of (text, text) pairs, got {type(pairs).__name__}; "
+            "pass a list such as [(query, document), ...]"
+        )
+    if not hasattr(pairs, "__iter__"):
+        raise TypeError(
+            f"pairs must be a sequence of (text, text) pairs, got {type(pairs).__name__}"
+        )
+    firsts, seconds = [], []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (list, tuple, np.ndarray)):
+            raise TypeError(
+                f"pairs[{i}] is {type(pair).__name__} ({pair!r:.40}), expected a (text, text) "
+                "list or tuple"
+            )
+        if len(pair) != 2:
+            raise ValueError(f"pairs[{i}] has {len(pair)} items, expected 2 (text, text)")
+        for j, t in enumerate(pair):
+            _check_text(t, f"pairs[{i}][{j}]")
+        firsts.append(pair[0])
+        seconds.append(pair[1])
+    return firsts, seconds
 
 
 def _has_lowercase(normalizer: Any) -> bool:
@@ -179,6 +217,9 @@ _MODEL_TYPE_CLASS = {
     "roberta": "RobertaTokenizer",
     "xlm-roberta": "XLMRobertaTokenizer",
 }
+# The classes whose `model_input_names` include token_type_ids (the others, generic ones
+# included, return none and the model sees zeros), unless tokenizer_config.json lists its own.
+_TYPE_ID_CLASSES = frozenset({"BertTokenizer"})
 # Generic classes load tokenizer.json as written; so do model types whose named class transformers
 # overrides with the generic one (MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS).
 _AS_WRITTEN_CLASSES = frozenset({"PreTrainedTokenizer", "TokenizersBackend"})
@@ -410,6 +451,13 @@ class TextTokenizer:
         # Type ids of a single text come from the post-processor's template (one per part);
         # when the template gives every part 0 we skip reading them.
         self._all_types_zero = not any(tokenizer.encode("a b").type_ids)
+        # Whether transformers passes the model the type ids of a pair (its model_input_names).
+        names = (tokenizer_options or {}).get("model_input_names")
+        self.returns_type_ids = (
+            "token_type_ids" in names
+            if isinstance(names, (list, tuple))
+            else tokenizer_class in _TYPE_ID_CLASSES
+        )
         self._set_up_fast_path()
 
     @property
@@ -556,6 +604,31 @@ class TextTokenizer:
         return Tokenized(
             ids=flat("ids"),
             type_ids=None if self._all_types_zero else flat("type_ids"),
+            starts=np.cumsum(lengths, dtype=np.int64) - lengths,
+            lengths=lengths,
+            truncated=np.fromiter((len(e.overflowing) > 0 for e in encodings), bool, count=n),
+        )
+
+    def encode_pairs(self, firsts: list[str], seconds: list[str]) -> Tokenized:
+        """Token ids of each pair as transformers' `tokenizer(firsts, seconds, truncation=True)`
+        gives them: the post-processor's pair template, the pair cut to max_seq_length tokens
+        by `longest_first` (tokens taken from the longer text first), and the template's token
+        type ids where transformers returns them (`returns_type_ids`; else None: zeros)."""
+        encodings = (
+            self.tokenizer.encode_batch_fast(list(zip(firsts, seconds, strict=True)))
+            if firsts
+            else []
+        )
+        n = len(encodings)
+        lengths = np.fromiter(map(len, encodings), dtype=np.int32, count=n)
+
+        def flat(field: str) -> np.ndarray:
+            values = itertools.chain.from_iterable(getattr(e, field) for e in encodings)
+            return np.fromiter(values, dtype=np.int32, count=int(lengths.sum()))
+
+        return Tokenized(
+            ids=flat("ids"),
+            type_ids=flat("type_ids") if self.returns_type_ids else None,
             starts=np.cumsum(lengths, dtype=np.int64) - lengths,
             lengths=lengths,
             truncated=np.fromiter((len(e.overflowing) > 0 for e in encodings), bool, count=n),

@@ -25,7 +25,7 @@ LAYERS = (
     ("runtime",),
     ("programs",),
     ("pipeline",),
-    ("encoder",),
+    ("encoder", "reranker"),
     ("api",),
     ("retrieval", "train"),  # the jobs users embed for, over the public pipeline
     ("integrations",),  # adapters to other frameworks (LangChain, LlamaIndex, Ray Data)

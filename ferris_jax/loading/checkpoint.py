@@ -23,6 +23,8 @@ from ferris_jax.loading.presets import Preset
 from ferris_jax.loading.st_format import Settings, read_head, read_settings
 from ferris_jax.loading.tokenizer import load_tokenizer
 from ferris_jax.models import Family, family_for, read_config
+from ferris_jax.models.classifier import ClassifierConfig, SequenceClassifier
+from ferris_jax.models.classifier import weight_map as classifier_weight_map
 from ferris_jax.models.embedder import HeadConfig, SentenceEmbedder
 from ferris_jax.placement import Placement
 from ferris_jax.platforms import parse_dtype
@@ -218,4 +220,85 @@ def load_checkpoint(
         dtype=dtype,
         config=model_config,
         max_positions=max_positions,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierCheckpoint:
+    """A loaded sequence-classification (cross-encoder) checkpoint."""
+
+    path: Path
+    name: str
+    model_type: str
+    graphdef: nnx.GraphDef
+    params: nnx.State
+    tokenizer: TextTokenizer
+    head: ClassifierConfig
+    dtype: jnp.dtype
+    max_seq_length: int  # tokens per pair at most, special tokens included
+    max_positions: int | None  # the most tokens the position table covers
+    activation_fn: str | None  # the saved CrossEncoder activation (a torch class path), if any
+
+
+def _saved_activation(directory: Path, model_config: dict[str, Any]) -> str | None:
+    """The activation a CrossEncoder saved: config.json's `sentence_transformers.activation_fn`
+    (sentence-transformers >= 4), else config_sentence_transformers.json's, else the older
+    `sbert_ce_default_activation_function`."""
+    path = directory / "config.json"
+    saved = json_field(path, model_config, "sentence_transformers", dict, {})
+    name = json_field(path, saved, "activation_fn", str, None)
+    if name is None:
+        name = json_field(path, model_config, "sbert_ce_default_activation_function", str, None)
+    if name is None:
+        extra = directory / "config_sentence_transformers.json"
+        name = json_field(extra, read_json_object(extra) or {}, "activation_fn", str, None)
+    return name
+
+
+def load_classifier(
+    directory: Path,
+    *,
+    dtype: str | jnp.dtype = "float32",
+    max_seq_length: int | None = None,
+    placement: Placement | None = None,
+) -> ClassifierCheckpoint:
+    """Read a `*ForSequenceClassification` checkpoint directory strictly (every parameter of
+    the backbone and the head filled, one CheckpointError listing every mismatch), its weights
+    put by `placement` (default: JAX's default device)."""
+    if not directory.is_dir():
+        raise ModelNotFoundError(f"no such directory: {directory}")
+    dtype = parse_dtype(dtype)
+    model_config, family, config = _read_family(directory)
+    try:
+        head = ClassifierConfig.from_hf(model_config)
+    except ValueError as e:
+        raise CheckpointError(f"{directory / 'config.json'}: {e}") from e
+    max_positions = getattr(config, "max_tokens", getattr(config, "max_position_embeddings", None))
+    settings = read_settings(directory, max_seq_length, max_positions)
+    tokenizer = load_tokenizer(
+        directory,
+        max_seq_length=settings.max_seq_length,
+        do_lower_case=settings.do_lower_case,
+        model_config=model_config,
+    )
+
+    def build(rngs: nnx.Rngs) -> SequenceClassifier:
+        backbone = family.model(config, dtype=dtype, rngs=rngs)
+        return SequenceClassifier(backbone, head, dtype=dtype, rngs=rngs)
+
+    weights = classifier_weight_map(head.kind, family.weight_map)
+    sources = _tensor_sources(safetensors_files(directory), weights)
+    graphdef, params = _fill_model(build, sources, dtype, placement)
+    return ClassifierCheckpoint(
+        path=directory,
+        name=directory.name,
+        model_type=model_config["model_type"],
+        graphdef=graphdef,
+        params=params,
+        tokenizer=tokenizer,
+        head=head,
+        dtype=dtype,
+        max_seq_length=settings.max_seq_length,
+        max_positions=max_positions,
+        activation_fn=_saved_activation(directory, model_config),
     )

@@ -39,9 +39,12 @@ def _layer_norms(name: str) -> bool:
     return "LayerNorm" in name
 
 
-def make_bert_checkpoint(directory: Path, seed: int = 0, **config) -> Path:
-    """Save a random-weight transformers BertModel (safetensors) plus its tokenizer."""
-    from transformers import BertConfig, BertModel
+def make_bert_checkpoint(
+    directory: Path, seed: int = 0, num_labels: int | None = None, **config
+) -> Path:
+    """Save a random-weight transformers BertModel (safetensors) plus its tokenizer; with
+    `num_labels`, a BertForSequenceClassification (a cross-encoder) instead."""
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
 
     directory.mkdir(parents=True, exist_ok=True)
     n_vocab = make_bert_tokenizer_files(directory)
@@ -55,7 +58,10 @@ def make_bert_checkpoint(directory: Path, seed: int = 0, **config) -> Path:
         attn_implementation="eager",
     )
     config = defaults | config
-    model = _random_model(seed, lambda: BertModel(BertConfig(**config)), _layer_norms)
+    if num_labels is not None:
+        config["num_labels"] = num_labels
+    model_class = BertModel if num_labels is None else BertForSequenceClassification
+    model = _random_model(seed, lambda: model_class(BertConfig(**config)), _layer_norms)
     model.save_pretrained(str(directory), safe_serialization=True)
     return directory
 
@@ -94,7 +100,7 @@ def make_distilbert_checkpoint(directory: Path, seed: int = 0, **config) -> Path
 def _make_roberta_like_checkpoint(
     directory: Path, seed: int, model_type: str, config: dict, make_tokens
 ) -> Path:
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
     directory.mkdir(parents=True, exist_ok=True)
     positions = config.get("max_position_embeddings", 66)
@@ -111,10 +117,15 @@ def _make_roberta_like_checkpoint(
         bos_token_id=0,
         eos_token_id=2,
     )
+    if config.get("num_labels") is None:
+        config.pop("num_labels", None)
+        auto = AutoModel
+    else:
+        auto = AutoModelForSequenceClassification
     hf_config = AutoConfig.for_model(model_type, **(defaults | config))
     model = _random_model(
         seed,
-        lambda: AutoModel.from_config(hf_config, attn_implementation="eager"),
+        lambda: auto.from_config(hf_config, attn_implementation="eager"),
         _layer_norms,
     )
     model.save_pretrained(str(directory), safe_serialization=True)
@@ -122,7 +133,8 @@ def _make_roberta_like_checkpoint(
 
 
 def make_roberta_checkpoint(directory: Path, seed: int = 0, **config) -> Path:
-    """Save a random-weight transformers RobertaModel (safetensors) plus a byte-level BPE."""
+    """Save a random-weight transformers RobertaModel (safetensors) plus a byte-level BPE
+    (`num_labels=n`: a RobertaForSequenceClassification)."""
     return _make_roberta_like_checkpoint(
         directory, seed, "roberta", config, make_roberta_tokenizer_files
     )
@@ -132,7 +144,8 @@ def make_xlm_roberta_checkpoint(
     directory: Path, seed: int = 0, hub_layout: bool = False, **config
 ) -> Path:
     """Save a random-weight transformers XLMRobertaModel plus a SentencePiece Unigram (a trained
-    one in the hub's tokenizer.json layout if `hub_layout`)."""
+    one in the hub's tokenizer.json layout if `hub_layout`; `num_labels=n`: an
+    XLMRobertaForSequenceClassification)."""
     make_tokens = (
         make_xlm_roberta_hub_tokenizer_files if hub_layout else make_xlm_roberta_tokenizer_files
     )
@@ -177,12 +190,15 @@ def make_mpnet_checkpoint(
     return directory
 
 
-def make_modernbert_checkpoint(directory: Path, seed: int = 0, **config) -> Path:
-    """Save a random-weight transformers ModernBertModel (safetensors) plus its tokenizer.
+def make_modernbert_checkpoint(
+    directory: Path, seed: int = 0, num_labels: int | None = None, **config
+) -> Path:
+    """Save a random-weight transformers ModernBertModel (safetensors) plus its tokenizer; with
+    `num_labels`, a ModernBertForSequenceClassification.
 
     `config` takes ModernBertConfig arguments, including the hub's older spellings
     (`global_attn_every_n_layers`, `global_rope_theta`, `local_rope_theta`)."""
-    from transformers import ModernBertConfig, ModernBertModel
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification, ModernBertModel
 
     directory.mkdir(parents=True, exist_ok=True)
     ids = make_modernbert_tokenizer_files(directory)
@@ -210,9 +226,12 @@ def make_modernbert_checkpoint(directory: Path, seed: int = 0, **config) -> Path
         attn_implementation="eager",
     )
     config = defaults | config
+    if num_labels is not None:
+        config["num_labels"] = num_labels
+    model_class = ModernBertModel if num_labels is None else ModernBertForSequenceClassification
     model = _random_model(
         seed,
-        lambda: ModernBertModel(ModernBertConfig(**config)),
+        lambda: model_class(ModernBertConfig(**config)),
         lambda name: "norm" in name or name.endswith(".bias"),
     )
     model.save_pretrained(str(directory), safe_serialization=True)
