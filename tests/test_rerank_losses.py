@@ -150,14 +150,17 @@ def candidates_table(hard: int, seed: int):
     return pairs, [anchors, *columns], table
 
 
-def scored(table, calls):
+def scored(calls):
     """Our logits matrix `[B, columns]` from the rows the reference scored, call by call."""
     return lambda t: t[jnp.asarray(calls)].T  # each call scores one column for every anchor
 
 
-@pytest.mark.parametrize("hard", [0, 1, 2])
-@pytest.mark.parametrize("num_negatives", [4, None, 100])
+@pytest.mark.parametrize(
+    ("hard", "num_negatives"), [(0, 4), (1, 4), (2, 4), (0, None), (2, None), (1, 100)]
+)
 def test_multiple_negatives_ranking(hard, num_negatives):
+    """Random in-batch negatives (4 of the 5 or more there are), all of them (None, or more
+    than there are), with 0-2 hard-negative columns; default and other scale and activation."""
     pairs, inputs, table = candidates_table(hard, seed=hard)
     for kwargs, ref_kwargs in (
         ({}, {}),
@@ -174,8 +177,11 @@ def test_multiple_negatives_ranking(hard, num_negatives):
             None,
         )
         assert len(model.calls) == 1 + min(num_negatives or 10**9, (B - 1) * (1 + hard)) + hard
-        logits = scored(table, model.calls)
-        got = ours(lambda t: multiple_negatives_ranking_loss(logits(t), **kwargs), table)
+        logits = scored(model.calls)
+        got = ours(
+            lambda t, logits=logits, kw=kwargs: multiple_negatives_ranking_loss(logits(t), **kw),
+            table,
+        )
         assert_same(got, (value, grad))
 
 
@@ -208,11 +214,11 @@ def test_in_batch_negatives_choose_as_sentence_transformers(hard):
         in_batch_negatives(0, B, num_negatives=-1)
 
 
-@pytest.mark.parametrize("negatives", [1, 3])
-@pytest.mark.parametrize("labels_kind", ["margins", "scores", "flat"])
+@pytest.mark.parametrize(
+    ("negatives", "labels_kind"), [(1, "flat"), (1, "scores"), (3, "margins"), (3, "scores")]
+)
 def test_margin_mse(negatives, labels_kind):
-    if labels_kind == "flat" and negatives > 1:
-        pytest.skip("[n] margins are for one negative")
+    """Gold margins [n] (one negative) or [n, k], or gold scores [n, 1 + k]."""
     pairs, inputs, table = candidates_table(negatives, seed=3)
     inputs = [inputs[0], *inputs[1:]]  # anchor, positive, negatives
     rng = np.random.default_rng(4)
@@ -221,7 +227,7 @@ def test_margin_mse(negatives, labels_kind):
     value, grad, model = reference(
         st_losses.MarginMSELoss, pairs, table, inputs, torch.tensor(labels)
     )
-    logits = scored(table, model.calls)
+    logits = scored(model.calls)
     assert_same(ours(lambda t: margin_mse_loss(logits(t), labels), table), (value, grad))
 
 
@@ -322,18 +328,19 @@ def test_lambda_loss_options():
 
 
 def test_padding_changes_nothing_and_gets_no_gradient():
-    data = ranked_lists(**LISTS["ties"], seed=11)
-    *_, rows, labels, mask = data
+    """Any values in padded places give the same loss and no gradient there; full lists need no
+    mask. (All through `value_and_grad`: its eager ops are compiled already, a forward is not.)"""
+    *_, labels, mask = ranked_lists(**LISTS["ties"], seed=11)
     logits = jnp.asarray(np.random.default_rng(0).normal(0, 1, mask.shape).astype(np.float32))
+    other_logits, other_labels = jnp.where(mask, logits, 1e3), jnp.where(mask, labels, -5.0)
+    full = np.ones_like(mask)
     for loss in (lambda_loss, list_net_loss):
-        value, grad = jax.value_and_grad(loss)(logits, labels, mask)
-        other = jnp.where(mask, logits, 1e3)  # other padding values, other padded labels
-        assert float(loss(other, jnp.where(mask, labels, -5.0), mask)) == float(value)
+        value_and_grad = jax.value_and_grad(loss)
+        value, grad = value_and_grad(logits, labels, mask)
+        assert float(value_and_grad(other_logits, other_labels, mask)[0]) == float(value)
         assert (np.asarray(grad)[~mask] == 0).all()
-    # Full lists need no mask; one document alone has no pair to rank.
-    full = jnp.ones((2, 4))
-    assert float(lambda_loss(full, full)) == 0.0
-    assert float(lambda_loss(jnp.zeros((1, 1)), jnp.ones((1, 1)))) == 0.0
+        no_mask = value_and_grad(logits, labels)
+        assert float(no_mask[0]) == float(value_and_grad(logits, labels, full)[0])
 
 
 def test_bad_arguments_are_named():
