@@ -341,6 +341,12 @@ def test_padding_changes_nothing_and_gets_no_gradient():
         assert (np.asarray(grad)[~mask] == 0).all()
         no_mask = value_and_grad(logits, labels)
         assert float(no_mask[0]) == float(value_and_grad(logits, labels, full)[0])
+    # Under jit (as a train step runs it), options static, the mask an array.
+    jitted = jax.jit(functools.partial(lambda_loss, weighting_scheme="ndcg_loss2", k=4))
+    eager = jax.value_and_grad(lambda_loss)(
+        logits, labels, mask, weighting_scheme="ndcg_loss2", k=4
+    )
+    assert float(jitted(logits, labels, mask)) == pytest.approx(float(eager[0]), rel=1e-6)
 
 
 def test_bad_arguments_are_named():

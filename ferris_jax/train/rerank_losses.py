@@ -213,8 +213,8 @@ def in_batch_negatives(
         return jnp.asarray(every[~own].reshape(B, valid))
     if num_negatives < 0:
         raise ValueError(f"num_negatives must be >= 0 or None, got {num_negatives}")
-    if isinstance(key, int):
-        key = jax.random.key(key)
+    if isinstance(key, (int, np.integer)):
+        key = jax.random.key(int(key))
     # Uniform without replacement: the k largest of independent uniform draws.
     priority = jnp.where(own, -1.0, jax.random.uniform(key, (B, B * C)))
     return jax.lax.top_k(priority, num_negatives)[1].astype(jnp.int32)
