@@ -81,7 +81,9 @@ def binary_cross_entropy_loss(
     """
     logits, labels = _vector(logits, labels, "binary_cross_entropy_loss")
     x = _activate(logits, activation_fn)
-    log_weight = 1.0 if pos_weight is None else 1.0 + (jnp.float32(pos_weight) - 1.0) * labels
+    log_weight = (
+        1.0 if pos_weight is None else 1.0 + (jnp.asarray(pos_weight, jnp.float32) - 1.0) * labels
+    )
     # softplus(-x) = -log s(x), stable for large |x|, as torch computes it.
     return jnp.mean((1.0 - labels) * x + log_weight * jax.nn.softplus(-x))
 
