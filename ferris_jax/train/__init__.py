@@ -1,4 +1,5 @@
-"""Fine-tuning with optax: pure contrastive losses of embeddings, a train step, evaluators.
+"""Fine-tuning with optax: pure contrastive losses of embeddings, a train step, evaluators;
+and for rerankers (cross-encoders), pure losses of their scores and evaluators of their ranking.
 
 `fit(encoder, train_data, loss=...)` is the loop for the common case; research loops build
 their own around `train_step` and `TrainBatch` (from `make_batch`, or `collate` of a
@@ -29,11 +30,28 @@ from ferris_jax.train.losses import (
     mnrl_symmetric_loss,
     uses_in_batch_negatives,
 )
+from ferris_jax.train.rerank_evaluators import (
+    CrossEncoderCorrelationEvaluator,
+    CrossEncoderRerankingEvaluator,
+)
+from ferris_jax.train.rerank_losses import (
+    binary_cross_entropy_loss,
+    cross_entropy_loss,
+    in_batch_negatives,
+    lambda_loss,
+    list_net_loss,
+    margin_mse_loss,
+    mse_loss,
+    multiple_negatives_ranking_loss,
+    rank_net_loss,
+)
 from ferris_jax.train.step import Column, TrainBatch, TrainState, adamw, init_state, train_step
 
 __all__ = [
     "BatchSampler",
     "Column",
+    "CrossEncoderCorrelationEvaluator",
+    "CrossEncoderRerankingEvaluator",
     "EmbeddingSimilarityEvaluator",
     "History",
     "InformationRetrievalEvaluator",
@@ -42,16 +60,25 @@ __all__ = [
     "TrainDataset",
     "TrainState",
     "adamw",
+    "binary_cross_entropy_loss",
     "collate",
     "cosent_loss",
+    "cross_entropy_loss",
     "fit",
+    "in_batch_negatives",
     "init_state",
     "iter_batches",
+    "lambda_loss",
+    "list_net_loss",
     "load_train_data",
     "make_batch",
+    "margin_mse_loss",
     "matryoshka_loss",
     "mnrl_loss",
     "mnrl_symmetric_loss",
+    "mse_loss",
+    "multiple_negatives_ranking_loss",
+    "rank_net_loss",
     "train_step",
     "uses_in_batch_negatives",
 ]

@@ -66,6 +66,34 @@ def make_bert_checkpoint(
     return directory
 
 
+def make_bert_cross_encoder_checkpoint(directory: Path, seed: int = 0, **config) -> Path:
+    """Save a random-weight transformers BertForSequenceClassification (one label by default:
+    a reranker's relevance score) plus its tokenizer; the classifier head gets noise too, so
+    scores of different pairs differ by far more than float32 rounding."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    directory.mkdir(parents=True, exist_ok=True)
+    n_vocab = make_bert_tokenizer_files(directory)
+    defaults = dict(
+        vocab_size=n_vocab,
+        **TINY,
+        max_position_embeddings=128,
+        type_vocab_size=2,
+        hidden_act="gelu",
+        layer_norm_eps=1e-12,
+        num_labels=1,
+        attn_implementation="eager",
+    )
+    config = defaults | config
+    model = _random_model(
+        seed,
+        lambda: BertForSequenceClassification(BertConfig(**config)),
+        lambda name: "LayerNorm" in name or name.startswith("classifier"),
+    )
+    model.save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
 def make_distilbert_checkpoint(directory: Path, seed: int = 0, **config) -> Path:
     """Save a random-weight transformers DistilBertModel (safetensors) plus its tokenizer.
 
