@@ -468,6 +468,12 @@ def _add_index_commands(commands: Any, model: argparse.ArgumentParser) -> None:
         help="rows each side of a hybrid search gives, and hits --rerank re-scores "
         "(default: 4 x K)",
     )
+    search.add_argument(
+        "--rerank",
+        metavar="MODEL",
+        help="re-score the candidates with this cross-encoder (a folder or a Hugging Face id, "
+        "e.g. cross-encoder/ms-marco-MiniLM-L6-v2); scores are then its own",
+    )
     search.add_argument("--json", action="store_true", help="print JSON lines, one per hit")
     search.set_defaults(run=_search)
 
@@ -1278,9 +1284,14 @@ def _search(args: argparse.Namespace) -> int:
         except (TypeError, ValueError) as e:
             raise UsageError(f"--filter: {e}") from None
     index = _open_index(args.index, args.backend)
+    reranker = None
+    if args.rerank is not None:
+        import ferris_jax
+
+        reranker = ferris_jax.load_reranker(args.rerank, backend=args.backend)
     results = index.search(
         list(args.queries), top_k=args.top_k, filter=search_filter, by_document=args.by_document,
-        mode=args.mode, candidates=args.candidates,
+        mode=args.mode, candidates=args.candidates, rerank=reranker,
     )  # fmt: skip
     for query, hits in zip(args.queries, results, strict=True):
         if args.json:

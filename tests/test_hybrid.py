@@ -5,12 +5,14 @@ adds, save and load; reciprocal-rank fusion as defined; reranking by a cross-enc
 from __future__ import annotations
 
 import collections
+import json
 import re
 
 import numpy as np
 import pytest
 from helpers.data import sts_sentences
 
+import ferris_jax
 from ferris_jax.retrieval.fusion import reciprocal_rank_fusion
 from ferris_jax.retrieval.index import Index
 
@@ -155,23 +157,43 @@ def test_search_refuses_what_lexical_search_cannot_do(sts_index):
         vectors_only.search("a", mode="lexical")
 
 
-def test_a_cross_encoder_reranks_the_candidates(sts_index, tmp_path):
-    st = pytest.importorskip("sentence_transformers")
-    import torch
-    from helpers.tokenizers import make_bert_tokenizer_files
-    from transformers import BertConfig, BertForSequenceClassification
+@pytest.fixture(scope="module")
+def cross_encoder(tmp_path_factory):
+    from helpers.checkpoints import make_bert_cross_encoder_checkpoint
 
-    folder = tmp_path / "cross-encoder"
-    folder.mkdir()
-    vocab = make_bert_tokenizer_files(folder)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, num_labels=1)  # fmt: skip
-    BertForSequenceClassification(config).save_pretrained(folder)
-    reranker = st.CrossEncoder(str(folder), device="cpu")
-    query = sts_sentences("test")[3]
-    first = sts_index.search(query, top_k=20, mode="hybrid")
-    reranked = sts_index.search(query, top_k=5, mode="hybrid", rerank=reranker, candidates=20)
-    want = reranker.rank(query, [h.text for h in first], top_k=5)
-    assert [h.id for h in reranked] == [first[r["corpus_id"]].id for r in want]
-    np.testing.assert_allclose([h.score for h in reranked], [r["score"] for r in want], rtol=1e-5)
+    return make_bert_cross_encoder_checkpoint(tmp_path_factory.mktemp("cross-encoder") / "ce")
+
+
+def test_a_cross_encoder_reranks_the_candidates(sts_index, cross_encoder):
+    st = pytest.importorskip("sentence_transformers")
+    reference = st.CrossEncoder(str(cross_encoder), device="cpu")
+    ours = ferris_jax.load_reranker(cross_encoder)
+    queries = sts_sentences("test")[3:5]
+    first = sts_index.search(queries, top_k=20, mode="hybrid", candidates=20)
+    for reranker in (reference, ours):  # anything with CrossEncoder.predict, and ours
+        reranked = sts_index.search(queries, top_k=5, mode="hybrid", rerank=reranker, candidates=20)
+        for query, found, got in zip(queries, first, reranked, strict=True):
+            # The 5 best candidates by the reference's scores, best first (ties in any order).
+            given = reference.predict([(query, h.text) for h in found])
+            scores = dict(zip([h.id for h in found], given.tolist(), strict=True))
+            kept = [h.score for h in got]
+            np.testing.assert_allclose(kept, [scores[h.id] for h in got], rtol=1e-5, atol=1e-6)
+            assert kept == sorted(kept, reverse=True) and len(got) == 5
+            left_out = [s for i, s in scores.items() if i not in {h.id for h in got}]
+            assert min(kept) >= max(left_out) - 1e-6
+
+
+def test_the_command_line_reranks_a_hybrid_search(sts_index, cross_encoder, tmp_path, capsys):
+    from ferris_jax.cli import main
+
+    sts_index.save(tmp_path / "index")
+    query = sts_sentences("test")[7]
+    expected = Index.load(tmp_path / "index").search(
+        query, top_k=3, mode="hybrid", rerank=ferris_jax.load_reranker(cross_encoder), candidates=10
+    )
+    argv = ["search", str(tmp_path / "index"), query, "-k", "3", "--json", "--mode", "hybrid",
+            "--rerank", str(cross_encoder), "--candidates", "10"]  # fmt: skip
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in lines] == [h.id for h in expected]
+    np.testing.assert_allclose([r["score"] for r in lines], [h.score for h in expected], rtol=1e-6)

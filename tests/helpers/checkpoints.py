@@ -39,6 +39,10 @@ def _layer_norms(name: str) -> bool:
     return "LayerNorm" in name
 
 
+def _layer_norms_and_classifier(name: str) -> bool:
+    return "LayerNorm" in name or name.startswith("classifier")
+
+
 def make_bert_checkpoint(
     directory: Path, seed: int = 0, num_labels: int | None = None, **config
 ) -> Path:
@@ -61,37 +65,17 @@ def make_bert_checkpoint(
     if num_labels is not None:
         config["num_labels"] = num_labels
     model_class = BertModel if num_labels is None else BertForSequenceClassification
-    model = _random_model(seed, lambda: model_class(BertConfig(**config)), _layer_norms)
+    # A cross-encoder's head gets noise too, so scores of different pairs differ by far more
+    # than float32 rounding.
+    perturbed = _layer_norms if num_labels is None else _layer_norms_and_classifier
+    model = _random_model(seed, lambda: model_class(BertConfig(**config)), perturbed)
     model.save_pretrained(str(directory), safe_serialization=True)
     return directory
 
 
 def make_bert_cross_encoder_checkpoint(directory: Path, seed: int = 0, **config) -> Path:
-    """Save a random-weight transformers BertForSequenceClassification (one label by default:
-    a reranker's relevance score) plus its tokenizer; the classifier head gets noise too, so
-    scores of different pairs differ by far more than float32 rounding."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    directory.mkdir(parents=True, exist_ok=True)
-    n_vocab = make_bert_tokenizer_files(directory)
-    defaults = dict(
-        vocab_size=n_vocab,
-        **TINY,
-        max_position_embeddings=128,
-        type_vocab_size=2,
-        hidden_act="gelu",
-        layer_norm_eps=1e-12,
-        num_labels=1,
-        attn_implementation="eager",
-    )
-    config = defaults | config
-    model = _random_model(
-        seed,
-        lambda: BertForSequenceClassification(BertConfig(**config)),
-        lambda name: "LayerNorm" in name or name.startswith("classifier"),
-    )
-    model.save_pretrained(str(directory), safe_serialization=True)
-    return directory
+    """A one-label BERT cross-encoder (a reranker's relevance score) by default."""
+    return make_bert_checkpoint(directory, seed, num_labels=config.pop("num_labels", 1), **config)
 
 
 def make_distilbert_checkpoint(directory: Path, seed: int = 0, **config) -> Path:
