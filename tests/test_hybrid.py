@@ -17,8 +17,10 @@ from ferris_jax.retrieval.fusion import reciprocal_rank_fusion
 from ferris_jax.retrieval.index import Index
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-# FTS5 computes BM25 in double precision; results come back as float32.
-RTOL = 1e-6
+# FTS5 computes BM25 in double precision (results come back as float32); bm25s sums float32
+# scores of each term.
+RTOL = {"fts5": 1e-6, "bm25s": 1e-5}
+BACKENDS = ("fts5", "bm25s")
 
 
 def _words(text: str) -> list[str]:
@@ -47,7 +49,20 @@ def _text_index(corpus: list[str], **options) -> Index:
     return index
 
 
-def test_bm25_equals_rank_bm25_on_real_text(corpus, queries):
+def assert_top_k(found, scores: np.ndarray, k: int, rtol: float) -> None:
+    """`found` (hits with ids "s<i>") are the `k` best positive `scores`, best first, each with
+    its score (ties at the cut: either row)."""
+    got = [int(h.id[1:]) for h in found]
+    assert len(got) == min(k, int((scores > 0).sum()))
+    np.testing.assert_allclose([h.score for h in found], scores[got], rtol=rtol)
+    assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)
+    rest = np.delete(scores, got)
+    if got and len(rest):
+        assert scores[got].min() >= rest.max() * (1 - rtol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bm25_equals_rank_bm25_on_real_text(corpus, queries, backend):
     rank_bm25 = pytest.importorskip("rank_bm25")
     tokens = [_words(t) for t in corpus]
     # FTS5's defaults; its idf and rank_bm25's agree for words in at most half of the texts.
@@ -57,18 +72,20 @@ def test_bm25_equals_rank_bm25_on_real_text(corpus, queries):
     texts_with = collections.Counter(w for t in tokens for w in set(t))
     common = {w for w, n in texts_with.items() if 2 * n > len(tokens)}
     asked = [" ".join(w for w in dict.fromkeys(_words(q)) if w not in common) for q in queries]
-    hits = _text_index(corpus).search(asked, top_k=10, mode="lexical")
+    hits = _text_index(corpus, lexical_backend=backend).search(asked, top_k=10, mode="lexical")
     for query, found in zip(asked, hits, strict=True):
         scores = reference.get_scores(query.split())
-        order = np.lexsort((np.arange(len(scores)), -scores))  # ties: lower row first
-        want = [i for i in order[:10] if scores[i] > 0]
-        assert [h.id for h in found] == [f"s{i}" for i in want], query
-        np.testing.assert_allclose([h.score for h in found], scores[want], rtol=RTOL)
+        if backend == "fts5":  # exactly: ties by lower row
+            order = np.lexsort((np.arange(len(scores)), -scores))
+            want = [i for i in order[:10] if scores[i] > 0]
+            assert [h.id for h in found] == [f"s{i}" for i in want], query
+        assert_top_k(found, scores, 10, RTOL[backend])
     assert common and sum(map(len, hits)) > 5 * len(queries)
 
 
-def test_lexical_search_applies_filters_and_removals(corpus, queries):
-    index = _text_index(corpus)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lexical_search_applies_filters_and_removals(corpus, queries, backend):
+    index = _text_index(corpus, lexical_backend=backend)
     query = queries[0]
     every = index.search(query, top_k=50, mode="lexical")
     filtered = index.search(query, top_k=50, mode="lexical", filter={"n": 1})
@@ -80,8 +97,11 @@ def test_lexical_search_applies_filters_and_removals(corpus, queries):
     assert gone not in [h.id for h in index.search(query, top_k=50, mode="lexical")]
 
 
-def test_lexical_results_survive_compact_save_load_and_a_failed_add(corpus, queries, tmp_path):
-    index = _text_index(corpus, lexical=True)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lexical_results_survive_compact_save_load_and_a_failed_add(
+    corpus, queries, tmp_path, backend
+):
+    index = _text_index(corpus, lexical=True, lexical_backend=backend)
     index.remove([f"s{i}" for i in range(0, len(corpus), 2)])
     before = index.search(queries[:20], top_k=10, mode="lexical")
     index.compact()  # rows renumbered: the full-text index follows
@@ -92,15 +112,16 @@ def test_lexical_results_survive_compact_save_load_and_a_failed_add(corpus, quer
     assert index.search("zebra", mode="lexical") == []  # the failed add left no text behind
     index.save(tmp_path / "index")
     loaded = Index.load(tmp_path / "index")
-    assert loaded.info()["lexical"]
+    assert loaded.lexical_backend == backend and loaded.info()["lexical"] == (backend == "fts5")
     assert loaded.search(queries[:20], top_k=10, mode="lexical") == before
     loaded.add_embeddings(np.ones((1, 8), np.float32), ids=["z"], texts=["zebra crossing"],
                           model="random")  # fmt: skip
     assert [h.id for h in loaded.search("Zebra!", mode="lexical")] == ["z"]
 
 
-def test_query_syntax_is_never_read_as_fts5_syntax(corpus):
-    index = _text_index(corpus)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_query_syntax_is_never_read_as_fts5_syntax(corpus, backend):
+    index = _text_index(corpus, lexical_backend=backend)
     for query in ('"unbalanced', "NEAR(a b) OR", "a* -b AND ^c", "what?!", "(", "::"):
         index.search(query, top_k=5, mode="lexical")  # no sqlite3.OperationalError
     assert index.search("?!", mode="lexical") == []

@@ -1,4 +1,8 @@
-"""`LexicalSearch`: the lexical search backend, BM25 over the items' texts with SQLite FTS5.
+"""The lexical search backends: BM25 over the items' texts, with SQLite FTS5 (`LexicalSearch`,
+the default: always in step, nothing to install) or with bm25s (`Bm25sSearch`, the "bm25s"
+extra: a hundred times faster on large indexes, rebuilt after changes).
+
+`LexicalSearch`, BM25 with SQLite FTS5:
 
 The full-text table lives in the catalog's own database (an external-content FTS5 table over
 `items.text`, keyed by row) and triggers keep it in step with every insert and delete, so the
@@ -17,6 +21,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,8 @@ CREATE TRIGGER {TABLE}_update AFTER UPDATE OF text ON items BEGIN
     INSERT INTO {TABLE}(rowid, text) VALUES (new.row, new.text);
 END;
 """
+# FTS5's bm25() parameters, which `Bm25sSearch` uses too.
+K1, B = 1.2, 0.75
 # Words of a query: what unicode61 keeps (letters, digits), split at everything else.
 _WORD = re.compile(r"[^\W_]+")
 
@@ -136,3 +143,91 @@ def _statements(script: str) -> list[str]:
             out.append(joined)
             current = []
     return out
+
+
+def text_tokens(text: str) -> list[str]:
+    """FTS5's `unicode61 remove_diacritics 2` tokens of a text, in Python: Unicode letters and
+    digits, diacritics removed, lowercased (`Bm25sSearch` indexes these)."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _WORD.findall(plain.lower())
+
+
+class Bm25sSearch:
+    """BM25 over the texts of the catalog's items table with bm25s (its scores computed once per
+    text and term, in a sparse matrix, so a query sums a few columns instead of walking every
+    posting in SQL): the same formula, tokens and results as `LexicalSearch` (idf floored at
+    0 instead of 1e-6), scores in float32. It is built from the items at the first search
+    after any change (seconds per million texts), in host memory, and not saved."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock):
+        self._db = db
+        self._lock = lock
+        self._retriever: Any = None  # bm25s.BM25 over the texts of `_rows`, None when stale
+        self._rows = np.zeros(0, np.int64)
+
+    @property
+    def built(self) -> bool:
+        return self._retriever is not None
+
+    def build(self) -> None:
+        """Index the items' texts now (under the lock)."""
+        try:
+            import bm25s
+        except ImportError as e:
+            raise ImportError(
+                'lexical_backend="bm25s" needs bm25s: pip install "ferris-jax[bm25s]"'
+            ) from e
+        found = self._db.execute("SELECT row, text FROM items ORDER BY row").fetchall()
+        self._rows = np.array([r for r, _ in found], np.int64)
+        retriever = bm25s.BM25(method="robertson", k1=K1, b=B)
+        if found:
+            retriever.index([text_tokens(t or "") for _, t in found], show_progress=False)
+        self._retriever = retriever
+
+    def changed(self, rows: np.ndarray, *, data: bool) -> None:
+        self._retriever = None
+
+    def reset(self) -> None:
+        self._retriever = None
+
+    def search(
+        self, queries: Sequence[str], k: int, allowed: RowFilter | None, **_: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) `[Q, k]`, as `LexicalSearch.search` gives them."""
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        rows = np.full((len(queries), k), -1, np.int64)
+        with self._lock:
+            if self._retriever is None:
+                self.build()
+            retriever, indexed = self._retriever, self._rows
+            mask = None if allowed is None else allowed.mask()[indexed].astype(np.float32)
+        if not len(indexed):
+            return scores, rows
+        for q, text in enumerate(queries):
+            terms = list(dict.fromkeys(text_tokens(text)))
+            ids = retriever.get_tokens_ids(terms)
+            if not ids:
+                continue
+            found = retriever.get_scores(ids, weight_mask=mask)
+            best = _top_k(found, k)
+            n = len(best)
+            # bm25s leaves out BM25's constant factor k1 + 1: scores on FTS5's scale.
+            rows[q, :n], scores[q, :n] = indexed[best], found[best] * (K1 + 1)
+        return scores, rows
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        return {}
+
+    def load(self, folder: Path, manifest: Mapping[str, Any]) -> None:
+        self._retriever = None
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the `k` largest positive scores, best first, ties by position."""
+    positive = np.flatnonzero(scores > 0)
+    if len(positive) > k:
+        kth = np.partition(scores[positive], len(positive) - k)[len(positive) - k]
+        positive = positive[scores[positive] >= kth]
+    order = np.lexsort((positive, -scores[positive]))
+    return positive[order][:k]

@@ -66,6 +66,7 @@ def merge(
         encoder, precision=first.precision, similarity=first.similarity,
         store_text=first.store_text, dimension=first.dimension, model=first.model["name"],
         ann=False if first.ann_options is None else first.ann_options,
+        lexical_backend=first.lexical_backend,
     )  # fmt: skip
     merged.model, merged.prompts = dict(first.model), dict(first.prompts)
     merged.probe = next((p.probe for p in opened if p.probe is not None), None)
