@@ -2,16 +2,25 @@
 Encoder. Documents are embedded with the model's document prompt, queries with its query prompt
 (E5's "passage: " / "query: "), as `Encoder.encode_document` / `encode_query` do.
 
+`FerrisReranker`, a `BaseDocumentCompressor` backed by a ferris-jax cross-encoder `Reranker`
+(LangChain's interface for rerankers, as `CrossEncoderReranker` and `CohereRerank`): it keeps
+the `top_n` documents by `Reranker.rank`, best first, each a copy with its score in
+`metadata["relevance_score"]`. Plug it into a `ContextualCompressionRetriever`.
+
 Needs the extra: `pip install "ferris-jax[langchain]"`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 try:
+    from langchain_core.callbacks import Callbacks
+    from langchain_core.documents import BaseDocumentCompressor, Document
     from langchain_core.embeddings import Embeddings
+    from pydantic import ConfigDict, Field
 except ImportError as e:  # pragma: no cover - exercised by hiding the package
     raise ImportError(
         "ferris_jax.integrations.langchain needs langchain-core: "
@@ -23,6 +32,7 @@ from ferris_jax.integrations import require_text, require_texts
 
 if TYPE_CHECKING:
     from ferris_jax.encoder import Encoder
+    from ferris_jax.reranker import Reranker
 
 
 class FerrisEmbeddings(Embeddings):
@@ -87,3 +97,69 @@ def _encoder(model: Any, load_kwargs: dict[str, Any]) -> Encoder:
     from ferris_jax.api import load
 
     return load(model, **load_kwargs)
+
+
+class FerrisReranker(BaseDocumentCompressor):
+    """A LangChain document compressor that reranks with a ferris-jax cross-encoder.
+
+    Args:
+        model: a `Reranker`, or a name or path for `ferris_jax.load_reranker` (default:
+            cross-encoder/ms-marco-MiniLM-L6-v2).
+        top_n: documents to keep, best first (None: all of them, reordered).
+        batch_size: (query, document) pairs per batch.
+        **load_kwargs: passed to `ferris_jax.load_reranker` (max_length, dtype, device, ...).
+
+    ContextualCompressionRetriever is in `langchain_classic.retrievers` (LangChain 1.x) or
+    `langchain.retrievers` (0.x):
+
+    >>> from langchain_classic.retrievers import ContextualCompressionRetriever  # doctest: +SKIP
+    >>> retriever = ContextualCompressionRetriever(  # doctest: +SKIP
+    ...     base_compressor=FerrisReranker(top_n=3), base_retriever=vectorstore.as_retriever()
+    ... )
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    model: Any = Field(description="The ferris-jax Reranker.")
+    top_n: int | None = Field(default=3, ge=0, description="Documents to keep (None: all).")
+    batch_size: int = Field(default=32, gt=0, description="Pairs per batch.")
+
+    def __init__(
+        self,
+        model: Reranker | str | os.PathLike = "cross-encoder/ms-marco-MiniLM-L6-v2",
+        *,
+        top_n: int | None = 3,
+        batch_size: int = 32,
+        **load_kwargs: Any,
+    ):
+        super().__init__(model=_reranker(model, load_kwargs), top_n=top_n, batch_size=batch_size)
+
+    def compress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """The `top_n` documents by their relevance to `query`, best first: copies with the
+        score in `metadata["relevance_score"]` (the given documents are left as they are)."""
+        documents = list(documents)
+        ranked = self.model.rank(
+            query, [d.page_content for d in documents], top_k=self.top_n, batch_size=self.batch_size
+        )
+        picked = [(documents[r["corpus_id"]], r["score"]) for r in ranked]
+        return [
+            doc.model_copy(update={"metadata": {**doc.metadata, "relevance_score": score}})
+            for doc, score in picked
+        ]
+
+
+def _reranker(model: Any, load_kwargs: dict[str, Any]) -> Reranker:
+    from ferris_jax.reranker import Reranker
+
+    if isinstance(model, Reranker):
+        if load_kwargs:
+            raise TypeError(f"load options {sorted(load_kwargs)} given with a loaded Reranker")
+        return model
+    from ferris_jax.api import load_reranker
+
+    return load_reranker(model, **load_kwargs)

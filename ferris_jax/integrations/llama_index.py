@@ -2,6 +2,10 @@
 are embedded with the model's document prompt, queries with its query prompt (E5's
 "passage: " / "query: "), as `Encoder.encode_document` / `encode_query` do.
 
+`FerrisRerank`, a `BaseNodePostprocessor` backed by a ferris-jax cross-encoder `Reranker`, as
+llama-index's `SentenceTransformerRerank`: the `top_n` nodes by `Reranker.rank`, best first, with
+their scores replaced by the cross-encoder's. Pass it as a query engine's `node_postprocessors`.
+
 Needs the extra: `pip install "ferris-jax[llama-index]"`.
 """
 
@@ -13,6 +17,9 @@ from typing import Any
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
     from llama_index.core.bridge.pydantic import Field, PrivateAttr
+    from llama_index.core.callbacks import CBEventType, EventPayload
+    from llama_index.core.postprocessor.types import BaseNodePostprocessor
+    from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 except ImportError as e:  # pragma: no cover - exercised by hiding the package
     raise ImportError(
         "ferris_jax.integrations.llama_index needs llama-index-core: "
@@ -116,3 +123,90 @@ class FerrisEmbedding(BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+
+class FerrisRerank(BaseNodePostprocessor):
+    """A LlamaIndex node postprocessor that reranks with a ferris-jax cross-encoder.
+
+    Build with `FerrisRerank(model="cross-encoder/ms-marco-MiniLM-L6-v2", top_n=2)` (any name
+    or path `ferris_jax.load_reranker` takes; `load_kwargs` are passed to it) or
+    `FerrisRerank(reranker=rr)` for a loaded Reranker. Nodes are scored on their text with
+    metadata as embedded (`MetadataMode.EMBED`), as `SentenceTransformerRerank` scores them;
+    `keep_retrieval_score` keeps a node's previous score in its metadata ("retrieval_score").
+    New `NodeWithScore`s are returned: unlike `SentenceTransformerRerank`, the given ones keep
+    their scores (and their nodes their metadata). `top_n` defaults to 2, as there.
+    """
+
+    model: str = Field(
+        default="cross-encoder/ms-marco-MiniLM-L6-v2",
+        description="The ferris-jax cross-encoder: a hub id or local path.",
+    )
+    top_n: int | None = Field(default=2, ge=0, description="Nodes to keep (None: all).")
+    batch_size: int = Field(default=32, gt=0, description="Pairs per batch.")
+    keep_retrieval_score: bool = Field(
+        default=False, description='Keep the previous score in metadata["retrieval_score"].'
+    )
+    load_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Options for ferris_jax.load_reranker (dtype, ...)."
+    )
+    _reranker: Any = PrivateAttr()
+
+    def __init__(self, reranker: Any = None, **data: Any):
+        from ferris_jax.reranker import Reranker
+
+        if reranker is not None:
+            if not isinstance(reranker, Reranker):
+                raise TypeError(
+                    f"reranker must be a ferris_jax Reranker, got {type(reranker).__name__}"
+                )
+            if data.get("load_kwargs"):
+                raise TypeError("load_kwargs given with a loaded reranker")
+            data.setdefault("model", reranker.checkpoint.name)
+        super().__init__(**data)
+        if reranker is None:
+            from ferris_jax.api import load_reranker
+
+            reranker = load_reranker(self.model, **self.load_kwargs)
+        self._reranker = reranker
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "FerrisRerank"
+
+    @property
+    def reranker(self) -> Any:
+        """The ferris-jax `Reranker`."""
+        return self._reranker
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        if query_bundle is None:
+            raise ValueError("FerrisRerank needs the query: pass query_bundle or query_str")
+        if not nodes:
+            return []
+        texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+        payload = {
+            EventPayload.NODES: nodes,
+            EventPayload.MODEL_NAME: self.model,
+            EventPayload.QUERY_STR: query_bundle.query_str,
+            EventPayload.TOP_K: self.top_n,
+        }
+        with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
+            ranked = self._reranker.rank(
+                query_bundle.query_str, texts, top_k=self.top_n, batch_size=self.batch_size
+            )
+            kept = [
+                NodeWithScore(node=self._node(nodes[r["corpus_id"]]), score=r["score"])
+                for r in ranked
+            ]
+            event.on_end(payload={EventPayload.NODES: kept})
+        return kept
+
+    def _node(self, scored: NodeWithScore) -> Any:
+        """The node itself, or a copy with its retrieval score in the metadata (the given
+        node is left as it is)."""
+        if not self.keep_retrieval_score:
+            return scored.node
+        metadata = {**scored.node.metadata, "retrieval_score": scored.score}
+        return scored.node.model_copy(update={"metadata": metadata})
