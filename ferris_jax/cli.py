@@ -480,10 +480,14 @@ def _add_index_commands(commands: Any, model: argparse.ArgumentParser) -> None:
 
 _SERVE_EPILOG = """\
 endpoints: POST /v1/embeddings (OpenAI), POST /embed (text-embeddings-inference),
-POST /v1/search (with --index), GET /v1/models, /info, /health, /metrics (Prometheus).
+POST /v1/search (with --index: mode dense/lexical/hybrid, weights, candidates, and rerank
+with --reranker), POST /rerank (text-embeddings-inference's, with --reranker), GET
+/v1/models, /info, /health, /metrics (Prometheus).
 
   curl -s localhost:8080/v1/embeddings -H 'Content-Type: application/json' \\
        -d '{"input": ["a first text", "a second"], "model": "all-MiniLM-L6-v2"}'
+  curl -s localhost:8080/rerank -H 'Content-Type: application/json' \
+       -d '{"query": "reset my password", "texts": ["Open Settings.", "Invoices."]}'
 
 Requests arriving together are batched onto the device. A full queue answers 429 with
 Retry-After; SIGTERM stops accepting, finishes the requests in flight and exits (Ctrl-C
@@ -496,9 +500,10 @@ def _add_serve_command(commands: Any, model: argparse.ArgumentParser) -> None:
     serve = commands.add_parser(
         "serve",
         parents=[model],
-        help="serve embeddings (OpenAI and TEI APIs) and search over HTTP",
+        help="serve embeddings (OpenAI and TEI APIs), search and reranking over HTTP",
         description="Serve the model over HTTP: OpenAI's embeddings API, text-embeddings-"
-        "inference's /embed, and search over an index. Needs the serve extra: "
+        "inference's /embed and /rerank (with --reranker), and search over an index. Needs "
+        "the serve extra: "
         "pip install 'ferris-jax[serve]'.",
         epilog=_SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -506,6 +511,12 @@ def _add_serve_command(commands: Any, model: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--index", metavar="DIR", help="an index folder to search (its model, unless -m is given)"
+    )
+    serve.add_argument(
+        "--reranker",
+        metavar="MODEL",
+        help="a cross-encoder (folder or hub id) to serve on /rerank and for search's rerank; "
+        "it runs where the model does",
     )
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback)"
@@ -590,7 +601,7 @@ def _serve(args: argparse.Namespace) -> int:
         queue_size=args.queue_size,
         timeout=args.timeout or float("inf"),
     )
-    index = None
+    index = reranker = None
     if args.engine == "process":
         from ferris_jax.serve.engine import EngineProcess
 
@@ -601,12 +612,13 @@ def _serve(args: argparse.Namespace) -> int:
             precompile=not args.no_precompile,
         )
     else:
-        model, index = _serving_model(args)
+        model, index, reranker = _serving_model(args)
     serve(
         model,
         host=args.host,
         port=args.port,
         index=index,
+        reranker=reranker,
         limits=limits,
         api_key=args.api_key or None,
         batch_size=args.batch_size,
@@ -618,9 +630,9 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serving_model(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The encoder and index (or None) `ferris-jax serve` serves, loaded in the process that
-    runs them (the engine process, unless --engine thread)."""
+def _serving_model(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The encoder, index (or None) and reranker (or None) `ferris-jax serve` serves, loaded in
+    the process that runs them (the engine process, unless --engine thread)."""
     index = None
     if args.index is not None:
         from ferris_jax.retrieval.index import Index
@@ -642,7 +654,12 @@ def _serving_model(args: argparse.Namespace) -> tuple[Any, Any]:
             raise CommandError(f"{args.index}: this index has no model; pass one with -m")
     else:
         encoder = _load(args)
-    return encoder, index
+    reranker = None
+    if args.reranker is not None:
+        from ferris_jax.api import load_reranker
+
+        reranker = load_reranker(args.reranker, dtype=args.dtype, backend=args.backend)
+    return encoder, index, reranker
 
 
 # ---------------------------------------------------------------- input and output

@@ -1,6 +1,8 @@
-"""`ferris-jax serve` on the real all-MiniLM-L6-v2: OpenAI's own client and plain HTTP against one
-server on a loopback port; served vectors equal `encode`'s; every malformed request gets a JSON
-error naming the field. Limits, failures and shutdown: test_serve_limits.py."""
+"""`ferris-jax serve` on the real all-MiniLM-L6-v2 (and a tiny random cross-encoder): OpenAI's own
+client and plain HTTP against one server on a loopback port; served vectors equal `encode`'s,
+/rerank equals `Reranker.rank`, hybrid and reranked search equal `Index.search`; every
+malformed request gets a JSON error naming the field. Limits, failures and shutdown:
+test_serve_limits.py."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
+from helpers.checkpoints import make_bert_cross_encoder_checkpoint  # noqa: E402
+from helpers.data import sts_sentences  # noqa: E402
 from helpers.serving import running  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -41,11 +45,21 @@ def index(minilm):
 
 
 @pytest.fixture(scope="module")
-def server(minilm, index):
+def reranker(tmp_path_factory):
+    import ferris_jax
+
+    folder = make_bert_cross_encoder_checkpoint(tmp_path_factory.mktemp("ce") / "ce")
+    return ferris_jax.load_reranker(folder)
+
+
+@pytest.fixture(scope="module")
+def server(minilm, index, reranker):
     from ferris_jax.serve import Limits, create_app
 
     limits = Limits(max_inputs=64, max_chars=20_000)
-    app = create_app(minilm, index=index, limits=limits, api_key=KEY, batch_size=16)
+    app = create_app(
+        minilm, index=index, reranker=reranker, limits=limits, api_key=KEY, batch_size=16
+    )
     with running(app) as (url, _):
         yield url
 
@@ -137,6 +151,58 @@ def test_search(http, index):
     assert [r["index"] for r in many.json()["data"]] == [0, 1]
 
 
+def test_tei_rerank_equals_rank(http, reranker):
+    sentences = sts_sentences()
+    query, texts = sentences[0], sentences[1:21]
+    expected = reranker.rank(query, texts)
+    reply = http.post("/rerank", json={"query": query, "texts": texts})
+    assert reply.status_code == 200, reply.text
+    ranks = reply.json()
+    assert [r["index"] for r in ranks] == [e["corpus_id"] for e in expected]
+    close([[r["score"] for r in ranks]], [[e["score"] for e in expected]])
+    assert all(set(r) == {"index", "score"} for r in ranks)
+    body = {"query": query, "texts": texts, "raw_scores": True, "return_text": True}
+    raw = http.post("/rerank", json=body).json()
+    logits = reranker.predict([(query, t) for t in texts], activation_fn="identity")
+    assert [r["index"] for r in raw] == list(np.argsort(-logits, kind="stable"))
+    close([[r["score"] for r in raw]], [logits[[r["index"] for r in raw]]])
+    assert [r["text"] for r in raw] == [texts[r["index"]] for r in raw]
+    # TEI refuses a pair longer than the model takes unless told to truncate.
+    long_text = "word " * 200
+    refused = http.post("/rerank", json={"query": query, "texts": ["fine", long_text]})
+    assert refused.status_code == 413 and set(refused.json()) == {"error", "error_type"}
+    assert "texts[1]" in refused.json()["error"] and "truncate" in refused.json()["error"]
+    body = {"query": query, "texts": ["fine", long_text], "truncate": True}
+    cut = http.post("/rerank", json=body).json()
+    close(
+        [sorted(r["score"] for r in cut)],
+        [sorted(reranker.predict([(query, "fine"), (query, long_text)]))],
+    )
+    info = http.get("/info").json()["reranker"]
+    assert info == {
+        "model_id": reranker.checkpoint.name,
+        "max_input_length": reranker.max_seq_length,
+    }
+
+
+def test_hybrid_reranked_search_equals_index_search(http, index, reranker):
+    queries = ["how do I change my password", "when is the bill sent"]
+    options = {"mode": "hybrid", "weights": [1.0, 0.5], "candidates": 3}
+    body = {"query": queries, "top_k": 2, "rerank": True, **options}
+    reply = http.post("/v1/search", json=body)
+    assert reply.status_code == 200, reply.text
+    expected = index.search(queries, top_k=2, rerank=reranker, **options)
+    for result, hits in zip(reply.json()["data"], expected, strict=True):
+        assert [h["id"] for h in result["hits"]] == [h.id for h in hits]
+        close([[h["score"] for h in result["hits"]]], [[h.score for h in hits]])
+    assert reply.json()["usage"]["prompt_tokens"] > 0
+    lexical = http.post("/v1/search", json={"query": "refunds card", "mode": "lexical"}).json()
+    [hits] = lexical["data"]
+    assert [h["id"] for h in hits["hits"]] == [
+        h.id for h in index.search("refunds card", mode="lexical")
+    ]
+
+
 def test_health_models_and_metrics(server, http):
     assert httpx.get(f"{server}/health").json() == {"status": "ok"}  # no key needed
     text = httpx.get(f"{server}/metrics").text
@@ -184,6 +250,34 @@ BAD = [
     ("/v1/search", {"query": "a", "filter": {"year": {"$bogus": 1}}}, 400, "filter"),
     ("/v1/search", {"query": "a", "filter": {"$or": "x"}}, 400, "filter"),
     ("/v1/search", {"query": []}, 400, "query"),
+    ("/v1/search", {"query": "a", "mode": "sparse"}, 400, "mode"),
+    ("/v1/search", {"query": "a", "mode": 1}, 400, "mode"),
+    ("/v1/search", {"query": "a", "mode": "hybrid", "weights": [1]}, 400, "weights"),
+    ("/v1/search", {"query": "a", "mode": "hybrid", "weights": [1, "x"]}, 400, "weights"),
+    ("/v1/search", {"query": "a", "mode": "hybrid", "weights": [1, -1]}, 400, "weights"),
+    ("/v1/search", {"query": "a", "weights": [1, 1]}, 400, "weights"),
+    ("/v1/search", {"query": "a", "candidates": 0}, 400, "candidates"),
+    ("/v1/search", {"query": "a", "candidates": 10**6}, 400, "candidates"),
+    ("/v1/search", {"query": "a", "rerank": "yes"}, 400, "rerank"),
+    ("/rerank", {"texts": ["a"]}, 400, "query"),
+    ("/rerank", {"query": 3, "texts": ["a"]}, 400, "query"),
+    ("/rerank", {"query": "", "texts": ["a"]}, 400, "query"),
+    ("/rerank", {"query": "q"}, 400, "texts"),
+    ("/rerank", {"query": "q", "texts": "a"}, 400, "texts"),
+    ("/rerank", {"query": "q", "texts": []}, 400, "texts"),
+    ("/rerank", {"query": "q", "texts": ["a", ""]}, 400, "texts[1]"),
+    ("/rerank", {"query": "q", "texts": ["a", 5]}, 400, "texts[1]"),
+    ("/rerank", {"query": "q", "texts": ["a"], "raw_scores": "yes"}, 400, "raw_scores"),
+    ("/rerank", {"query": "q", "texts": ["a"], "return_text": 1}, 400, "return_text"),
+    (
+        "/rerank",
+        {"query": "q", "texts": ["a"], "truncation_direction": "Left"},
+        400,
+        "truncation_direction",
+    ),
+    ("/rerank", {"query": "q", "texts": ["a"] * 65}, 413, "texts"),
+    ("/rerank", {"query": "q" * 1000, "texts": ["a"] * 20}, 413, "texts"),
+    ("/rerank", b"{not json", 400, None),
 ]
 
 
@@ -196,8 +290,9 @@ def test_bad_requests_get_a_json_error_naming_the_field(http, path, body, status
     assert reply.status_code == status, reply.text
     assert "Traceback" not in reply.text
     error = reply.json()["error"]
-    if path == "/embed":  # text-embeddings-inference's shape
-        assert reply.json()["error_type"] == "Validation" and param in error
+    if path in ("/embed", "/rerank"):  # text-embeddings-inference's shape
+        assert set(reply.json()) == {"error", "error_type"}
+        assert reply.json()["error_type"] == "Validation" and (param or "") in error
     else:
         assert set(error) == {"message", "type", "param", "code"}
         assert error["param"] == param and error["message"]

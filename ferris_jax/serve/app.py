@@ -1,10 +1,12 @@
 """The ASGI app (Starlette): routes translate each API's shapes into one engine call and back.
 
     POST /v1/embeddings  OpenAI            POST /embed   text-embeddings-inference
-    POST /v1/search      the loaded Index  GET  /info    TEI's model description
-    GET  /v1/models      OpenAI            GET  /health, /metrics (Prometheus text)
+    POST /v1/search      the loaded Index  POST /rerank  TEI's, with the served reranker
+    GET  /v1/models      OpenAI            GET  /info    TEI's model description
+    GET  /health, /metrics (Prometheus text)
 
-Every failure is a JSON body (OpenAI's error object; TEI's on /embed) with the field at fault,
+Every failure is a JSON body (OpenAI's error object; TEI's on /embed and /rerank) with the
+field at fault,
 never a traceback. Work that grows with a request (decoding token ids, rendering large
 responses, searching) runs in a thread, so no request holds up the event loop. Responses
 carry text-embeddings-inference's timing headers in milliseconds: `x-total-time` (in the
@@ -34,7 +36,7 @@ from ferris_jax._version import __version__
 from ferris_jax.encoder import Encoder
 from ferris_jax.serve import responses, schemas
 from ferris_jax.serve.batcher import Closed, Embedded, QueueFull
-from ferris_jax.serve.engine import Engine, EngineDied, LocalEngine
+from ferris_jax.serve.engine import Engine, EngineDied, LocalEngine, Reranked
 from ferris_jax.serve.errors import ApiError, bad_request
 from ferris_jax.serve.metrics import Metrics
 from ferris_jax.serve.schemas import Limits
@@ -191,6 +193,19 @@ class Service:
                 404, "this server has no index: start it with --index DIR", code="no_index"
             )
         req = schemas.search_request(await self.body(request), self.limits)
+        if req.rerank and self.model.reranker is None:
+            raise ApiError(
+                400,
+                "rerank: this server has no reranker: start it with --reranker MODEL",
+                param="rerank",
+                code="no_reranker",
+            )
+        if (req.mode != "dense" or req.rerank) and not self.model.index_texts:
+            field = "rerank" if req.mode == "dense" else "mode"
+            raise bad_request(
+                field,
+                "needs the index's texts, and this index keeps none (built with store_text=False)",
+            )
         if req.filter is not None:
             from ferris_jax.retrieval.filters import to_sql
 
@@ -198,13 +213,20 @@ class Service:
                 to_sql(req.filter)
             except (ValueError, TypeError) as e:
                 raise ApiError(400, f"filter: {e}", param="filter", code="invalid_filter") from None
-        result = await self.embed(req.queries, self.model.query_prompt)
+        options: dict[str, Any] = {"by_document": req.by_document, "rescore": req.rescore}
+        if req.mode == "dense" and not req.rerank:
+            # Dense search of vectors embedded by the batcher, with the embedding requests.
+            result = await self.embed(req.queries, self.model.query_prompt)
+            queries: Any = result.vectors
+            tokens = int(result.tokens.sum())
+        else:  # lexical search and reranking need the query texts: the index embeds them
+            options.update(mode=req.mode, weights=req.weights, candidates=req.candidates)
+            options["rerank"] = req.rerank
+            queries = req.queries
+            tokens = 0 if req.mode == "lexical" else self.count_tokens(req.queries)
 
         def run() -> list[Any]:
-            return self.engine.search(
-                result.vectors, req.top_k, req.filter,
-                by_document=req.by_document, rescore=req.rescore,
-            )  # fmt: skip
+            return self.engine.search(queries, req.top_k, req.filter, **options)
 
         try:
             hits = await anyio.to_thread.run_sync(run)
@@ -214,8 +236,54 @@ class Service:
             raise self._closed() from None
         except EngineDied as e:
             raise ApiError(500, f"search failed: {e}", code="search_failed") from None
-        body = responses.search_results(hits, int(result.tokens.sum()), self.model_name)
+        body = responses.search_results(hits, tokens, self.model_name)
         return Response(body, media_type="application/json")
+
+    def count_tokens(self, queries: list[str]) -> int:
+        """Tokens of the query texts with the query prompt, as the model embeds them."""
+        prompted = [self.model.query_prompt + q for q in queries]
+        lengths = (len(e.ids) for e in self.model.tokenizer.encode_batch(prompted))
+        return sum(min(n, self.model.max_seq_length) for n in lengths)
+
+    async def rerank(self, request: Request) -> Response:
+        if self.model.reranker is None:
+            raise ApiError(
+                404,
+                "this server has no reranker: start it with --reranker MODEL",
+                code="no_reranker",
+            )
+        req = schemas.rerank_request(await self.body(request), self.limits)
+
+        def run() -> Reranked:
+            return self.engine.rerank(
+                req.query, req.texts,
+                raw_scores=req.raw_scores, return_text=req.return_text, truncate=req.truncate,
+            )  # fmt: skip
+
+        try:
+            result = await anyio.to_thread.run_sync(run)
+        except Closed:
+            raise self._closed() from None
+        except EngineDied as e:
+            raise ApiError(500, f"reranking failed: {e}", code="rerank_failed") from None
+        if result.ranked is None:
+            i = result.too_long
+            raise ApiError(
+                413,
+                f"texts[{i}] with the query has more than the reranker's "
+                f'{self.model.reranker_max_length} tokens; pass "truncate": true to cut it',
+                param=f"texts[{i}]",
+                code="too_long",
+            )
+        ranks = [
+            {
+                "index": r["corpus_id"],
+                "score": r["score"],
+                **({"text": r["text"]} if "text" in r else {}),
+            }
+            for r in result.ranked
+        ]
+        return JSONResponse(ranks)
 
     async def models(self, request: Request) -> Response:
         model = {"id": self.model_name, "object": "model", "created": 0, "owned_by": "ferris-jax"}
@@ -235,6 +303,12 @@ class Service:
                 "embedding_dimension": self.dimension,
                 "prompts": dict(self.model.prompts),
                 "index": self.model.query_prompt is not None,
+                "reranker": None
+                if self.model.reranker is None
+                else {
+                    "model_id": self.model.reranker,
+                    "max_input_length": self.model.reranker_max_length,
+                },
             }
         )
 
@@ -307,6 +381,7 @@ def create_app(
     model: Encoder | Engine,
     *,
     index: Any = None,
+    reranker: Any = None,
     limits: Limits | None = None,
     batch_size: int = 32,
     **options: Any,
@@ -317,6 +392,8 @@ def create_app(
         model: the model (`ferris_jax.load(...)`), run by a `LocalEngine` of this process's
             threads; or an `Engine` that runs it (and its index) elsewhere.
         index: a loaded `Index` for /v1/search (with an encoder only).
+        reranker: a loaded `Reranker` (`ferris_jax.load_reranker`) for /rerank and
+            /v1/search's `rerank` (with an encoder only; an engine loads its own).
         limits: `Limits` (their queue size is the batcher's made here for an encoder; an
             engine has its own).
         batch_size: rows per batch, as `encode(batch_size=...)` (with an encoder only).
@@ -328,10 +405,13 @@ def create_app(
     limits = limits or Limits()
     if isinstance(model, Encoder):
         engine: Engine = LocalEngine(
-            model, index, batch_size=batch_size, queue_size=limits.queue_size
+            model, index, reranker, batch_size=batch_size, queue_size=limits.queue_size
         )
-    elif index is not None:
-        raise ValueError("an engine serves its own index: pass index= with an encoder only")
+    elif index is not None or reranker is not None:
+        raise ValueError(
+            "an engine serves its own index and reranker: pass index= and reranker= with an "
+            "encoder only"
+        )
     else:
         engine = model
     service = Service(engine, limits=limits, **options)
@@ -356,6 +436,7 @@ def create_app(
         Route("/v1/embeddings", s.endpoint("embeddings", s.openai_embeddings), methods=["POST"]),
         Route("/embed", s.endpoint("embed", s.tei_embed, tei=True), methods=["POST"]),
         Route("/v1/search", s.endpoint("search", s.search), methods=["POST"]),
+        Route("/rerank", s.endpoint("rerank", s.rerank, tei=True), methods=["POST"]),
         Route("/v1/models", s.endpoint("models", s.models), methods=["GET"]),
         Route("/info", s.endpoint("info", s.info), methods=["GET"]),
         Route("/health", s.endpoint("health", s.health, auth=False), methods=["GET"]),

@@ -1,6 +1,6 @@
 """Where the model runs for the server: the `Engine` interface and its two implementations.
 
-    LocalEngine    the encoder's batcher (and the index) in this process, on threads
+    LocalEngine    the encoder's batcher (and the index and reranker) in this process, on threads
     EngineProcess  a LocalEngine in a child process that owns the device, reached over a pipe
 
 The HTTP side (event loop, JSON, validation, rendering) and the device's host path (tokenizing,
@@ -32,8 +32,9 @@ from ferris_jax.serve.batcher import Batcher, Closed, JobStats
 
 log = logging.getLogger("ferris_jax.serve")
 
-# What a child process's loader returns: the encoder and the index (or None) it serves.
-Loader = Callable[[], "tuple[Encoder, Any]"]
+# What a child process's loader returns: the encoder and the index (or None) it serves, and
+# optionally a third item, the reranker (or None).
+Loader = Callable[[], "tuple[Encoder, Any] | tuple[Encoder, Any, Any]"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +51,12 @@ class ServedModel:
     default_prompt_name: str | None
     tokenizer: Any  # the `tokenizers.Tokenizer` (token ids in requests are decoded with it)
     query_prompt: str | None  # the index's query prompt; None: no index
+    index_texts: bool = False  # the index keeps texts (lexical and hybrid search, reranking)
+    reranker: str | None = None  # the reranker's name; None: no reranker
+    reranker_max_length: int | None = None  # tokens per (query, text) pair
 
     @staticmethod
-    def of(encoder: Encoder, index: Any = None) -> ServedModel:
+    def of(encoder: Encoder, index: Any = None, reranker: Any = None) -> ServedModel:
         return ServedModel(
             name=encoder.checkpoint.name,
             dimension=encoder.embedding_dimension,
@@ -64,11 +68,23 @@ class ServedModel:
             default_prompt_name=encoder.settings.default_prompt_name,
             tokenizer=encoder.tokenizer.tokenizer,
             query_prompt=None if index is None else index.prompts["query"],
+            index_texts=index is not None and index.store_text,
+            reranker=None if reranker is None else reranker.checkpoint.name,
+            reranker_max_length=None if reranker is None else reranker.max_seq_length,
         )
 
     def prompt_for(self, role: Literal["query", "document"] | None, prompt_name: str | None) -> str:
         """The prompt `encode` would prepend (as `Encoder.prompt_for`)."""
         return choose_prompt(self.prompts, self.default_prompt_name, role, prompt_name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reranked:
+    """A rerank's result: `Reranker.rank`'s dicts, or None when `too_long` (the first text
+    whose pair with the query is longer than the reranker takes, refused without truncate)."""
+
+    ranked: list[dict[str, Any]] | None
+    too_long: int | None = None
 
 
 class Engine(Protocol):
@@ -90,18 +106,36 @@ class Engine(Protocol):
         through the future (an engine process learns of them from its child)."""
 
     def search(self, vectors: np.ndarray, top_k: int, filter: Any, **options: Any) -> list:
-        """`Index.search` of query vectors (blocks: call it from a thread)."""
+        """`Index.search` of query vectors, or of query texts (blocks: call it from a thread).
+        `rerank=True` re-scores the hits with the served reranker."""
+
+    def rerank(
+        self, query: str, texts: list[str], *, raw_scores: bool, return_text: bool, truncate: bool
+    ) -> Reranked:
+        """`Reranker.rank` of the texts against the query (blocks: call it from a thread);
+        `raw_scores`: the logits, without the activation."""
 
     def close(self, timeout: float | None = None) -> None:
         """Take no new requests, finish those queued, stop."""
 
 
 class LocalEngine:
-    """The encoder's batcher and the index, in this process."""
+    """The encoder's batcher, the index and the reranker, in this process. The reranker runs
+    where the encoder does (in the engine process by default): it needs the device, and
+    `Index.search(rerank=...)` calls it beside the index."""
 
-    def __init__(self, encoder: Encoder, index: Any = None, *, batch_size: int, queue_size: int):
-        self.model = ServedModel.of(encoder, index)
+    def __init__(
+        self,
+        encoder: Encoder,
+        index: Any = None,
+        reranker: Any = None,
+        *,
+        batch_size: int,
+        queue_size: int,
+    ):
+        self.model = ServedModel.of(encoder, index, reranker)
         self.index = index
+        self.reranker = reranker
         self.batcher = Batcher(encoder, batch_size=batch_size, queue_size=queue_size)
 
     @property
@@ -124,7 +158,24 @@ class LocalEngine:
         return self.batcher.submit(texts, prompt)
 
     def search(self, vectors: np.ndarray, top_k: int, filter: Any, **options: Any) -> list:
+        if options.pop("rerank", False):
+            options["rerank"] = self.reranker
         return self.index.search(vectors, top_k, filter, **options)
+
+    def rerank(
+        self, query: str, texts: list[str], *, raw_scores: bool, return_text: bool, truncate: bool
+    ) -> Reranked:
+        if not truncate:  # TEI refuses what it would cut, unless told to truncate
+            pairs = self.reranker.tokenizer.encode_pairs([query] * len(texts), texts)
+            if pairs.truncated.any():
+                return Reranked(None, int(np.argmax(pairs.truncated)))
+        ranked = self.reranker.rank(
+            query,
+            texts,
+            return_documents=return_text,
+            activation_fn="identity" if raw_scores else None,
+        )
+        return Reranked(ranked)
 
     def close(self, timeout: float | None = None, *, drain: bool = True) -> None:
         self.batcher.close(timeout, drain=drain)
@@ -140,7 +191,8 @@ class EngineProcess:
     any spawned process, a script that starts one needs `if __name__ == "__main__":`.
 
     Args:
-        load: returns `(encoder, index or None)` in the child.
+        load: returns `(encoder, index or None)`, or `(encoder, index or None, reranker or
+            None)`, in the child.
         batch_size, queue_size: the batcher's.
         precompile: compile the full batch shapes before serving.
         start_timeout: seconds loading and compiling may take.
@@ -210,6 +262,12 @@ class EngineProcess:
 
     def search(self, vectors: np.ndarray, top_k: int, filter: Any, **options: Any) -> list:
         return self._call("search", vectors, top_k, filter, options).result()
+
+    def rerank(
+        self, query: str, texts: list[str], *, raw_scores: bool, return_text: bool, truncate: bool
+    ) -> Reranked:
+        options = {"raw_scores": raw_scores, "return_text": return_text, "truncate": truncate}
+        return self._call("rerank", query, texts, options).result()
 
     def close(self, timeout: float | None = None) -> None:
         """Let the engine finish what it was sent and exit (killed if it has not after
@@ -310,11 +368,15 @@ def _engine_main(conn: Any, load: Loader, options: dict[str, Any]) -> None:
         level=logging.WARNING, format="%(levelname)s ferris-serve-engine: %(message)s"
     )
     try:
-        encoder, index = load()
+        encoder, index, *rest = load()
         if options["precompile"]:
             encoder.precompile(options["batch_size"])
         engine = LocalEngine(
-            encoder, index, batch_size=options["batch_size"], queue_size=options["queue_size"]
+            encoder,
+            index,
+            rest[0] if rest else None,
+            batch_size=options["batch_size"],
+            queue_size=options["queue_size"],
         )
     except BaseException as e:  # the parent raises it, as if it had loaded the model itself
         conn.send(("failed", _picklable(e)))
@@ -357,6 +419,10 @@ def _engine_main(conn: Any, load: Loader, options: dict[str, Any]) -> None:
         elif kind == "search":
             vectors, top_k, filter, options_ = message[2:]
             future = searches.submit(engine.search, vectors, top_k, filter, **options_)
+            future.add_done_callback(lambda f, key=key: reply(key, f))
+        elif kind == "rerank":
+            query, texts, options_ = message[2:]
+            future = searches.submit(engine.rerank, query, texts, **options_)
             future.add_done_callback(lambda f, key=key: reply(key, f))
         elif kind == "cancel" and (future := requests.get(key)) is not None:
             future.cancel()  # only while it waits in the queue

@@ -7,13 +7,18 @@ Pure functions of the decoded JSON and the limits; the app resolves what needs t
                          ("float" | "base64"), dimensions; extensions prompt_name, input_type
     POST /embed          text-embeddings-inference: inputs (str | [str]), normalize, truncate,
                          truncation_direction, prompt_name, dimensions
-    POST /v1/search      query (str | [str]), top_k, filter, by_document, rescore
+    POST /v1/search      query (str | [str]), top_k, filter, by_document, rescore; mode
+                         ("dense" | "lexical" | "hybrid"), weights ([dense, lexical]),
+                         candidates, rerank (true: the served reranker)
+    POST /rerank         text-embeddings-inference: query, texts, raw_scores, return_text,
+                         truncate, truncation_direction
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +28,7 @@ from ferris_jax.serve.errors import ApiError, bad_request
 
 ENCODING_FORMATS = ("float", "base64")
 INPUT_TYPES = ("query", "document")
+SEARCH_MODES = ("dense", "lexical", "hybrid")  # as `Index.search` takes them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +39,7 @@ class Limits:
         max_inputs: texts per request (OpenAI's own limit is 2048).
         max_chars: characters per request, all texts together (token ids count one each).
         max_top_k: results per query of a search.
+        max_candidates: candidates a search fuses and reranks per query at most.
         queue_size: requests waiting for the device at most; past it, HTTP 429.
         timeout: seconds a request may wait and run before it fails with HTTP 504.
         max_body_bytes: the largest request body read (HTTP 413 past it).
@@ -41,6 +48,7 @@ class Limits:
     max_inputs: int = 2048
     max_chars: int = 2_000_000
     max_top_k: int = 1000
+    max_candidates: int = 4000
     queue_size: int = 512
     timeout: float = 60.0
     max_body_bytes: int = 16 * 1024 * 1024
@@ -83,6 +91,21 @@ class SearchRequest:
     filter: dict[str, Any] | None
     by_document: bool
     rescore: bool
+    mode: str = "dense"
+    weights: tuple[float, float] | None = None
+    candidates: int | None = None
+    rerank: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class RerankRequest:
+    """`POST /rerank` (text-embeddings-inference)."""
+
+    query: str
+    texts: list[str]
+    raw_scores: bool
+    return_text: bool
+    truncate: bool
 
 
 def decode_json(body: bytes) -> dict[str, Any]:
@@ -132,11 +155,7 @@ def embed_request(body: Mapping[str, Any], limits: Limits, dimension: int) -> Em
     if "inputs" not in body:
         raise bad_request("inputs", "is missing: give a string or a list of strings")
     texts = _texts("inputs", body["inputs"], limits)
-    direction = _optional(body, "truncation_direction", str) or "Right"
-    if direction not in ("Right", "right"):
-        raise bad_request(
-            "truncation_direction", f"must be 'Right', the only one supported, got {direction!r}"
-        )
+    _direction(body)
     normalize = _optional(body, "normalize", bool)
     truncate = _optional(body, "truncate", bool)
     return EmbedRequest(
@@ -160,6 +179,13 @@ def search_request(body: Mapping[str, Any], limits: Limits) -> SearchRequest:
     filter_ = _optional(body, "filter", dict)
     by_document = _optional(body, "by_document", bool)
     rescore = _optional(body, "rescore", bool)
+    mode = _optional(body, "mode", str) or "dense"
+    if mode not in SEARCH_MODES:
+        raise bad_request("mode", f"must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
+    weights = _weights(body.get("weights"), mode)
+    candidates = _optional(body, "candidates", int)
+    if candidates is not None and not 1 <= candidates <= limits.max_candidates:
+        raise bad_request("candidates", f"must be in 1..{limits.max_candidates}, got {candidates}")
     return SearchRequest(
         queries=queries,
         single=isinstance(body["query"], str),
@@ -167,6 +193,36 @@ def search_request(body: Mapping[str, Any], limits: Limits) -> SearchRequest:
         filter=filter_ or None,
         by_document=bool(by_document),
         rescore=True if rescore is None else rescore,
+        mode=mode,
+        weights=weights,
+        candidates=candidates,
+        rerank=bool(_optional(body, "rerank", bool)),
+    )
+
+
+def rerank_request(body: Mapping[str, Any], limits: Limits) -> RerankRequest:
+    """Check a text-embeddings-inference `/rerank` body (the texts count against the limits,
+    the query's characters once per text: each pair holds it)."""
+    if "query" not in body:
+        raise bad_request("query", "is missing: give the query string")
+    if not isinstance(body["query"], str):
+        raise bad_request("query", f"must be a string, got {_kind(body['query'])}", "invalid_type")
+    [query] = _texts("query", body["query"], limits)
+    if "texts" not in body:
+        raise bad_request("texts", "is missing: give a list of texts to rank")
+    if not isinstance(body["texts"], list):
+        raise bad_request(
+            "texts", f"must be a list of strings, got {_kind(body['texts'])}", "invalid_type"
+        )
+    texts = _texts("texts", body["texts"], limits)
+    _count("texts", len(texts), sum(map(len, texts)) + len(query) * len(texts), limits)
+    _direction(body)
+    return RerankRequest(
+        query=query,
+        texts=texts,
+        raw_scores=bool(_optional(body, "raw_scores", bool)),
+        return_text=bool(_optional(body, "return_text", bool)),
+        truncate=bool(_optional(body, "truncate", bool)),
     )
 
 
@@ -187,6 +243,33 @@ def _optional(body: Mapping[str, Any], field: str, kind: type) -> Any:
         want = {str: "a string", int: "an integer", bool: "true or false", dict: "an object"}
         raise bad_request(field, f"must be {want[kind]}, got {_kind(value)}", "invalid_type")
     return value
+
+
+def _direction(body: Mapping[str, Any]) -> None:
+    """TEI's `truncation_direction`: only "Right" (the end of a text is cut)."""
+    direction = _optional(body, "truncation_direction", str) or "Right"
+    if direction not in ("Right", "right"):
+        raise bad_request(
+            "truncation_direction", f"must be 'Right', the only one supported, got {direction!r}"
+        )
+
+
+def _weights(value: Any, mode: str) -> tuple[float, float] | None:
+    """A hybrid search's `[dense, lexical]` fusion weights: two finite numbers >= 0, not both 0."""
+    if value is None:
+        return None
+    if mode != "hybrid":
+        raise bad_request("weights", f'applies to "mode": "hybrid" only, not {mode!r}')
+    numbers = isinstance(value, list) and all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) for w in value
+    )
+    if not numbers or len(value) != 2:
+        raise bad_request(
+            "weights", "must be two numbers, [dense, lexical], e.g. [1, 0.5]", "invalid_type"
+        )
+    if not all(math.isfinite(w) and w >= 0 for w in value) or not any(value):
+        raise bad_request("weights", f"must be finite, at least 0 and not both 0, got {value}")
+    return float(value[0]), float(value[1])
 
 
 def _dimensions(body: Mapping[str, Any], dimension: int) -> int | None:

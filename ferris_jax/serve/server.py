@@ -28,6 +28,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     index: Any = None,
+    reranker: Any = None,
     limits: Limits | None = None,
     api_key: str | None = None,
     batch_size: int = 32,
@@ -43,6 +44,7 @@ def serve(
             (`EngineProcess`: in a process of its own; it loads and compiles by itself).
         host, port: where to listen (loopback by default: nothing outside this machine).
         index: a loaded `Index` for `/v1/search` (with a loaded model; an engine has its own).
+        reranker: a loaded `Reranker` for `/rerank` and search's `rerank` (likewise).
         limits: per-request limits, queue size and timeout (`Limits`).
         api_key: require `Authorization: Bearer <api_key>` on the API routes.
         batch_size: rows per batch, as `encode(batch_size=...)`.
@@ -58,6 +60,7 @@ def serve(
     app = create_app(
         model,
         index=index,
+        reranker=reranker,
         limits=limits,
         api_key=api_key,
         batch_size=batch_size,

@@ -40,11 +40,14 @@ def running(app: Any) -> Iterator[tuple[str, Any]]:
         thread.join(30)
 
 
-def load_for_serving(model: str, index_dir: str | None = None) -> tuple[Any, Any]:
-    """An engine process's loader (module level, so that it pickles): the model, and the
-    index saved in `index_dir` if given."""
+def load_for_serving(
+    model: str, index_dir: str | None = None, reranker: str | None = None
+) -> tuple[Any, Any, Any]:
+    """An engine process's loader (module level, so that it pickles): the model, the index
+    saved in `index_dir` and the cross-encoder `reranker` (a folder), each if given."""
     import ferris_jax
     from ferris_jax.retrieval import Index
 
     encoder = ferris_jax.load(model)
-    return encoder, (Index.load(index_dir, encoder) if index_dir else None)
+    index = Index.load(index_dir, encoder) if index_dir else None
+    return encoder, index, (ferris_jax.load_reranker(reranker) if reranker else None)
