@@ -1,6 +1,7 @@
 """The server with its model in an engine process (`EngineProcess`, what `ferris-jax serve`
-runs by default): vectors and search results equal to the model's own, the model's loading
-errors raised in the parent, and an engine process that dies fails requests cleanly."""
+runs by default): vectors, search results and reranking (a reranker loaded in the engine
+process) equal to the models' own, the model's loading errors raised in the parent, and an
+engine process that dies fails requests cleanly."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
+from helpers.checkpoints import make_bert_cross_encoder_checkpoint  # noqa: E402
+from helpers.data import sts_sentences  # noqa: E402
 from helpers.serving import load_for_serving, running  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -29,14 +32,26 @@ FAQ = [
 
 
 @pytest.fixture(scope="module")
-def engine(minilm, tmp_path_factory):
+def index(minilm):
     from ferris_jax.retrieval import Index
-    from ferris_jax.serve.engine import EngineProcess
 
     index = Index(minilm)
     index.add([t for _, t, _ in FAQ], ids=[i for i, _, _ in FAQ], metadata=[m for *_, m in FAQ])
+    return index
+
+
+@pytest.fixture(scope="module")
+def reranker_folder(tmp_path_factory):
+    return make_bert_cross_encoder_checkpoint(tmp_path_factory.mktemp("ce") / "ce", seed=1)
+
+
+@pytest.fixture(scope="module")
+def engine(index, reranker_folder, tmp_path_factory):
+    from ferris_jax.serve.engine import EngineProcess
+
     folder = index.save(tmp_path_factory.mktemp("served") / "faq")
-    engine = EngineProcess(functools.partial(load_for_serving, MINILM, str(folder)), batch_size=8)
+    load = functools.partial(load_for_serving, MINILM, str(folder), str(reranker_folder))
+    engine = EngineProcess(load, batch_size=8)
     yield engine
     engine.close(60)
 
@@ -79,6 +94,32 @@ def test_vectors_and_search_through_the_engine_process_equal_the_models(url, eng
     assert "ferris_jax_texts_total" in metrics and "ferris_jax_batch_texts_bucket" in metrics
 
 
+def test_rerank_and_reranked_search_in_the_engine_process(url, index, reranker_folder):
+    import ferris_jax
+
+    reranker = ferris_jax.load_reranker(reranker_folder)  # the engine loaded its own
+    info = httpx.get(f"{url}/info").json()["reranker"]  # the child runs this worktree's code
+    assert info["model_id"] == reranker.checkpoint.name
+    sentences = sts_sentences()
+    query, texts = sentences[30], sentences[31:47]
+    body = {"query": query, "texts": texts, "return_text": True}
+    ranks = httpx.post(f"{url}/rerank", json=body, timeout=60).json()
+    expected = reranker.rank(query, texts, return_documents=True)
+    assert [(r["index"], r["text"]) for r in ranks] == [
+        (e["corpus_id"], e["text"]) for e in expected
+    ]
+    np.testing.assert_allclose(
+        [r["score"] for r in ranks], [e["score"] for e in expected], atol=1e-6, rtol=0
+    )
+    body = {"query": "money back", "top_k": 2, "mode": "hybrid", "rerank": True, "candidates": 3}
+    [result] = httpx.post(f"{url}/v1/search", json=body, timeout=60).json()["data"]
+    hits = index.search("money back", top_k=2, mode="hybrid", rerank=reranker, candidates=3)
+    assert [h["id"] for h in result["hits"]] == [h.id for h in hits]
+    np.testing.assert_allclose(
+        [h["score"] for h in result["hits"]], [h.score for h in hits], atol=1e-6, rtol=0
+    )
+
+
 def test_the_models_loading_error_is_raised_in_the_parent(tmp_path):
     from ferris_jax.serve.engine import EngineProcess
 
@@ -94,6 +135,8 @@ def test_a_dead_engine_process_fails_requests_cleanly(minilm):
     engine = EngineProcess(functools.partial(load_for_serving, MINILM), precompile=False)
     with running(create_app(engine)) as (url, _):
         assert httpx.post(f"{url}/v1/embeddings", json={"input": "hello"}).status_code == 200
+        none = httpx.post(f"{url}/rerank", json={"query": "q", "texts": ["a"]})
+        assert none.status_code == 404 and "--reranker" in none.json()["error"]  # TEI's shape
         os.kill(engine.pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while engine.alive:
