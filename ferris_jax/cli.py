@@ -486,7 +486,7 @@ with --reranker), POST /rerank (text-embeddings-inference's, with --reranker), G
 
   curl -s localhost:8080/v1/embeddings -H 'Content-Type: application/json' \\
        -d '{"input": ["a first text", "a second"], "model": "all-MiniLM-L6-v2"}'
-  curl -s localhost:8080/rerank -H 'Content-Type: application/json' \
+  curl -s localhost:8080/rerank -H 'Content-Type: application/json' \\
        -d '{"query": "reset my password", "texts": ["Open Settings.", "Invoices."]}'
 
 Requests arriving together are batched onto the device. A full queue answers 429 with

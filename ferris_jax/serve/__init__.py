@@ -1,9 +1,13 @@
-"""Serving: `ferris-jax serve`, an HTTP server of embeddings and search that OpenAI and
-text-embeddings-inference clients speak to, with dynamic batching onto the device.
+"""Serving: `ferris-jax serve`, an HTTP server of embeddings, search and reranking that OpenAI
+and text-embeddings-inference clients speak to, with dynamic batching onto the device.
+
+    POST /v1/embeddings (OpenAI), /embed and /rerank (text-embeddings-inference; /rerank with
+    a reranker), /v1/search (with an index: dense, lexical or hybrid, optionally reranked);
+    GET /v1/models, /info, /health, /metrics
 
     schemas   request bodies checked, limits          errors     the error bodies
     batcher   the threads that prepare and dispatch    metrics    Prometheus metrics
-    engine    where the model runs: these threads, or a process of its own (the default)
+    engine    where the models run: these threads, or a process of its own (the default)
     responses response bodies                          app        the Starlette app
     server    uvicorn, start-up and shutdown
 
