@@ -80,12 +80,15 @@ class PairBatch:
     token_type_ids: jax.Array
 
 
-def pair_batch(reranker: Reranker, pairs: Sequence[Sequence[str]], multiple: int = 1) -> PairBatch:
-    """The pairs tokenized as `predict` does, padded to the longest rounded up to a
-    `multiple` of tokens (fewer shapes to compile; at most `max_seq_length`)."""
+def pair_batch(
+    reranker: Reranker, pairs: Sequence[Sequence[str]], bucket: bool = False
+) -> PairBatch:
+    """The pairs tokenized as `predict` does, padded to the longest; with `bucket`, to the
+    next power of two (at least 16, at most `max_seq_length`): few shapes to compile."""
     tok = reranker.tokenizer.encode_pairs(*validate_pairs(pairs))
     longest = int(tok.lengths.max(initial=1))
-    L = min(-(-longest // multiple) * multiple, max(longest, reranker.max_seq_length))
+    L = min(max(16, 1 << (longest - 1).bit_length()), reranker.max_seq_length) if bucket else 0
+    L = max(L, longest)
     batch = pad(tok, np.arange(len(tok)), (len(tok), L), reranker.tokenizer.pad_token_id)
     return PairBatch(batch.input_ids, batch.attention_mask, batch.token_type_ids)
 
@@ -163,7 +166,9 @@ def fit_reranker(
         epochs: passes over the examples.
         batch_size: examples (pairs, or groups) per step.
         learning_rate, weight_decay, warmup_steps, max_grad_norm: AdamW as transformers'
-            Trainer runs it: linear warmup, then linear decay to 0 at the last step.
+            Trainer runs it: linear warmup, then linear decay to 0 at the last step. The
+            defaults are sentence-transformers' `CrossEncoder.fit`'s (2e-5, 0.01, 0, 1.0);
+            its newer trainer's are transformers' (5e-5, 0.0).
         seed: the shuffle's seed (epoch e shuffles with `seed + e`).
         shuffle: reorder the examples each epoch.
         show_progress_bar: a bar of steps when True.
@@ -196,7 +201,7 @@ def fit_reranker(
         for start in range(0, len(pairs), batch_size):
             rows = order[start : start + batch_size]
             chosen = [p for r in rows for p in pairs[r]] if grouped else [pairs[r] for r in rows]
-            batch = pair_batch(reranker, chosen, multiple=32)
+            batch = pair_batch(reranker, chosen, bucket=True)
             params, opt_state, value = step(
                 params, opt_state, batch, jnp.asarray(labels[rows], dtype)
             )
