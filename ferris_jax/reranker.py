@@ -284,9 +284,10 @@ class Reranker:
     def save_pretrained(self, path: str | os.PathLike, params: nnx.State | None = None) -> Path:
         """Write this cross-encoder to the folder `path` as transformers saves a
         `*ForSequenceClassification` model (config.json with the labels as loaded, safetensors
-        under the checkpoint's own tensor names, the tokenizer files, the saved CrossEncoder
-        activation), which `AutoModelForSequenceClassification`, sentence-transformers'
-        `CrossEncoder` and `load_reranker` read. Atomic; the folder may be new, empty or an
+        under the checkpoint's own tensor names, the tokenizer files with `max_seq_length` as
+        their `model_max_length`, the saved CrossEncoder activation), which
+        `AutoModelForSequenceClassification`, sentence-transformers' `CrossEncoder` and
+        `load_reranker` read. Atomic; the folder may be new, empty or an
         earlier ferris-jax save's (see `ferris_jax.loading.export.save_pretrained`).
 
         Args:
@@ -296,7 +297,8 @@ class Reranker:
         Returns:
             The folder's path.
         """
-        return save_classifier(path, self.checkpoint, self.params if params is None else params)
+        params = self.params if params is None else params
+        return save_classifier(path, self.checkpoint, params, self.max_seq_length)
 
     def __repr__(self) -> str:
         return (

@@ -132,3 +132,22 @@ def test_save_over_an_earlier_save_not_over_the_source(tmp_path):
     with pytest.raises(ValueError, match="ferris-jax did not save"):
         rr.save_pretrained(src)
     assert sorted(p.name for p in src.iterdir()) == files
+
+
+def test_max_seq_length_is_saved(tmp_path):
+    """A shorter `max_seq_length` reaches CrossEncoder and load_reranker, which cut the pairs
+    as the reranker does (rtol=atol=1e-5)."""
+    from sentence_transformers import CrossEncoder
+
+    src = make_bert_checkpoint(tmp_path / "hf", seed=4, num_labels=1, initializer_range=0.3)
+    rr = ferris_jax.load_reranker(src)
+    rr.max_seq_length = 20
+    saved = rr.save_pretrained(tmp_path / "saved")
+    want = rr.predict(pairs())
+    assert np.abs(want - ferris_jax.load_reranker(src).predict(pairs())).max() > 1e-3  # cut
+    ce = CrossEncoder(str(saved), device="cpu")
+    assert ce.max_seq_length == 20
+    np.testing.assert_allclose(ce.predict(pairs()), want, rtol=RTOL, atol=ATOL)
+    again = ferris_jax.load_reranker(saved)
+    assert again.max_seq_length == 20
+    np.testing.assert_allclose(again.predict(pairs()), want, rtol=RTOL, atol=ATOL)

@@ -30,7 +30,7 @@ from flax import nnx
 
 from ferris_jax._compat import variable_value
 from ferris_jax._version import __version__
-from ferris_jax.files import write_json
+from ferris_jax.files import read_json_object, write_json
 from ferris_jax.loading.checkpoint import Checkpoint, ClassifierCheckpoint, safetensors_files
 from ferris_jax.loading.st_format import FORMAT_VERSION, Settings, write_head, write_settings
 from ferris_jax.loading.tokenizer import TOKENIZER_FILES, copy_tokenizer_files
@@ -90,7 +90,10 @@ def save_pretrained(
 
 
 def save_classifier(
-    path: str | os.PathLike, checkpoint: ClassifierCheckpoint, params: nnx.State
+    path: str | os.PathLike,
+    checkpoint: ClassifierCheckpoint,
+    params: nnx.State,
+    max_seq_length: int | None = None,
 ) -> Path:
     """Write a cross-encoder (`checkpoint`'s `*ForSequenceClassification` model) with `params`
     to the folder `path`, as transformers saves one: config.json as read (num_labels, id2label;
@@ -104,6 +107,8 @@ def save_classifier(
         path: the folder to write: new, empty, or one an earlier ferris-jax save wrote.
         checkpoint: what the model was loaded from.
         params: parameters with the paths and shapes of `checkpoint.params`, all of one dtype.
+        max_seq_length: tokens per pair, saved as tokenizer_config.json's `model_max_length`
+            (where every reader of a transformers folder takes it from); None: as copied.
 
     Returns:
         The folder's path.
@@ -131,6 +136,10 @@ def save_classifier(
 
     def write(staging: Path) -> None:
         copy_tokenizer_files(checkpoint.path, staging)
+        tokenizer_config = staging / "tokenizer_config.json"
+        if max_seq_length is not None and tokenizer_config.is_file():
+            entries = read_json_object(tokenizer_config) or {}
+            write_json(tokenizer_config, {**entries, "model_max_length": max_seq_length})
         write_json(staging / "config.json", config)
         _write_safetensors(staging / "model.safetensors", tensors)
         # Marks the folder as ferris-jax's (so a later save may replace it); sentence-transformers
