@@ -9,8 +9,10 @@ runs the compiled programs (`programs.Programs`) and applies the activation.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -23,6 +25,7 @@ from ferris_jax import ops, programs
 from ferris_jax.batching import BucketPolicy, TokenBatch, pad, plan_batches
 from ferris_jax.errors import CheckpointError, require_int
 from ferris_jax.loading.checkpoint import ClassifierCheckpoint
+from ferris_jax.loading.export import save_classifier
 from ferris_jax.ops.impl import check_impls, requested_impls
 from ferris_jax.placement import Placement
 from ferris_jax.programs import Programs
@@ -277,6 +280,25 @@ class Reranker:
         ]
         results.sort(key=lambda r: r["score"], reverse=True)  # stable: ties keep input order
         return results[:top_k]
+
+    def save_pretrained(self, path: str | os.PathLike, params: nnx.State | None = None) -> Path:
+        """Write this cross-encoder to the folder `path` as transformers saves a
+        `*ForSequenceClassification` model (config.json with the labels as loaded, safetensors
+        under the checkpoint's own tensor names, the tokenizer files with `max_seq_length` as
+        their `model_max_length`, the saved CrossEncoder activation), which
+        `AutoModelForSequenceClassification`, sentence-transformers' `CrossEncoder` and
+        `load_reranker` read. Atomic; the folder may be new, empty or an
+        earlier ferris-jax save's (see `ferris_jax.loading.export.save_pretrained`).
+
+        Args:
+            path: the folder to write.
+            params: the parameters to save (e.g. trained ones); None: `self.params`.
+
+        Returns:
+            The folder's path.
+        """
+        params = self.params if params is None else params
+        return save_classifier(path, self.checkpoint, params, self.max_seq_length)
 
     def __repr__(self) -> str:
         return (

@@ -238,6 +238,7 @@ class ClassifierCheckpoint:
     max_seq_length: int  # tokens per pair at most, special tokens included
     max_positions: int | None  # the most tokens the position table covers
     activation_fn: str | None  # the saved CrossEncoder activation (a torch class path), if any
+    config: dict[str, Any]  # config.json as read: saving writes it back
 
 
 def _saved_activation(directory: Path, model_config: dict[str, Any]) -> str | None:
@@ -301,4 +302,5 @@ def load_classifier(
         max_seq_length=settings.max_seq_length,
         max_positions=max_positions,
         activation_fn=_saved_activation(directory, model_config),
+        config=model_config,
     )

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,13 @@ import numpy as np
 from flax import nnx
 
 from ferris_jax._compat import variable_value
-from ferris_jax.files import write_json
-from ferris_jax.loading.checkpoint import Checkpoint, safetensors_files
-from ferris_jax.loading.st_format import Settings, write_head, write_settings
+from ferris_jax._version import __version__
+from ferris_jax.files import read_json_object, write_json
+from ferris_jax.loading.checkpoint import Checkpoint, ClassifierCheckpoint, safetensors_files
+from ferris_jax.loading.st_format import FORMAT_VERSION, Settings, write_head, write_settings
 from ferris_jax.loading.tokenizer import TOKENIZER_FILES, copy_tokenizer_files
 from ferris_jax.models import family_for
+from ferris_jax.models.classifier import weight_map as classifier_weight_map
 from ferris_jax.weights import Path as ParamPath
 from ferris_jax.weights import WeightMap, dense_weight_map, format_path, to_tensors
 
@@ -73,10 +76,8 @@ def save_pretrained(
     backbone, *dense = to_tensors(flat, maps)  # every parameter, or an error naming the rest
     backbone |= _unused_tensors(checkpoint, family.weight_map, dtype)
     hidden_size = family.config_from_hf(checkpoint.config).hidden_size
-    created = not target.exists()
-    target.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target, prefix=STAGING_PREFIX, suffix=".tmp"))
-    try:
+
+    def write(staging: Path) -> None:
         copy_tokenizer_files(checkpoint.path, staging)
         write_json(staging / "config.json", hf_config(checkpoint.config, dtype))
         _write_safetensors(staging / "model.safetensors", backbone)
@@ -84,6 +85,78 @@ def save_pretrained(
         for sub, tensors in zip(dense_dirs, dense, strict=True):
             _write_safetensors(sub / "model.safetensors", tensors)
         write_settings(staging, settings)
+
+    return _save_folder(target, write)
+
+
+def save_classifier(
+    path: str | os.PathLike,
+    checkpoint: ClassifierCheckpoint,
+    params: nnx.State,
+    max_seq_length: int | None = None,
+) -> Path:
+    """Write a cross-encoder (`checkpoint`'s `*ForSequenceClassification` model) with `params`
+    to the folder `path`, as transformers saves one: config.json as read (num_labels, id2label;
+    dtype updated; the saved CrossEncoder activation under "sentence_transformers"), the
+    backbone and head tensors under the checkpoint's own names, the tokenizer files. transformers'
+    `AutoModelForSequenceClassification`, sentence-transformers' `CrossEncoder` and
+    `ferris_jax.load_reranker` read it. Written atomically, with `save_pretrained`'s rules for
+    the target folder.
+
+    Args:
+        path: the folder to write: new, empty, or one an earlier ferris-jax save wrote.
+        checkpoint: what the model was loaded from.
+        params: parameters with the paths and shapes of `checkpoint.params`, all of one dtype.
+        max_seq_length: tokens per pair, saved as tokenizer_config.json's `model_max_length`
+            (where every reader of a transformers folder takes it from); None: as copied.
+
+    Returns:
+        The folder's path.
+
+    Raises:
+        ValueError, FileExistsError, CheckpointError: as `save_pretrained`.
+    """
+    target = Path(path)
+    _check_target(target)
+    family = family_for(checkpoint.model_type)
+    flat = _checked_params(params, checkpoint.params)
+    dtype = _one_dtype(flat)
+    (tensors,) = to_tensors(flat, [classifier_weight_map(checkpoint.head.kind, family.weight_map)])
+    config = hf_config(checkpoint.config, dtype)
+    marker: dict[str, Any] = {
+        "__version__": {"sentence_transformers": FORMAT_VERSION, "ferris_jax": __version__},
+        "model_type": "CrossEncoder",
+    }
+    if checkpoint.activation_fn is not None:
+        # Where a CrossEncoder without modules.json (this folder) reads it back.
+        saved = config.get("sentence_transformers")
+        saved = saved if isinstance(saved, dict) else {}
+        config["sentence_transformers"] = {**saved, "activation_fn": checkpoint.activation_fn}
+        marker["activation_fn"] = checkpoint.activation_fn
+
+    def write(staging: Path) -> None:
+        copy_tokenizer_files(checkpoint.path, staging)
+        tokenizer_config = staging / "tokenizer_config.json"
+        if max_seq_length is not None and tokenizer_config.is_file():
+            entries = read_json_object(tokenizer_config) or {}
+            write_json(tokenizer_config, {**entries, "model_max_length": max_seq_length})
+        write_json(staging / "config.json", config)
+        _write_safetensors(staging / "model.safetensors", tensors)
+        # Marks the folder as ferris-jax's (so a later save may replace it); sentence-transformers
+        # reads this file only beside a modules.json, which a transformers folder has not.
+        write_json(staging / SETTINGS_FILES[1], marker)
+
+    return _save_folder(target, write)
+
+
+def _save_folder(target: Path, write: Callable[[Path], None]) -> Path:
+    """Run `write` on a hidden staging folder inside `target`, then move its files in
+    (`_commit`); on any failure nothing of `target` is changed."""
+    created = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target, prefix=STAGING_PREFIX, suffix=".tmp"))
+    try:
+        write(staging)
         _commit(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,7 +1,8 @@
 """Fine-tuning with optax: pure contrastive losses of embeddings, a train step, evaluators;
 and for rerankers (cross-encoders), pure losses of their scores and evaluators of their ranking.
 
-`fit(encoder, train_data, loss=...)` is the loop for the common case; research loops build
+`fit(encoder, train_data, loss=...)` is the loop for the common case (`fit_reranker(reranker,
+pairs, labels)` for cross-encoders, around `rerank_step`); research loops build
 their own around `train_step` and `TrainBatch` (from `make_batch`, or `collate` of a
 `TrainDataset`). `import ferris_jax` does not import this package (nor jax or optax); importing
 it imports them.
@@ -30,6 +31,7 @@ from ferris_jax.train.losses import (
     mnrl_symmetric_loss,
     uses_in_batch_negatives,
 )
+from ferris_jax.train.rerank import PairBatch, fit_reranker, pair_batch, rerank_step
 from ferris_jax.train.rerank_evaluators import (
     CrossEncoderCorrelationEvaluator,
     CrossEncoderRerankingEvaluator,
@@ -56,6 +58,7 @@ __all__ = [
     "History",
     "InformationRetrievalEvaluator",
     "NoDuplicatesBatchSampler",
+    "PairBatch",
     "TrainBatch",
     "TrainDataset",
     "TrainState",
@@ -65,6 +68,7 @@ __all__ = [
     "cosent_loss",
     "cross_entropy_loss",
     "fit",
+    "fit_reranker",
     "in_batch_negatives",
     "init_state",
     "iter_batches",
@@ -78,7 +82,9 @@ __all__ = [
     "mnrl_symmetric_loss",
     "mse_loss",
     "multiple_negatives_ranking_loss",
+    "pair_batch",
     "rank_net_loss",
+    "rerank_step",
     "train_step",
     "uses_in_batch_negatives",
 ]
