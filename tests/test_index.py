@@ -312,13 +312,13 @@ path, seed = sys.argv[2], int(sys.argv[3])
 try:
     index = Index.load(path, enc)
 except Exception:
-    index = Index(enc)
+    index = Index(enc, lexical=True)  # the BM25 index is saved (and killed) with the items
     index.save(path)
 rng, n = np.random.default_rng(seed), len(index)
 while True:  # adds of 40,000 rows: a shard file is written in the middle of every second one
     vectors = rng.standard_normal((40_000, enc.embedding_dimension)).astype(np.float32)
     ids = [f"r{n + i}" for i in range(40_000)]
-    index.add_embeddings(vectors, ids=ids, model=index.model["name"])
+    index.add_embeddings(vectors, ids=ids, texts=ids, model=index.model["name"])
     n += 40_000
     index.save()
     print(n, flush=True)
@@ -351,3 +351,6 @@ def test_an_index_killed_at_any_moment_loads_as_last_saved(tiny_st, tmp_path, de
         assert index.get([f"r{len(index) - 1}", f"r{len(index)}"])[0] is not None
         assert index.get(f"r{len(index)}")[0] is None
         assert len(index.search(np.ones(index.dimension, np.float32), top_k=3)) == 3
+        last = f"r{len(index) - 1}"
+        assert [h.id for h in index.search(last, top_k=2, mode="lexical")] == [last]
+        assert index.search(f"r{len(index)}", mode="lexical") == []
