@@ -164,6 +164,21 @@ def _fill_model(
     return graphdef, nnx.from_flat_state([(path, var.replace(filled[path])) for path, var in flat])
 
 
+def _max_positions(config: Any) -> int | None:
+    """Tokens the model's positions take (a family whose positions start past 0, MPNet and
+    RoBERTa, says so in `max_tokens`)."""
+    return getattr(config, "max_tokens", getattr(config, "max_position_embeddings", None))
+
+
+def _tokenizer(directory: Path, settings: Any, model_config: dict[str, Any]) -> Any:
+    return load_tokenizer(
+        directory,
+        max_seq_length=settings.max_seq_length,
+        do_lower_case=settings.do_lower_case,
+        model_config=model_config,
+    )
+
+
 def load_checkpoint(
     directory: Path,
     *,
@@ -179,8 +194,7 @@ def load_checkpoint(
     dtype = parse_dtype(dtype)
     model_config, family, config = _read_family(directory)
     head, dense_dirs = read_head(directory)
-    # A family whose positions start past 0 (MPNet, RoBERTa) says how many tokens fit.
-    max_positions = getattr(config, "max_tokens", getattr(config, "max_position_embeddings", None))
+    max_positions = _max_positions(config)
     settings = read_settings(
         directory,
         max_seq_length
@@ -192,12 +206,7 @@ def load_checkpoint(
         head, settings = _apply_preset(
             preset, directory, model_config["model_type"], head, settings
         )
-    tokenizer = load_tokenizer(
-        directory,
-        max_seq_length=settings.max_seq_length,
-        do_lower_case=settings.do_lower_case,
-        model_config=model_config,
-    )
+    tokenizer = _tokenizer(directory, settings, model_config)
 
     def build(rngs: nnx.Rngs) -> SentenceEmbedder:
         return SentenceEmbedder(
@@ -274,14 +283,9 @@ def load_classifier(
         head = ClassifierConfig.from_hf(model_config)
     except ValueError as e:
         raise CheckpointError(f"{directory / 'config.json'}: {e}") from e
-    max_positions = getattr(config, "max_tokens", getattr(config, "max_position_embeddings", None))
+    max_positions = _max_positions(config)
     settings = read_settings(directory, max_seq_length, max_positions)
-    tokenizer = load_tokenizer(
-        directory,
-        max_seq_length=settings.max_seq_length,
-        do_lower_case=settings.do_lower_case,
-        model_config=model_config,
-    )
+    tokenizer = _tokenizer(directory, settings, model_config)
 
     def build(rngs: nnx.Rngs) -> SequenceClassifier:
         backbone = family.model(config, dtype=dtype, rngs=rngs)
