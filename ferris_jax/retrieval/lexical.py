@@ -31,21 +31,21 @@ import numpy as np
 from ferris_jax.retrieval.backends import RowFilter
 
 TABLE = "items_fts"
-_CREATE = f"""
-CREATE VIRTUAL TABLE {TABLE} USING fts5(
-    text, content='items', content_rowid='row', tokenize='unicode61 remove_diacritics 2'
-);
-CREATE TRIGGER {TABLE}_insert AFTER INSERT ON items BEGIN
-    INSERT INTO {TABLE}(rowid, text) VALUES (new.row, new.text);
-END;
-CREATE TRIGGER {TABLE}_delete AFTER DELETE ON items BEGIN
-    INSERT INTO {TABLE}({TABLE}, rowid, text) VALUES ('delete', old.row, old.text);
-END;
-CREATE TRIGGER {TABLE}_update AFTER UPDATE OF text ON items BEGIN
-    INSERT INTO {TABLE}({TABLE}, rowid, text) VALUES ('delete', old.row, old.text);
-    INSERT INTO {TABLE}(rowid, text) VALUES (new.row, new.text);
-END;
-"""
+# The full-text table and the triggers that keep it in step with the items table.
+_CREATE = (
+    f"CREATE VIRTUAL TABLE {TABLE} USING fts5(text, content='items', content_rowid='row', "
+    "tokenize='unicode61 remove_diacritics 2')",
+    f"""CREATE TRIGGER {TABLE}_insert AFTER INSERT ON items BEGIN
+        INSERT INTO {TABLE}(rowid, text) VALUES (new.row, new.text);
+    END""",
+    f"""CREATE TRIGGER {TABLE}_delete AFTER DELETE ON items BEGIN
+        INSERT INTO {TABLE}({TABLE}, rowid, text) VALUES ('delete', old.row, old.text);
+    END""",
+    f"""CREATE TRIGGER {TABLE}_update AFTER UPDATE OF text ON items BEGIN
+        INSERT INTO {TABLE}({TABLE}, rowid, text) VALUES ('delete', old.row, old.text);
+        INSERT INTO {TABLE}(rowid, text) VALUES (new.row, new.text);
+    END""",
+)
 # FTS5's bm25() parameters, which `Bm25sSearch` uses too.
 K1, B = 1.2, 0.75
 # Words of a query: what unicode61 keeps (letters, digits), split at everything else.
@@ -76,7 +76,7 @@ class LexicalSearch:
             return
         self._db.execute("SAVEPOINT lexical")
         try:
-            for statement in _statements(_CREATE):  # (executescript would commit)
+            for statement in _CREATE:  # one by one: executescript would commit
                 self._db.execute(statement)
             self._db.execute(f"INSERT INTO {TABLE}({TABLE}) VALUES ('rebuild')")
         except BaseException:
@@ -131,18 +131,6 @@ class LexicalSearch:
 
     def load(self, folder: Path, manifest: Mapping[str, Any]) -> None:
         """Nothing: the items database brought the table (if it was built)."""
-
-
-def _statements(script: str) -> list[str]:
-    """The statements of `_CREATE` (triggers hold `;` inside BEGIN ... END)."""
-    out, current = [], []
-    for line in script.strip().splitlines():
-        current.append(line)
-        joined = "\n".join(current).strip()
-        if joined.endswith(";") and (not joined.startswith("CREATE TRIGGER") or line == "END;"):
-            out.append(joined)
-            current = []
-    return out
 
 
 def text_tokens(text: str) -> list[str]:
